@@ -1,0 +1,94 @@
+"""The Litestar application: wiring of settings, catalogue, auth, problem details, routes.
+
+``create_app`` is the factory uvicorn runs (``--factory``); it reads settings the same way the
+CLI does, so the API, the CLI and Dagster always agree on configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from librarian_dagster import __version__
+from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
+from librarian_dagster.api.routes import ping, users
+from librarian_dagster.api.schemas import API_PREFIX
+from librarian_dagster.catalogue.database import get_catalogue
+from librarian_dagster.services.accounts import password_hasher
+from librarian_dagster.services.errors import ServiceError
+from librarian_dagster.services.stores import open_stores
+from librarian_dagster.settings import LibrarianSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def _problem(status: int, title: str, detail: str) -> Response[dict[str, object]]:
+    return Response(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def _service_error(_request: Request, error: ServiceError) -> Response[dict[str, object]]:
+    return _problem(error.status, error.title, error.detail)
+
+
+def _http_error(_request: Request, error: HTTPException) -> Response[dict[str, object]]:
+    """Litestar's own errors (401, 403, 404, 405, 413, validation) as problem details."""
+    response = _problem(error.status_code, HTTPStatus(error.status_code).phrase, str(error.detail))
+    if error.extra:  # validation errors: which field, what is wrong
+        response.content["errors"] = error.extra
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
+
+
+def _unexpected_error(request: Request, error: Exception) -> Response[dict[str, object]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal server error",
+        "the librarian hit an unexpected error; its log has the details",
+    )
+
+
+def create_app(settings: LibrarianSettings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    catalogue = get_catalogue(settings.catalogue_url)
+    authenticator = Authenticator(
+        catalogue, password_hasher(settings.security), settings.api.auth_cache_seconds
+    )
+    return Litestar(
+        route_handlers=[ping.router(), users.router()],
+        state=State(
+            {"settings": settings, "catalogue": catalogue, "stores": open_stores(settings)}
+        ),
+        middleware=[
+            DefineMiddleware(
+                BasicAuthMiddleware, authenticator=authenticator, exclude=UNAUTHENTICATED_PATHS
+            )
+        ],
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        openapi_config=OpenAPIConfig(
+            title=f"librarian {settings.name}", version=__version__, path="/schema"
+        ),
+        request_max_body_size=settings.api.max_json_body_bytes,
+        debug=False,
+    )
+
+
+__all__ = ["API_PREFIX", "create_app"]

@@ -1,0 +1,72 @@
+"""``/api/v2/users``: accounts, admin only. Thin: validation and work live in services."""
+
+from __future__ import annotations
+
+from litestar import Router, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from librarian_dagster.api.auth import requires
+from librarian_dagster.api.schemas import API_PREFIX, UserCreate, UserInfo, UserList, UserUpdate
+from librarian_dagster.catalogue.models import User, UserLevel
+from librarian_dagster.services import accounts
+from librarian_dagster.settings import LibrarianSettings
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(
+        name=user.name,
+        level=user.level,
+        created_at=user.created_at,
+        password_changed_at=user.password_changed_at,
+    )
+
+
+@get("/users", operation_id="listUsers", sync_to_thread=True)
+def list_users(state: State) -> UserList:
+    with state.catalogue.session() as session:
+        return UserList(users=[_info(user) for user in accounts.list_users(session)])
+
+
+@post("/users", operation_id="createUser", sync_to_thread=True, status_code=HTTP_201_CREATED)
+def create_user(state: State, data: JSONBody[UserCreate]) -> UserInfo:
+    settings: LibrarianSettings = state.settings
+    hasher = accounts.password_hasher(settings.security)
+    with state.catalogue.session() as session:
+        user = accounts.create_user(session, hasher, data.name, data.password, data.level)
+        return _info(user)
+
+
+@patch("/users/{name:str}", operation_id="updateUser", sync_to_thread=True)
+def update_user(state: State, name: FromPath[str], data: JSONBody[UserUpdate]) -> UserInfo:
+    settings: LibrarianSettings = state.settings
+    with state.catalogue.session() as session:
+        user = accounts.get_user(session, name)
+        if data.password is not None:
+            user = accounts.set_password(
+                session, accounts.password_hasher(settings.security), name, data.password
+            )
+        if data.level is not None:
+            user = accounts.set_level(session, name, data.level)
+        return _info(user)
+
+
+@delete(
+    "/users/{name:str}",
+    operation_id="deleteUser",
+    sync_to_thread=True,
+    status_code=HTTP_204_NO_CONTENT,
+)
+def delete_user(state: State, name: FromPath[str]) -> None:
+    with state.catalogue.session() as session:
+        accounts.delete_user(session, name)
+
+
+def router() -> Router:
+    return Router(
+        path=API_PREFIX,
+        route_handlers=[list_users, create_user, update_user, delete_user],
+        guards=[requires(UserLevel.ADMIN)],
+        tags=["users"],
+    )

@@ -1,0 +1,63 @@
+"""The ``librarian`` command (SPEC §7). Sub-commands live in sibling modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from librarian_dagster.cli import serve_cmd, stores_cmd, users_cmd
+from librarian_dagster.cli.common import console, one_line_errors, set_config, settings
+from librarian_dagster.services.bootstrap import ADMIN_PASSWORD_ENV, ADMIN_USER, initialise
+
+app = typer.Typer(
+    name="librarian",
+    help="Research-data librarian: ingest, catalogue and move immutable books.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(users_cmd.app, name="user")
+app.add_typer(stores_cmd.app, name="store")
+app.command("serve")(serve_cmd.serve)
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (default: $LIBRARIAN_CONFIG or ./librarian.toml)."
+        ),
+    ] = None,
+) -> None:
+    set_config(config)
+
+
+@app.command()
+@one_line_errors
+def init() -> None:
+    """Create or migrate the catalogue, stores and Dagster home; create the first admin."""
+    current = settings()
+    result = initialise(current)
+    console.print(f"librarian [bold]{current.name}[/] ready: catalogue {current.catalogue_url}")
+    for store in current.stores:
+        console.print(f"  store {store.name} ({store.kind}) at {store.root}")
+    if result.secret_key_created:
+        console.print(f"  secret key written to {current.secret_key_file} (mode 0600)")
+    if result.generated_admin_password:
+        console.print(
+            f"  created user [bold]{ADMIN_USER}[/] with password "
+            f"[bold]{result.generated_admin_password}[/] (shown once; set "
+            f"{ADMIN_PASSWORD_ENV} to choose it)",
+            highlight=False,
+        )
+    elif result.admin_created:
+        console.print(
+            f"  created user [bold]{ADMIN_USER}[/] with the password from {ADMIN_PASSWORD_ENV}"
+        )
+
+
+if __name__ == "__main__":
+    app()

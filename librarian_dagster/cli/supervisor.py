@@ -1,0 +1,135 @@
+"""``librarian serve``: run the API, the Dagster webserver and the Dagster daemon together.
+
+The three are child processes in their own process group each. Ctrl-C or SIGTERM stops all
+three (SIGTERM, then SIGKILL after a grace period). If one dies on its own, the others are
+stopped too and the exit code says which one died first, so a service manager restarts the
+whole librarian rather than running it half-alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GRACE_SECONDS = 20.0
+
+# Exit codes of `librarian serve` when a child dies on its own (documented in the README).
+EXIT_CODES = {"api": 3, "dagster-webserver": 4, "dagster-daemon": 5}
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            list(self.argv), env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+
+def child_commands(
+    *,
+    api_host: str,
+    api_port: int,
+    webserver_host: str,
+    webserver_port: int,
+    workspace: Path,
+    env: dict[str, str],
+) -> list[Child]:
+    bindir = Path(sys.executable).parent
+    return [
+        Child(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "librarian_dagster.api.app:create_app",
+                "--host",
+                api_host,
+                "--port",
+                str(api_port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "10",
+            ],
+            env,
+        ),
+        Child(
+            "dagster-webserver",
+            [
+                str(bindir / "dagster-webserver"),
+                "-w",
+                str(workspace),
+                "-h",
+                webserver_host,
+                "-p",
+                str(webserver_port),
+            ],
+            env,
+        ),
+        Child("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)], env),
+    ]
+
+
+def stop_all(children: Sequence[Child], grace: float = GRACE_SECONDS) -> None:
+    for child in children:
+        if child.alive():
+            child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.signal_group(signal.SIGKILL)
+            child.process.wait()
+
+
+def supervise(children: Sequence[Child], say: Callable[[str], None]) -> int:
+    """Start the children and wait; returns the exit code for ``librarian serve``."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in children:
+            child.start()
+        while not stopping:
+            dead = [child for child in children if not child.alive()]
+            if dead:
+                first = dead[0]
+                code = first.process.returncode if first.process else None
+                say(f"{first.name} exited (code {code}); stopping the others")
+                stop_all(children)
+                return EXIT_CODES.get(first.name, 1)
+            time.sleep(0.5)
+        say("stopping")
+        stop_all(children)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,80 @@
+"""The Dagster instance a librarian runs on: ``DAGSTER_HOME``, ``dagster.yaml``, workspace.
+
+``librarian serve`` and ``librarian init`` write both files into ``<data_dir>/dagster`` from
+settings, so the instance always matches the configuration. The repository's top-level
+``dagster.yaml`` and ``workspace.yaml`` are what these functions produce for the embedded
+defaults (a test keeps them equal). The PostgreSQL URL of Dagster's storage is never written
+to disk: the file refers to an environment variable that ``serve`` sets for its children.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from librarian_dagster.settings import LibrarianSettings
+
+DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
+LOCATION_NAME = "librarian"
+INGEST_TAG = "librarian/kind"
+
+
+def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
+    """The content of ``dagster.yaml`` for these settings."""
+    config: dict[str, Any] = {
+        "telemetry": {"enabled": False},
+        "run_monitoring": {"enabled": True},
+        "concurrency": {
+            "runs": {
+                "max_concurrent_runs": settings.dagster.max_concurrent_runs,
+                # A burst of uploads must not take every slot: transfers and checks go on.
+                "tag_concurrency_limits": [
+                    {"key": INGEST_TAG, "value": "ingest", "limit": 2},
+                ],
+            }
+        },
+    }
+    if settings.dagster.postgres_url:
+        config["storage"] = {"postgres": {"postgres_url": {"env": DAGSTER_PG_URL_ENV}}}
+    return config
+
+
+def workspace_config() -> dict[str, Any]:
+    return {
+        "load_from": [
+            {
+                "python_module": {
+                    "module_name": "librarian_dagster.definitions",
+                    "location_name": LOCATION_NAME,
+                }
+            }
+        ]
+    }
+
+
+def _write_if_changed(path: Path, content: str) -> None:
+    if not path.exists() or path.read_text() != content:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(content)
+        tmp.replace(path)
+
+
+def prepare_dagster_home(settings: LibrarianSettings) -> Path:
+    """Create ``DAGSTER_HOME`` with its ``dagster.yaml`` and ``workspace.yaml``; return it."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(
+        home / "dagster.yaml", yaml.safe_dump(instance_config(settings), sort_keys=False)
+    )
+    _write_if_changed(home / "workspace.yaml", yaml.safe_dump(workspace_config(), sort_keys=False))
+    return home
+
+
+def dagster_env(settings: LibrarianSettings) -> dict[str, str]:
+    """Environment additions for Dagster processes of this librarian."""
+    env = {"DAGSTER_HOME": str(settings.dagster_home.resolve())}
+    if settings.dagster.postgres_url:
+        env[DAGSTER_PG_URL_ENV] = settings.dagster.postgres_url
+    return env

@@ -1,0 +1,78 @@
+"""``librarian init`` and the start of ``librarian serve``: make a librarian ready to run.
+
+Idempotent by construction: every step checks what is there and only adds what is missing,
+so ``init`` can be re-run after an upgrade (it applies new migrations) or a config change
+(it syncs stores), and never replaces a secret key or resets a password.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from librarian_dagster.catalogue.database import get_catalogue
+from librarian_dagster.catalogue.migrate import upgrade
+from librarian_dagster.catalogue.models import User, UserLevel
+from librarian_dagster.dagster_instance import prepare_dagster_home
+from librarian_dagster.services import accounts
+from librarian_dagster.services.stores import open_stores, sync_stores
+from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD_ENV = "LIBRARIAN_ADMIN_PASSWORD"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    secret_key_created: bool
+    admin_created: bool
+    # Only set when init generated the password: the one time it is shown.
+    generated_admin_password: str | None
+
+
+def ensure_secret_key(settings: LibrarianSettings) -> bool:
+    """Create the 0600 key file unless the key comes from env or the file exists."""
+    if os.environ.get(SECRET_KEY_ENV) or settings.secret_key_file.exists():
+        return False
+    path: Path = settings.secret_key_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+def prepare(settings: LibrarianSettings) -> None:
+    """Everything ``serve`` needs before it starts processes: schema, stores, Dagster home."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalogue = get_catalogue(settings.catalogue_url)
+    upgrade(catalogue.engine)
+    for store in open_stores(settings).values():
+        store.ensure_layout()
+    with catalogue.session() as session:
+        sync_stores(session, settings)
+    prepare_dagster_home(settings)
+
+
+def initialise(settings: LibrarianSettings) -> InitResult:
+    """``librarian init``: ``prepare`` plus the secret key and the first admin account."""
+    key_created = ensure_secret_key(settings)
+    prepare(settings)
+    catalogue = get_catalogue(settings.catalogue_url)
+    with catalogue.session() as session:
+        if session.scalar(select(User.id).where(User.name == ADMIN_USER)) is not None:
+            return InitResult(key_created, False, None)
+        given = os.environ.get(ADMIN_PASSWORD_ENV)
+        password = given or accounts.generate_password()
+        accounts.create_user(
+            session,
+            accounts.password_hasher(settings.security),
+            ADMIN_USER,
+            password,
+            UserLevel.ADMIN,
+        )
+    return InitResult(key_created, True, None if given else password)

@@ -1,0 +1,44 @@
+"""Errors that services raise; each knows the HTTP status it means.
+
+The API turns them into RFC 9457 problem details, the CLI into one line and a non-zero exit
+code, Dagster ops into a failed step with the same message. Raising one means nothing changed:
+services check before they write.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: a request that cannot be done as asked."""
+
+    status: int = 400
+    title: str = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequest(ServiceError):
+    status = 400
+    title = "Invalid request"
+
+
+class NotFound(ServiceError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    title = "Conflict"
+
+
+class InsufficientStorage(ServiceError):
+    status = 507
+    title = "Insufficient storage"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    title = "Unavailable"

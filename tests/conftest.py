@@ -1,0 +1,93 @@
+"""Shared fixtures: catalogues on SQLite and PostgreSQL, settings files, API clients.
+
+PostgreSQL tests use the server at 127.0.0.1:5432 (database ``test``, or
+``LIBRARIAN_TEST_POSTGRES_URL``), each test in a schema of its own that is dropped afterwards.
+They never skip: an unreachable server is an error (deselect with ``-m "not postgres"``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.migrate import upgrade
+from librarian_dagster.settings import LibrarianSettings, load_settings
+
+POSTGRES_URL = os.environ.get(
+    "LIBRARIAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+# Cheap argon2 for tests that log in many times; one test checks the production defaults.
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024, "argon2_parallelism": 1}
+
+
+@pytest.fixture
+def postgres_schema_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalogue.sqlite'}"
+    return request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def catalogue(database_url: str) -> Iterator[Catalogue]:
+    catalogue = Catalogue(database_url)
+    upgrade(catalogue.engine)
+    yield catalogue
+    catalogue.dispose()
+
+
+def write_config(directory: Path, body: str) -> Path:
+    path = directory / "librarian.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., LibrarianSettings]:
+    """Settings from a TOML file in tmp_path; keyword arguments override top-level keys."""
+
+    def make(database_url: str | None = None, **overrides: Any) -> LibrarianSettings:
+        url = database_url or f"sqlite:///{tmp_path / 'catalogue.sqlite'}"
+        lines = [
+            'name = "test-site"',
+            f'database_url = "{url}"',
+            "[security]",
+            *(f"{key} = {value}" for key, value in FAST_ARGON2.items()),
+            "[[stores]]",
+            'name = "main"',
+            'root = "stores/main"',
+            "reserve_bytes = 0",
+        ]
+        return load_settings(write_config(tmp_path, "\n".join(lines) + "\n"), **overrides)
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

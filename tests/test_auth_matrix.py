@@ -1,0 +1,104 @@
+"""Every route x every level x (no auth, bad password, good password).
+
+The expected level of each route is written here by hand; the test fails if the app has a
+route this table does not list, so a new route cannot land without its permission decided.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+from litestar.routes import HTTPRoute
+from litestar.testing import TestClient
+
+from librarian_dagster.api.app import create_app
+from librarian_dagster.catalogue.models import UserLevel
+from librarian_dagster.settings import LibrarianSettings
+from tests.api_helpers import api_client, credentials
+
+PUBLIC = None
+EXPECTED: dict[tuple[str, str], UserLevel | None] = {
+    ("GET", "/api/v2/ping"): PUBLIC,
+    ("GET", "/api/v2/users"): UserLevel.ADMIN,
+    ("POST", "/api/v2/users"): UserLevel.ADMIN,
+    ("PATCH", "/api/v2/users/{name:str}"): UserLevel.ADMIN,
+    ("DELETE", "/api/v2/users/{name:str}"): UserLevel.ADMIN,
+}
+SAMPLE_PATH_VALUES = {"name": "no-such-user", "id": "0"}
+
+
+def app_routes(settings: LibrarianSettings) -> set[tuple[str, str]]:
+    app = create_app(settings)
+    found = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path.startswith("/schema"):
+            continue
+        for method in route.methods:
+            if method not in ("HEAD", "OPTIONS"):
+                found.add((method, route.path))
+    return found
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from librarian_dagster.settings import load_settings
+    from tests.conftest import FAST_ARGON2, write_config
+
+    directory = tmp_path_factory.mktemp("matrix")
+    body = "\n".join(
+        [
+            'name = "matrix"',
+            f'database_url = "sqlite:///{directory / "c.sqlite"}"',
+            "[security]",
+            *(f"{k} = {v}" for k, v in FAST_ARGON2.items()),
+            "[[stores]]",
+            'name = "main"',
+            'root = "stores/main"',
+            "reserve_bytes = 0",
+        ]
+    )
+    with api_client(load_settings(write_config(directory, body + "\n"))) as client:
+        yield client
+
+
+def test_table_covers_every_route(make_settings: Callable[..., LibrarianSettings]) -> None:
+    assert app_routes(make_settings()) == set(EXPECTED)
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{(\w+):\w+\}", lambda m: SAMPLE_PATH_VALUES[m.group(1)], path)
+
+
+CASES = [
+    (method, path, level, auth)
+    for (method, path) in EXPECTED
+    for level in UserLevel
+    for auth in ("none", "bad", "good")
+]
+
+
+@pytest.mark.parametrize(("method", "path", "level", "auth"), CASES)
+def test_route_permission(
+    client: TestClient, method: str, path: str, level: UserLevel, auth: str
+) -> None:
+    required = EXPECTED[(method, path)]
+    name, password = credentials(level)
+    kwargs: dict = {}
+    if auth == "good":
+        kwargs["auth"] = (name, password)
+    elif auth == "bad":
+        kwargs["auth"] = (name, password + "-wrong")
+    if method in ("POST", "PUT", "PATCH"):
+        kwargs["json"] = {}
+    response = client.request(method, _concrete(path), **kwargs)
+    if required is PUBLIC:
+        assert response.status_code not in (401, 403), response.text
+    elif auth != "good":
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith("Basic")
+    elif level.allows(required):
+        assert response.status_code not in (401, 403), response.text
+    else:
+        assert response.status_code == 403, response.text
