@@ -19,7 +19,7 @@ from librarian_dagster.services.errors import ServiceError
 from librarian_dagster.settings import LibrarianSettings, SettingsError, load_settings
 from librarian_dagster.storage.errors import StoreError
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 P = ParamSpec("P")

@@ -93,9 +93,10 @@ def child_commands(
 
 
 def stop_all(children: Sequence[Child], grace: float = GRACE_SECONDS) -> None:
+    # Signal every group, also one whose leader already died: its own children (a Dagster
+    # code server, say) are still in the group and must not outlive the librarian.
     for child in children:
-        if child.alive():
-            child.signal_group(signal.SIGTERM)
+        child.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for child in children:
         if child.process is None:
@@ -105,6 +106,8 @@ def stop_all(children: Sequence[Child], grace: float = GRACE_SECONDS) -> None:
         except subprocess.TimeoutExpired:
             child.signal_group(signal.SIGKILL)
             child.process.wait()
+    for child in children:  # stragglers in the groups get no more grace
+        child.signal_group(signal.SIGKILL)
 
 
 def supervise(children: Sequence[Child], say: Callable[[str], None]) -> int:

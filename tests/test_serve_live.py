@@ -1,0 +1,85 @@
+"""``librarian serve`` for real: API, Dagster webserver and daemon on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live import ADMIN_PASSWORD, LiveLibrarian
+
+pytestmark = pytest.mark.live
+
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+
+
+def _group_members(groups: set[int]) -> list[int]:
+    """PIDs (not zombies) whose process group is one of ``groups``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            members.append(int(entry.name))
+    return members
+
+
+def test_serve_runs_all_three_and_stops_cleanly(tmp_path: Path) -> None:
+    site = LiveLibrarian(tmp_path)
+    try:
+        site.start()
+        ping = httpx.get(f"{site.api_url}/api/v2/ping").json()
+        assert ping["name"] == "live-site" and ping["healthy"] is True
+        users = httpx.get(f"{site.api_url}/api/v2/users", auth=("admin", ADMIN_PASSWORD))
+        assert users.status_code == 200
+        (location,) = site.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        assert location["name"] == "librarian" and location["loadStatus"] == "LOADED"
+        assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
+
+        def sensor_daemon_healthy() -> bool:
+            statuses = site.graphql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+            return any(s["daemonType"] == "SENSOR" and s["healthy"] for s in statuses)
+
+        site.wait_until(sensor_daemon_healthy, 90, "the daemon's sensor heartbeat")
+        children = site.child_pids()
+        assert set(children) == {"api", "dagster-webserver", "dagster-daemon"}
+    finally:
+        code = site.stop()
+    assert code == 0, site.log()
+    assert not any(_alive(pid) for pid in children.values())
+    assert _group_members(set(children.values())) == []
+    assert site.get(f"{site.api_url}/api/v2/ping") is None
+
+
+def test_serve_stops_everything_when_one_child_dies(tmp_path: Path) -> None:
+    site = LiveLibrarian(tmp_path)
+    try:
+        site.start()
+        children = site.child_pids()
+        os.kill(children["dagster-daemon"], signal.SIGKILL)
+        assert site.process is not None
+        code = site.process.wait(timeout=60)
+    finally:
+        site.stop()
+    assert code == 5, site.log()
+    assert "dagster-daemon exited" in site.log()
+    assert not any(_alive(pid) for pid in children.values())
+    # Each child leads its own process group; nothing in them (code servers) may linger.
+    assert _group_members(set(children.values())) == []
