@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import dagster as dg
 
+from librarian_dagster.assets.book import book, checksums_match
+from librarian_dagster.jobs.ingest import ingest_books
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
+from librarian_dagster.sensors.ingest import ingest_sensor
 
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
+        assets=[book],
+        asset_checks=[checksums_match],
+        jobs=[ingest_books],
+        sensors=[ingest_sensor],
         resources={
             "catalogue": CatalogueResource(),
             "stores": StoresResource(),

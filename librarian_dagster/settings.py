@@ -84,7 +84,13 @@ class StoreSettings(_Section):
     root: Path
     ingestable: bool = True
     enabled: bool = True
+    # A drop folder on the store's filesystem: books appear at ``inbox_depth`` path segments
+    # below it and count as finished when ``<book>.done`` appears beside them (the marker may
+    # hold the producer's checksum) or, if ``inbox_quiet_seconds`` is set, when nothing in
+    # them changed for that long.
     inbox: Path | None = None
+    inbox_depth: Annotated[int, Field(ge=1, le=16)] = 1
+    inbox_quiet_seconds: Annotated[float, Field(gt=0)] | None = None
     rolling: RollingSettings | None = None
     # Space kept free on the store's filesystem; staging refuses uploads that would eat into it.
     reserve_bytes: Annotated[int, Field(ge=0)] = 1024**3
@@ -101,6 +107,21 @@ class TransferSettings(_Section):
         if self.batch_min > self.batch_max:
             raise ValueError("batch_min must not exceed batch_max")
         return self
+
+
+class IngestSettings(_Section):
+    """How staged books become ingest runs."""
+
+    # One run verifies many books (a run costs a process); caps keep one huge book from
+    # waiting behind many small ones.
+    max_books_per_run: Annotated[int, Field(ge=1)] = 200
+    max_bytes_per_run: Annotated[int, Field(ge=1)] = 64 * 1024**3
+    # Staged transfers the sensor looks at per tick (the rest wait for the next tick).
+    max_transfers_per_tick: Annotated[int, Field(ge=1)] = 2000
+    # A requested run that has not claimed its books after this long is requested again.
+    relaunch_after_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Launch the ingest run as soon as an upload is committed (the sensor stays the backstop).
+    launch_on_commit: bool = True
 
 
 class GlobusSettings(_Section):
@@ -157,6 +178,7 @@ class LibrarianSettings(BaseSettings):
     dagster: DagsterSettings = DagsterSettings()
     stores: list[StoreSettings] = Field(default_factory=_default_stores)
     transfer: TransferSettings = TransferSettings()
+    ingest: IngestSettings = IngestSettings()
     globus: GlobusSettings | None = None
     checksum: ChecksumSettings = ChecksumSettings()
     notify: NotifySettings | None = None

@@ -25,8 +25,16 @@ EXPECTED: dict[tuple[str, str], UserLevel | None] = {
     ("POST", "/api/v2/users"): UserLevel.ADMIN,
     ("PATCH", "/api/v2/users/{name:str}"): UserLevel.ADMIN,
     ("DELETE", "/api/v2/users/{name:str}"): UserLevel.ADMIN,
+    ("POST", "/api/v2/uploads"): UserLevel.READ_APPEND,
+    ("PUT", "/api/v2/uploads/{upload_id:int}/content"): UserLevel.READ_APPEND,
+    ("POST", "/api/v2/uploads/{upload_id:int}/commit"): UserLevel.READ_APPEND,
+    ("GET", "/api/v2/uploads/{upload_id:int}"): UserLevel.READ_APPEND,
+    ("DELETE", "/api/v2/uploads/{upload_id:int}"): UserLevel.READ_APPEND,
+    ("POST", "/api/v2/uploads/status"): UserLevel.READ_APPEND,
+    ("GET", "/api/v2/files"): UserLevel.READ_ONLY,
+    ("GET", "/api/v2/files/{name:path}"): UserLevel.READ_ONLY,
 }
-SAMPLE_PATH_VALUES = {"name": "no-such-user", "id": "0"}
+SAMPLE_PATH_VALUES = {"name": "no-such-name", "upload_id": "999999"}
 
 
 def app_routes(settings: LibrarianSettings) -> set[tuple[str, str]]:

@@ -318,3 +318,9 @@ def test_progress_sums_to_total_size(tmp_path: Path, book: str, copy: bool) -> N
         hash_path(src, progress=calls.append)
     assert sum(calls) == total
     assert max(calls) <= CHUNK_SIZE
+
+
+def test_empty_directory_and_empty_file_share_a_checksum(tmp_path: Path) -> None:
+    """Documented property: the book's kind is not part of its checksum."""
+    (tmp_path / "dir").mkdir()
+    assert hash_path(tmp_path / "dir") == hash_path(write(tmp_path / "file", b""))

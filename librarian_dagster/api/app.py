@@ -7,6 +7,7 @@ CLI does, so the API, the CLI and Dagster always agree on configuration.
 from __future__ import annotations
 
 import logging
+import os
 from http import HTTPStatus
 
 from litestar import Litestar, Request, Response
@@ -18,11 +19,12 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from librarian_dagster import __version__
 from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
-from librarian_dagster.api.routes import ping, users
+from librarian_dagster.api.routes import files, ping, uploads, users
 from librarian_dagster.api.schemas import API_PREFIX
-from librarian_dagster.catalogue.database import get_catalogue
+from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
 from librarian_dagster.services.errors import ServiceError
+from librarian_dagster.services.launcher import DagsterIngestLauncher, IngestLauncher
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings, load_settings
 
@@ -62,16 +64,33 @@ def _unexpected_error(request: Request, error: Exception) -> Response[dict[str, 
     )
 
 
-def create_app(settings: LibrarianSettings | None = None) -> Litestar:
+def default_launcher(settings: LibrarianSettings, catalogue: Catalogue) -> IngestLauncher | None:
+    """Launch ingest runs at commit when running under ``librarian serve`` (Dagster around)."""
+    if not settings.ingest.launch_on_commit or not os.environ.get("DAGSTER_HOME"):
+        return None
+    return DagsterIngestLauncher(
+        catalogue, settings.ingest, settings.dagster.webserver_host, settings.dagster.webserver_port
+    )
+
+
+def create_app(
+    settings: LibrarianSettings | None = None, launcher: IngestLauncher | None = None
+) -> Litestar:
     settings = settings or load_settings()
     catalogue = get_catalogue(settings.catalogue_url)
+    launcher = launcher or default_launcher(settings, catalogue)
     authenticator = Authenticator(
         catalogue, password_hasher(settings.security), settings.api.auth_cache_seconds
     )
     return Litestar(
-        route_handlers=[ping.router(), users.router()],
+        route_handlers=[ping.router(), users.router(), uploads.router(), files.router()],
         state=State(
-            {"settings": settings, "catalogue": catalogue, "stores": open_stores(settings)}
+            {
+                "settings": settings,
+                "catalogue": catalogue,
+                "stores": open_stores(settings),
+                "ingest_launcher": launcher,
+            }
         ),
         middleware=[
             DefineMiddleware(

@@ -7,11 +7,11 @@ request model forbids unknown fields: a typo in a request is an error, not a sil
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from librarian_dagster.catalogue.models import UserLevel
+from librarian_dagster.catalogue.models import TransferStatus, UserLevel
 
 API_PREFIX = "/api/v2"
 
@@ -83,3 +83,96 @@ class UserInfo(ResponseModel):
 
 class UserList(ResponseModel):
     users: list[UserInfo]
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+CHECKSUM_FIELD = Field(
+    default=None,
+    max_length=160,
+    description='"<algorithm>:<hex>" (xxh3_128, blake3, sha256, md5); "alg:::hex" accepted',
+)
+
+
+class UploadCreate(RequestModel):
+    """Stage an upload: the name it will have, its size (bytes; sum of files for a directory)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=4096)]
+    size: Annotated[int, Field(ge=0)]
+    checksum: str | None = CHECKSUM_FIELD
+
+
+class UploadCommit(RequestModel):
+    """The bytes are in staging. The checksum may come here when the client hashed while copying."""
+
+    checksum: str | None = CHECKSUM_FIELD
+
+
+class TransferManager(ResponseModel):
+    """One way to get the bytes into staging.
+
+    ``local``: copy onto a shared filesystem at ``staging_path`` (a file, or a directory tree).
+    ``http``: ``PUT`` the bytes to ``url`` (``application/octet-stream`` for a file,
+    ``application/x-tar`` for a directory).
+    """
+
+    kind: Literal["local", "http"]
+    staging_path: str | None = None
+    url: str | None = None
+
+
+class UploadInfo(ResponseModel):
+    upload_id: int
+    name: str
+    size: int
+    checksum: str | None
+    status: TransferStatus
+    store: str
+    staging_path: str
+    transfer_managers: list[TransferManager]
+    failure_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+class InstanceInfo(ResponseModel):
+    store: str
+    path: str
+    available: bool
+    created_at: datetime
+    verified_at: datetime | None = None
+
+
+class RemoteInstanceInfo(ResponseModel):
+    librarian: str
+    store: str
+    created_at: datetime
+    verified_at: datetime | None = None
+
+
+class FileSummary(ResponseModel):
+    name: str
+    size: int
+    checksum: str
+    is_directory: bool
+    uploader: str
+    source: str
+    created_at: datetime
+
+
+class FileInfo(FileSummary):
+    instances: list[InstanceInfo]
+    remote_instances: list[RemoteInstanceInfo]
+
+
+class FileSearchResult(ResponseModel):
+    files: list[FileSummary]
+    # Pass as ``cursor`` to get the next page; None when this was the last one.
+    next_cursor: str | None = None
+
+
+MAX_PAGE = 1000

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -116,6 +117,8 @@ class TransferStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset({TransferStatus.STORED, TransferStatus.FAILED, TransferStatus.CANCELLED})
+PENDING_STATUSES = (TransferStatus.INITIATED, TransferStatus.STAGED, TransferStatus.VERIFYING)
+PENDING_SQL = "status IN ('initiated', 'staged', 'verifying')"
 
 
 class TransferKind(enum.StrEnum):
@@ -249,6 +252,14 @@ class IncomingTransfer(Base):
         # The ingest sensor: "staged transfers after my high-water mark", bounded.
         Index(None, "status", "id"),
         Index(None, "name", "status"),
+        # At most one pending transfer per name: two uploads can never race into the store.
+        Index(
+            "uq_incoming_transfers_pending_name",
+            "name",
+            unique=True,
+            sqlite_where=text(PENDING_SQL),
+            postgresql_where=text(PENDING_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -264,6 +275,10 @@ class IncomingTransfer(Base):
     staging_path: Mapped[str] = mapped_column(String(NAME_LENGTH * 2))
     # For clones: the sender's outgoing transfer id, echoed in callbacks.
     source_transfer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Who verifies it: the Dagster run that claimed it, how often, when a run was requested.
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    launched_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)

@@ -5,8 +5,6 @@
 location loads anywhere and tests can point a resource at their own config file.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

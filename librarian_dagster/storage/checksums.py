@@ -20,10 +20,12 @@ of its bytes.  A directory's checksum is defined, for every implementation
 * the directory's checksum is that hasher's hex digest.
 
 So renaming or moving a file changes the checksum, and empty directories
-contribute nothing.  Symlinks, devices, fifos and sockets are not allowed
-inside a book (their meaning is not portable between stores) and raise
-:class:`UnsupportedEntryError`.  :class:`DirectoryDigest` is the single
-implementation of this format.
+contribute nothing.  File names must be valid UTF-8.  Nothing marks a checksum as a
+directory's (an empty directory has the empty file's checksum), so whether a book
+is a file or a directory is recorded next to its checksum.  Symlinks, devices,
+fifos and sockets are not allowed inside a book (their meaning is not portable
+between stores) and raise :class:`UnsupportedEntryError`.  :class:`DirectoryDigest`
+is the single implementation of this format.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import mmap
 import os
 import re
 import shutil
@@ -45,7 +48,8 @@ import blake3
 import xxhash
 
 DEFAULT_ALGORITHM = "xxh3_128"
-CHUNK_SIZE = 1 << 20  # 1 MiB: stays cache-resident between read and hash; 8 MiB was slower.
+# 1 MiB: fits in L2 between read and hash; smaller is slower, up to 8 MiB is no faster.
+CHUNK_SIZE = 1 << 20
 
 Progress = Callable[[int], None]
 StrPath = str | os.PathLike[str]
@@ -183,6 +187,15 @@ class DirectoryDigest:
         return Checksum(self.algorithm, outer.hexdigest())
 
 
+def _new_buffer() -> memoryview:
+    """A page-aligned chunk buffer, reused for every chunk and file of a call.
+
+    Alignment matters: the kernel copies file data into a buffer 16 bytes off a 64-byte
+    boundary (where malloc often puts a bytearray's data) at under half the speed.
+    """
+    return memoryview(mmap.mmap(-1, CHUNK_SIZE))
+
+
 def _write_all(out: io.RawIOBase, view: memoryview) -> None:
     """Write a whole chunk; unbuffered writes may be short (e.g. when interrupted)."""
     while view:
@@ -192,22 +205,20 @@ def _write_all(out: io.RawIOBase, view: memoryview) -> None:
 def _pump(
     src: StrPath,
     hasher: Hasher,
-    buffer: bytearray,
+    buffer: memoryview,
     progress: Progress | None,
     out: io.RawIOBase | None = None,
 ) -> int:
     """Stream ``src`` through ``hasher`` (and into ``out`` when copying), reading it once.
 
-    ``buffer`` is reused for every chunk and file, so a 20 GB book costs one allocation.
     Returns the bytes read: the size the digest actually covers.
     """
-    view = memoryview(buffer)
     size = 0
     with open(src, "rb", buffering=0) as f:
         if hasattr(os, "posix_fadvise"):  # doubles readahead on Linux; absent on macOS
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         while n := f.readinto(buffer):
-            chunk = view[:n]  # a view, not a copy
+            chunk = buffer[:n]  # a view, not a copy
             hasher.update(chunk)
             if out is not None:
                 _write_all(out, chunk)
@@ -222,7 +233,7 @@ def hash_file(
 ) -> Checksum:
     """Checksum one file's bytes in a single streaming pass."""
     hasher = new_hasher(algorithm)
-    _pump(path, hasher, bytearray(CHUNK_SIZE), progress)
+    _pump(path, hasher, _new_buffer(), progress)
     return Checksum(algorithm, hasher.hexdigest())
 
 
@@ -306,7 +317,7 @@ def _digest_files(
     hash_path and copy_and_hash both use this, so a copy's checksum is the source's.
     """
     digest = DirectoryDigest(algorithm)
-    buffer = bytearray(CHUNK_SIZE)
+    buffer = _new_buffer()
     for relpath in files:
         hasher = new_hasher(algorithm)
         target = contextlib.nullcontext() if dst is None else _new_file(dst / relpath, fsync)
@@ -354,7 +365,7 @@ def copy_and_hash(
                 _fsync_dir(dst_path / relpath)
     else:
         with _new_file(dst_path, fsync) as out:
-            _pump(src_path, hasher, bytearray(CHUNK_SIZE), progress, out)
+            _pump(src_path, hasher, _new_buffer(), progress, out)
         checksum = Checksum(algorithm, hasher.hexdigest())
     if fsync:
         _fsync_dir(dst_path.parent)

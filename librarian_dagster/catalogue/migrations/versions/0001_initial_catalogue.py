@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:23:07.950994
+Create Date: 2026-11-25 12:33:41.866673
 """
 
 from collections.abc import Sequence
@@ -190,6 +190,9 @@ def upgrade() -> None:
         sa.Column("staging_id", sa.String(length=64), nullable=False),
         sa.Column("staging_path", sa.String(length=2048), nullable=False),
         sa.Column("source_transfer_id", sa.BigInteger(), nullable=True),
+        sa.Column("run_id", sa.String(length=64), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("launched_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("failure_reason", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -206,6 +209,13 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_incoming_transfers_status_id"), ["status", "id"], unique=False
+        )
+        batch_op.create_index(
+            "uq_incoming_transfers_pending_name",
+            ["name"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('initiated', 'staged', 'verifying')"),
+            postgresql_where=sa.text("status IN ('initiated', 'staged', 'verifying')"),
         )
 
     op.create_table(
@@ -453,6 +463,11 @@ def downgrade() -> None:
 
     op.drop_table("instances")
     with op.batch_alter_table("incoming_transfers", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_incoming_transfers_pending_name",
+            sqlite_where=sa.text("status IN ('initiated', 'staged', 'verifying')"),
+            postgresql_where=sa.text("status IN ('initiated', 'staged', 'verifying')"),
+        )
         batch_op.drop_index(batch_op.f("ix_incoming_transfers_status_id"))
         batch_op.drop_index(batch_op.f("ix_incoming_transfers_name_status"))
 

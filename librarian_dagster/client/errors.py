@@ -1,0 +1,84 @@
+"""The client's exceptions: one type (``LibrarianError``) for everything a caller can act on.
+
+A script using the client should need a single ``except LibrarianError``: HTTP problems
+(with the server's status and RFC 9457 problem), connection failures, local books that
+cannot be uploaded, and bad client configuration all land here. Messages are one line so the
+CLI can print them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from librarian_dagster.api.schemas import Problem, UploadInfo
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (including newlines) so a message always fits on one line."""
+    return " ".join(text.split())
+
+
+class LibrarianError(Exception):
+    """A request the librarian (or the client, before asking it) refused or could not do.
+
+    ``status`` is the HTTP status for server answers and None for connection, local and
+    configuration errors; ``problem`` is the server's problem details when it sent one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, problem: Problem | None = None
+    ) -> None:
+        self.message = one_line(message)
+        super().__init__(self.message)
+        self.status = status
+        self.problem = problem
+
+    @property
+    def detail(self) -> str:
+        """The server's own explanation if it gave one, else the whole message."""
+        if self.problem is not None and self.problem.detail:
+            return self.problem.detail
+        return self.message
+
+
+class ClientConfigError(LibrarianError):
+    """``client.toml`` is unreadable or invalid, or a connection's password is not set."""
+
+
+@dataclass(frozen=True)
+class UploadFailure:
+    """Why one book of an upload did not end up stored."""
+
+    name: str
+    reason: str
+    upload_id: int | None = None
+    status: int | None = None
+
+
+class UploadFailed(LibrarianError):
+    """One or more uploads did not get stored; ``failures`` says which and why.
+
+    ``stored`` holds the uploads of the same call that did succeed, so a caller of
+    ``upload_many`` can tell exactly what to retry.
+    """
+
+    def __init__(
+        self, failures: Sequence[UploadFailure], stored: Sequence[UploadInfo] = ()
+    ) -> None:
+        self.failures = list(failures)
+        self.stored = list(stored)
+        if len(self.failures) == 1:
+            only = self.failures[0]
+            message = f"upload of {only.name!r} failed: {only.reason}"
+        else:
+            total = len(self.failures) + len(self.stored)
+            listed = "; ".join(f"{f.name!r}: {f.reason}" for f in self.failures)
+            message = f"{len(self.failures)} of {total} uploads failed: {listed}"
+        statuses = {f.status for f in self.failures}
+        super().__init__(message, status=statuses.pop() if len(statuses) == 1 else None)
+
+    @property
+    def reason(self) -> str:
+        """The reason of the first failure: what the server said for a single upload."""
+        return self.failures[0].reason

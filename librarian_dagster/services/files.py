@@ -1,0 +1,89 @@
+"""Catalogue reads: search files (keyset-paged) and locate one file's copies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from librarian_dagster.catalogue.models import File, Instance, RemoteInstance
+from librarian_dagster.services.errors import InvalidRequest, NotFound
+
+MAX_LIMIT = 1000
+
+
+def glob_to_like(pattern: str) -> str:
+    """``2026/11/*`` → ``2026/11/%`` with LIKE's own wildcards escaped (escape char ``\\``)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def encode_cursor(file_id: int) -> str:
+    return base64.urlsafe_b64encode(f"f:{file_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("f:"):
+            raise ValueError(text)
+        return int(text[2:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest(f"invalid cursor {cursor!r}") from None
+
+
+@dataclass(frozen=True)
+class FileQuery:
+    name: str | None = None
+    uploader: str | None = None
+    source: str | None = None
+    created_since: datetime | None = None
+    created_until: datetime | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+def search_files(session: Session, query: FileQuery) -> tuple[Sequence[File], str | None]:
+    """One page of matching files in catalogue order, and the cursor of the next page."""
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    for moment in (query.created_since, query.created_until):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidRequest("times must carry a timezone (e.g. 2026-11-25T00:00:00Z)")
+    statement = select(File).order_by(File.id).limit(query.limit + 1)
+    if query.name:
+        statement = statement.where(File.name.like(glob_to_like(query.name), escape="\\"))
+    if query.uploader:
+        statement = statement.where(File.uploader == query.uploader)
+    if query.source:
+        statement = statement.where(File.source == query.source)
+    if query.created_since:
+        statement = statement.where(File.created_at >= query.created_since)
+    if query.created_until:
+        statement = statement.where(File.created_at < query.created_until)
+    if query.cursor:
+        statement = statement.where(File.id > decode_cursor(query.cursor))
+    rows = session.scalars(statement).all()
+    if len(rows) > query.limit:
+        return rows[: query.limit], encode_cursor(rows[query.limit - 1].id)
+    return rows, None
+
+
+def get_file(session: Session, name: str) -> File:
+    """A file with its instances (and their stores) and remote instances (and peers)."""
+    file = session.scalar(
+        select(File)
+        .where(File.name == name)
+        .options(
+            selectinload(File.instances).selectinload(Instance.store),
+            selectinload(File.remote_instances).selectinload(RemoteInstance.librarian),
+        )
+    )
+    if file is None:
+        raise NotFound(f"no file named {name!r}")
+    return file

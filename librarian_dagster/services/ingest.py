@@ -1,0 +1,274 @@
+"""Ingest: verify a staged transfer and move it into its store, recording File + Instance.
+
+One streaming read verifies size and checksum; the move is a rename; the catalogue records
+the file, its instance and the transfer's success in one transaction. Each step can be
+interrupted and the next attempt finishes the job:
+
+- killed before the rename: the transfer is still ``verifying`` with its data in staging; a
+  later attempt (claiming it because the run that held it is no longer alive) verifies and
+  renames again;
+- killed after the rename but before the catalogue commit: staging is empty and the store
+  holds the data; a later attempt verifies the stored copy against the expected checksum and
+  records it.
+
+A verification failure marks the transfer ``failed`` with a reason the client shows, and
+removes the staged data (uploads) or hands it back (inbox books: see ``services.inbox``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import (
+    FINAL_STATUSES,
+    File,
+    IncomingTransfer,
+    Instance,
+    Severity,
+    TransferKind,
+    TransferStatus,
+)
+from librarian_dagster.services.events import record_event
+from librarian_dagster.services.inbox import return_to_inbox
+from librarian_dagster.services.uploads import Staging, discard, fail_transfer, staged_size
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage.checksums import (
+    DEFAULT_ALGORITHM,
+    Checksum,
+    ChecksumError,
+    hash_path,
+)
+from librarian_dagster.storage.errors import AlreadyStoredError, StoreError
+from librarian_dagster.storage.local_store import LocalStore
+
+# After this many claims a transfer that keeps crashing its runs is failed for good.
+MAX_ATTEMPTS = 5
+
+RunIsActive = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    transfer_id: int
+    name: str
+    status: Literal["stored", "failed", "skipped"]
+    reason: str | None = None
+    size: int = 0
+    checksum: str | None = None
+    store: str | None = None
+    path: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.size / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ClaimedTransfer:
+    """What an attempt needs to know, read in the claiming transaction."""
+
+    transfer_id: int
+    kind: TransferKind
+    name: str
+    size: int
+    checksum: Checksum | None
+    store_id: int
+    store_name: str
+    staging_id: str
+    staging_path: Path
+    uploader: str
+    source: str
+
+
+class VerificationFailed(Exception):
+    """The bytes are not what was promised; the reason goes to the uploader."""
+
+
+def claim(
+    catalogue: Catalogue, transfer_id: int, run_id: str, run_is_active: RunIsActive
+) -> ClaimedTransfer | IngestOutcome:
+    """Take a staged transfer for this run, or say why not (an IngestOutcome 'skipped')."""
+    with catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, transfer_id, with_for_update=True)
+        if transfer is None:
+            return IngestOutcome(transfer_id, "?", "skipped", "no such transfer")
+        name = transfer.name
+        if transfer.status in FINAL_STATUSES:
+            return IngestOutcome(transfer_id, name, "skipped", f"already {transfer.status.value}")
+        if transfer.status == TransferStatus.INITIATED:
+            return IngestOutcome(transfer_id, name, "skipped", "not committed yet")
+        if (
+            transfer.status == TransferStatus.VERIFYING
+            and transfer.run_id not in (None, run_id)
+            and run_is_active(transfer.run_id)
+        ):
+            return IngestOutcome(transfer_id, name, "skipped", f"run {transfer.run_id} has it")
+        if transfer.attempts >= MAX_ATTEMPTS:
+            fail_transfer(transfer, f"gave up after {transfer.attempts} attempts; see the run logs")
+            record_event(
+                session,
+                Severity.ERROR,
+                "ingest_gave_up",
+                transfer.failure_reason or "",
+                subject=name,
+            )
+            return IngestOutcome(transfer_id, name, "failed", transfer.failure_reason)
+        transfer.status = TransferStatus.VERIFYING
+        transfer.run_id = run_id
+        transfer.attempts += 1
+        try:
+            expected = Checksum.parse(transfer.checksum) if transfer.checksum else None
+        except ChecksumError:
+            expected = None  # validated at commit; an inbox marker may be free text
+        return ClaimedTransfer(
+            transfer_id=transfer.id,
+            kind=transfer.kind,
+            name=name,
+            size=transfer.size,
+            checksum=expected,
+            store_id=transfer.store_id,
+            store_name=transfer.store.name,
+            staging_id=transfer.staging_id,
+            staging_path=Path(transfer.staging_path),
+            uploader=transfer.uploader,
+            source=transfer.source,
+        )
+
+
+def _verify(path: Path, claimed: ClaimedTransfer) -> Checksum:
+    """One streaming read: the checksum of ``path``, checked against what was promised."""
+    size = staged_size(path)
+    if size != claimed.size:
+        raise VerificationFailed(f"size mismatch: declared {claimed.size} bytes, found {size}")
+    algorithm = claimed.checksum.algorithm if claimed.checksum else DEFAULT_ALGORITHM
+    try:
+        actual = hash_path(path, algorithm)
+    except ChecksumError as error:  # symlinks, devices, ... inside the book
+        raise VerificationFailed(str(error)) from None
+    if claimed.checksum is not None and actual != claimed.checksum:
+        raise VerificationFailed(f"checksum mismatch: expected {claimed.checksum}, got {actual}")
+    return actual
+
+
+def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]:
+    """Verify and move into the store, or recognise that a previous attempt already did."""
+    if os.path.lexists(claimed.staging_path):
+        checksum = _verify(claimed.staging_path, claimed)
+        staged = store.staged(claimed.staging_id, claimed.name)
+        try:
+            return store.commit(staged, claimed.name), checksum
+        except AlreadyStoredError:
+            raise VerificationFailed(
+                f"{claimed.name!r} already exists in store {store.name!r} but not in the catalogue"
+            ) from None
+    if store.exists(claimed.name):
+        # A previous attempt renamed it and died before recording it: the stored copy is
+        # read-only and was verified before the rename; verify again before we vouch for it.
+        return store.path_for(claimed.name), _verify(store.path_for(claimed.name), claimed)
+    raise VerificationFailed(f"the staged data is missing ({claimed.staging_path})")
+
+
+def _record(
+    catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, path: Path, checksum: Checksum
+) -> bool:
+    """File + Instance + transfer stored, in one transaction. False if the claim was lost."""
+    with catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, claimed.transfer_id, with_for_update=True)
+        if (
+            transfer is None
+            or transfer.status != TransferStatus.VERIFYING
+            or transfer.run_id != run_id
+        ):
+            return False
+        file = File(
+            name=claimed.name,
+            size=claimed.size,
+            checksum=str(claimed.checksum or checksum),
+            is_directory=path.is_dir(),
+            uploader=claimed.uploader,
+            source=claimed.source,
+        )
+        session.add(file)
+        session.flush()
+        now = datetime.now(UTC)
+        session.add(
+            Instance(file_id=file.id, store_id=claimed.store_id, path=str(path), verified_at=now)
+        )
+        transfer.status = TransferStatus.STORED
+        transfer.completed_at = now
+        transfer.checksum = file.checksum
+        return True
+
+
+def _fail(catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, reason: str) -> bool:
+    with catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, claimed.transfer_id, with_for_update=True)
+        if (
+            transfer is None
+            or transfer.status != TransferStatus.VERIFYING
+            or transfer.run_id != run_id
+        ):
+            return False
+        fail_transfer(transfer, reason)
+        record_event(
+            session,
+            Severity.WARNING,
+            "ingest_failed",
+            reason,
+            subject=claimed.name,
+            details={"transfer_id": claimed.transfer_id, "kind": claimed.kind.value},
+        )
+        return True
+
+
+def _dispose_failed_data(
+    claimed: ClaimedTransfer, store: LocalStore, reason: str, settings: LibrarianSettings | None
+) -> None:
+    """Uploads' bad data is removed; an inbox book goes back to its producer's inbox."""
+    if claimed.kind == TransferKind.INBOX and settings is not None:
+        return_to_inbox(settings, store.name, claimed.name, claimed.staging_path, reason)
+    discard(Staging(store, claimed.staging_id, claimed.staging_path))
+
+
+def ingest_transfer(
+    catalogue: Catalogue,
+    stores: dict[str, LocalStore],
+    transfer_id: int,
+    *,
+    run_id: str,
+    run_is_active: RunIsActive,
+    settings: LibrarianSettings | None = None,
+) -> IngestOutcome:
+    """Ingest one staged transfer. Unexpected errors propagate, leaving it for a retry."""
+    started = time.monotonic()
+    claimed = claim(catalogue, transfer_id, run_id, run_is_active)
+    if isinstance(claimed, IngestOutcome):
+        return claimed
+    store = stores[claimed.store_name]
+    try:
+        path, checksum = _place(store, claimed)
+    except (VerificationFailed, StoreError) as error:
+        reason = str(error)
+        if _fail(catalogue, claimed, run_id, reason):
+            _dispose_failed_data(claimed, store, reason, settings)
+        return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
+    if not _record(catalogue, claimed, run_id, path, checksum):
+        return IngestOutcome(transfer_id, claimed.name, "skipped", "another run took it over")
+    return IngestOutcome(
+        transfer_id,
+        claimed.name,
+        "stored",
+        size=claimed.size,
+        checksum=str(claimed.checksum or checksum),
+        store=store.name,
+        path=str(path),
+        seconds=time.monotonic() - started,
+    )

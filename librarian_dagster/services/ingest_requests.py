@@ -1,0 +1,118 @@
+"""Turning staged transfers into ``ingest_books`` run requests: shared by sensor and API.
+
+Both the ingest sensor and the API's launch-at-commit path ask for runs the same way: group
+transfers into runs capped in books and bytes, give each run the same config and tags, and
+remember when a run was requested (``launched_at``) so the other path does not ask again
+until that request is overdue. No Dagster import here: the API uses this module too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import IncomingTransfer, TransferStatus
+
+INGEST_JOB = "ingest_books"
+INGEST_OP = "verify_and_store"
+BOOKS_PARTITIONS = "books"
+KIND_TAG = "librarian/kind"
+BOOKS_TAG = "librarian/books"
+LOCATION_NAME = "librarian"
+REPOSITORY_NAME = "__repository__"
+
+
+@dataclass(frozen=True)
+class StagedItem:
+    transfer_id: int
+    name: str
+    size: int
+
+
+def group_for_runs(
+    items: Iterable[StagedItem], max_books: int, max_bytes: int
+) -> list[list[StagedItem]]:
+    """Consecutive groups, each at most ``max_books`` books and ``max_bytes`` bytes.
+
+    A book larger than ``max_bytes`` gets a run of its own rather than being refused.
+    """
+    groups: list[list[StagedItem]] = []
+    current: list[StagedItem] = []
+    current_bytes = 0
+    for item in items:
+        if current and (len(current) >= max_books or current_bytes + item.size > max_bytes):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += item.size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def run_config(transfer_ids: Sequence[int]) -> dict[str, object]:
+    return {"ops": {INGEST_OP: {"config": {"transfer_ids": list(transfer_ids)}}}}
+
+
+def run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
+    first, last = group[0].name, group[-1].name
+    books = first if len(group) == 1 else f"{first} … {last} ({len(group)} books)"
+    return {KIND_TAG: "ingest", BOOKS_TAG: books[:200]}
+
+
+def mark_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
+    """Record that a run was requested for these transfers (only those still staged)."""
+    if not transfer_ids:
+        return
+    with catalogue.session() as session:
+        session.execute(
+            update(IncomingTransfer)
+            .where(
+                IncomingTransfer.id.in_(transfer_ids),
+                IncomingTransfer.status == TransferStatus.STAGED,
+            )
+            .values(launched_at=datetime.now(UTC))
+        )
+
+
+def staged_needing_runs(
+    catalogue: Catalogue, *, relaunch_after_seconds: float, limit: int
+) -> list[StagedItem]:
+    """Staged transfers with no run requested, or whose request is overdue; oldest first.
+
+    Served by the ``(status, id)`` index: only pending rows are ``staged``, so this stays
+    cheap however large the catalogue grows.
+    """
+    overdue = datetime.now(UTC) - timedelta(seconds=relaunch_after_seconds)
+    with catalogue.session() as session:
+        rows = session.execute(
+            select(IncomingTransfer.id, IncomingTransfer.name, IncomingTransfer.size)
+            .where(
+                IncomingTransfer.status == TransferStatus.STAGED,
+                or_(IncomingTransfer.launched_at.is_(None), IncomingTransfer.launched_at < overdue),
+            )
+            .order_by(IncomingTransfer.id)
+            .limit(limit)
+        ).all()
+    return [StagedItem(row.id, row.name, row.size) for row in rows]
+
+
+def verifying_transfers(catalogue: Catalogue, limit: int) -> list[tuple[StagedItem, str | None]]:
+    """Transfers some run claimed, with that run's id: the sensor checks they are alive."""
+    with catalogue.session() as session:
+        rows = session.execute(
+            select(
+                IncomingTransfer.id,
+                IncomingTransfer.name,
+                IncomingTransfer.size,
+                IncomingTransfer.run_id,
+            )
+            .where(IncomingTransfer.status == TransferStatus.VERIFYING)
+            .order_by(IncomingTransfer.id)
+            .limit(limit)
+        ).all()
+    return [(StagedItem(row.id, row.name, row.size), row.run_id) for row in rows]
