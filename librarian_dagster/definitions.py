@@ -7,12 +7,17 @@ shared resources. Nothing here reads configuration: resources resolve it at run 
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from librarian_dagster.assets.book import book, checksums_match
 from librarian_dagster.jobs.ingest import ingest_books
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.sensors.ingest import ingest_sensor
+
+# Dagster's own sensor decorator passes a beta parameter; that is not ours to act on.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, module=r"dagster\._core")
 
 
 def build_definitions() -> dg.Definitions:

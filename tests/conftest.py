@@ -70,7 +70,9 @@ def write_config(directory: Path, body: str) -> Path:
 def make_settings(tmp_path: Path) -> Callable[..., LibrarianSettings]:
     """Settings from a TOML file in tmp_path; keyword arguments override top-level keys."""
 
-    def make(database_url: str | None = None, **overrides: Any) -> LibrarianSettings:
+    def make(
+        database_url: str | None = None, extra_toml: str = "", **overrides: Any
+    ) -> LibrarianSettings:
         url = database_url or f"sqlite:///{tmp_path / 'catalogue.sqlite'}"
         lines = [
             'name = "test-site"',
@@ -81,6 +83,7 @@ def make_settings(tmp_path: Path) -> Callable[..., LibrarianSettings]:
             'name = "main"',
             'root = "stores/main"',
             "reserve_bytes = 0",
+            extra_toml,
         ]
         return load_settings(write_config(tmp_path, "\n".join(lines) + "\n"), **overrides)
 

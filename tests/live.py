@@ -68,8 +68,12 @@ class LiveLibrarian:
 
     def librarian(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(BIN / "librarian"), *args], env=self.env(), capture_output=True, text=True,
-            cwd=self.directory, timeout=300,
+            [str(BIN / "librarian"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            cwd=self.directory,
+            timeout=300,
         )
 
     def start(self, timeout: float = 120.0) -> None:
@@ -78,8 +82,12 @@ class LiveLibrarian:
         assert init.returncode == 0, init.stderr + init.stdout
         log = (self.directory / "serve.log").open("wb")
         self.process = subprocess.Popen(
-            [str(BIN / "librarian"), "serve"], env=self.env(), cwd=self.directory,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [str(BIN / "librarian"), "serve"],
+            env=self.env(),
+            cwd=self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self.wait_until(lambda: self.get(f"{self.api_url}/api/v2/ping") == 200, timeout, "API")
         self.wait_until(
@@ -125,7 +133,11 @@ class LiveLibrarian:
     def child_pids(self) -> dict[str, int]:
         """PIDs of the serve's children by role, read from /proc."""
         assert self.process is not None
-        roles = {"uvicorn": "api", "dagster-webserver": "dagster-webserver", "dagster-daemon": "dagster-daemon"}
+        roles = {
+            "uvicorn": "api",
+            "dagster-webserver": "dagster-webserver",
+            "dagster-daemon": "dagster-daemon",
+        }
         found: dict[str, int] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():

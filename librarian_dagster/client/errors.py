@@ -42,6 +42,10 @@ class LibrarianError(Exception):
         return self.message
 
 
+class ConnectionFailed(LibrarianError):
+    """The librarian could not be reached or did not answer in time (no status)."""
+
+
 class ClientConfigError(LibrarianError):
     """``client.toml`` is unreadable or invalid, or a connection's password is not set."""
 

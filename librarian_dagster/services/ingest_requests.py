@@ -79,6 +79,21 @@ def mark_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
         )
 
 
+def clear_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
+    """A run request failed: let the sensor ask again on its next tick."""
+    if not transfer_ids:
+        return
+    with catalogue.session() as session:
+        session.execute(
+            update(IncomingTransfer)
+            .where(
+                IncomingTransfer.id.in_(transfer_ids),
+                IncomingTransfer.status == TransferStatus.STAGED,
+            )
+            .values(launched_at=None)
+        )
+
+
 def staged_needing_runs(
     catalogue: Catalogue, *, relaunch_after_seconds: float, limit: int
 ) -> list[StagedItem]:

@@ -27,8 +27,8 @@ from librarian_dagster.services.ingest_requests import (
     LOCATION_NAME,
     REPOSITORY_NAME,
     StagedItem,
+    clear_launched,
     group_for_runs,
-    mark_launched,
     run_config,
     run_tags,
 )
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 class IngestLauncher(Protocol):
     def request(self, items: Sequence[StagedItem]) -> None:
-        """Ask for these committed transfers to be ingested soon; never raises."""
+        """Ask for these committed transfers to be ingested soon; never raises.
+
+        The caller has already marked them as requested (``commit_upload(launching=True)``).
+        """
 
 
 class _Batcher:
@@ -113,7 +116,9 @@ class DagsterIngestLauncher(_Batcher):
                 run_config=run_config(ids),
                 tags=run_tags(group),
             )
-            mark_launched(self._catalogue, ids)
+
+    def handback(self, batch: list[StagedItem]) -> None:
+        clear_launched(self._catalogue, [item.transfer_id for item in batch])
 
 
 class InlineIngestLauncher(_Batcher):
@@ -126,7 +131,6 @@ class InlineIngestLauncher(_Batcher):
         super().__init__("inline-ingest")
 
     def handle(self, batch: list[StagedItem]) -> None:
-        mark_launched(self._catalogue, [item.transfer_id for item in batch])
         for item in batch:
             ingest_transfer(
                 self._catalogue,

@@ -228,8 +228,14 @@ def commit_upload(
     upload_id: int,
     checksum: str | None,
     principal: Principal,
+    *,
+    launching: bool = False,
 ) -> IncomingTransfer:
-    """Mark an upload's bytes as complete; ingest picks it up from here (202)."""
+    """Mark an upload's bytes as complete; ingest picks it up from here (202).
+
+    ``launching`` says the caller is about to request the ingest run itself: the transfer is
+    marked as requested in the same transaction, so the sensor does not ask a second time.
+    """
     transfer = _owned(session, upload_id, principal, for_update=True)
     if transfer.status != TransferStatus.INITIATED:
         raise Conflict(f"upload {upload_id} is already {transfer.status.value}")
@@ -245,9 +251,9 @@ def commit_upload(
     try:
         staging.store.staged(staging.staging_id, transfer.name)
     except StagingNotFoundError:
-        fail_transfer(transfer, "the staging directory vanished before commit")
-        session.flush()
-        raise Conflict(f"the staging directory of upload {upload_id} is gone") from None
+        raise Conflict(
+            f"the staging directory of upload {upload_id} is gone; cancel it and upload again"
+        ) from None
     size = staged_size(staging.data_path)
     if size is None:
         raise InvalidRequest(f"nothing is staged at {staging.data_path}")
@@ -255,6 +261,8 @@ def commit_upload(
         raise InvalidRequest(f"size mismatch: declared {transfer.size} bytes, staged {size}")
     transfer.checksum = checksum
     transfer.status = TransferStatus.STAGED
+    if launching:
+        transfer.launched_at = datetime.now(UTC)
     session.flush()
     return transfer
 

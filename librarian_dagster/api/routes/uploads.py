@@ -166,12 +166,17 @@ def commit_upload(
     request: Request, state: State, upload_id: FromPath[int], data: JSONBody[UploadCommit]
 ) -> UploadInfo:
     settings: LibrarianSettings = state.settings
+    launcher = state.get("ingest_launcher")
     with state.catalogue.session() as session:
         transfer = uploads.commit_upload(
-            session, state.stores, upload_id, data.checksum, request.user
+            session,
+            state.stores,
+            upload_id,
+            data.checksum,
+            request.user,
+            launching=launcher is not None,
         )
         info = upload_info(transfer, settings)
-    launcher = state.get("ingest_launcher")
     if launcher is not None:
         launcher.request([StagedItem(info.upload_id, info.name, info.size)])
     return info

@@ -1,0 +1,71 @@
+"""A real HTTP librarian (uvicorn in a thread, inline ingest) for client and CLI tests.
+
+The client is tested over real sockets, not an in-process transport, so keep-alive,
+streaming request bodies and connection errors behave as they do in production. Ingest runs
+in a background thread of the same process (``InlineIngestLauncher``), no Dagster needed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from librarian_dagster.api.app import create_app
+from librarian_dagster.catalogue.database import Catalogue, get_catalogue
+from librarian_dagster.catalogue.models import UserLevel
+from librarian_dagster.client import LibrarianClient
+from librarian_dagster.services import accounts
+from librarian_dagster.services.bootstrap import prepare
+from librarian_dagster.services.launcher import InlineIngestLauncher
+from librarian_dagster.services.stores import open_stores
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage.local_store import LocalStore
+from tests.api_helpers import credentials
+from tests.conftest import free_port
+
+
+@dataclass
+class RunningLibrarian:
+    url: str
+    settings: LibrarianSettings
+    catalogue: Catalogue
+    stores: dict[str, LocalStore]
+
+    def client(self, level: UserLevel = UserLevel.READ_APPEND, **kwargs: object) -> LibrarianClient:
+        user, password = credentials(level)
+        return LibrarianClient(self.url, user, password, **kwargs)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_librarian(settings: LibrarianSettings) -> Iterator[RunningLibrarian]:
+    """Serve the API on a free loopback port until the block ends."""
+    prepare(settings)
+    catalogue = get_catalogue(settings.catalogue_url)
+    hasher = accounts.password_hasher(settings.security)
+    with catalogue.session() as session:
+        for level in UserLevel:
+            name, password = credentials(level)
+            accounts.create_user(session, hasher, name, password, level)
+    stores = open_stores(settings)
+    app = create_app(settings, launcher=InlineIngestLauncher(catalogue, stores))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield RunningLibrarian(f"http://127.0.0.1:{port}", settings, catalogue, stores)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

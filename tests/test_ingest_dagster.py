@@ -1,0 +1,177 @@
+"""The Dagster side of ingest: the ingest_books job, the book asset's events, the sensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import update
+
+from librarian_dagster.assets.book import BOOK_KEY
+from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.definitions import defs
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
+from librarian_dagster.sensors.ingest import ingest_sensor
+from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, run_config
+from librarian_dagster.settings import LibrarianSettings
+from tests.ingest_helpers import Site, make_book, open_site
+
+
+@pytest.fixture
+def site(make_settings: Callable[..., LibrarianSettings], database_url: str) -> Site:
+    return open_site(make_settings(database_url=database_url))
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+def resources(site: Site) -> dict[str, object]:
+    config = str(site.settings.config_file)
+    return {
+        "catalogue": CatalogueResource(config_file=config),
+        "stores": StoresResource(config_file=config),
+    }
+
+
+def run_ingest(
+    instance: dg.DagsterInstance, site: Site, ids: list[int]
+) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("ingest_books")
+    return job.execute_in_process(
+        run_config=run_config(ids),
+        instance=instance,
+        resources=resources(site),
+        raise_on_error=False,
+    )
+
+
+def test_job_materializes_stored_books_and_drops_failed_partitions(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    good = site.upload("2026/11/25/good", make_book(tmp_path, "good"))
+    bad_source = tmp_path / "bad.dat"
+    bad_source.write_bytes(b"payload")
+    bad = site.stage("2026/11/25/bad", bad_source)
+    site.copy_in(bad, bad_source)
+    site.commit(bad, "xxh3_128:" + "1" * 32)
+    instance.add_dynamic_partitions(BOOKS_PARTITIONS, ["2026/11/25/good", "2026/11/25/bad"])
+
+    result = run_ingest(instance, site, [good, bad])
+    assert result.success
+    assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == ["2026/11/25/good"]
+    assert instance.get_materialized_partitions(BOOK_KEY) == {"2026/11/25/good"}
+    event = instance.get_latest_materialization_event(BOOK_KEY)
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    assert {"size", "checksum", "store", "path", "seconds", "MB/s"} <= set(metadata)
+    assert metadata["store"].value == "main"
+    assert site.status(bad)[0] == "failed"
+
+
+def test_job_is_safe_to_rerun(site: Site, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    upload_id = site.upload("rerun/book", make_book(tmp_path))
+    instance.add_dynamic_partitions(BOOKS_PARTITIONS, ["rerun/book"])
+    assert run_ingest(instance, site, [upload_id]).success
+    assert run_ingest(instance, site, [upload_id]).success  # nothing left to do
+    assert site.status(upload_id)[0] == "stored"
+    records = instance.fetch_materializations(BOOK_KEY, limit=10).records
+    assert len(records) == 1
+
+
+def test_sensor_groups_requests_and_keeps_a_high_water_mark(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    site = open_site(
+        make_settings(database_url=database_url, extra_toml="[ingest]\nmax_books_per_run = 2")
+    )
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+    ids = [site.upload(f"burst/{i:03d}", source) for i in range(5)]
+    context = dg.build_sensor_context(instance=instance, resources=resources(site))
+    result = ingest_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    assert [
+        r.run_config["ops"]["verify_and_store"]["config"]["transfer_ids"]
+        for r in result.run_requests
+    ] == [
+        ids[0:2],
+        ids[2:4],
+        ids[4:5],
+    ]
+    (partitions,) = result.dynamic_partitions_requests
+    assert sorted(partitions.partition_keys) == [f"burst/{i:03d}" for i in range(5)]
+    assert result.cursor == str(ids[-1])
+    # Asked once: the next tick has nothing to do.
+    again = ingest_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources(site), cursor=result.cursor)
+    )
+    assert not again.run_requests
+
+
+def test_sensor_repairs_overdue_and_orphaned_transfers(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+    overdue = site.upload("repair/overdue", source)
+    orphan = site.upload("repair/orphan", source)
+    with site.catalogue.session() as session:
+        long_ago = datetime.now(UTC) - timedelta(hours=1)
+        session.execute(
+            update(IncomingTransfer)
+            .where(IncomingTransfer.id == overdue)
+            .values(launched_at=long_ago)
+        )
+        session.execute(
+            update(IncomingTransfer)
+            .where(IncomingTransfer.id == orphan)
+            .values(status="verifying", run_id="a-run-that-died", launched_at=long_ago)
+        )
+    result = ingest_sensor(dg.build_sensor_context(instance=instance, resources=resources(site)))
+    requested = [
+        i
+        for r in result.run_requests
+        for i in r.run_config["ops"]["verify_and_store"]["config"]["transfer_ids"]
+    ]
+    assert requested == [overdue, orphan]
+    # And the job then finishes the orphan even though it is marked verifying.
+    assert run_ingest(instance, site, requested).success
+    assert site.status(orphan)[0] == "stored" and site.status(overdue)[0] == "stored"
+
+
+def test_checksum_check_passes_then_catches_corruption(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    upload_id = site.upload("check/me", make_book(tmp_path))
+    instance.add_dynamic_partitions(BOOKS_PARTITIONS, ["check/me"])
+    assert run_ingest(instance, site, [upload_id]).success
+    check_job = dg.define_asset_job(
+        "check_job", selection=dg.AssetSelection.checks_for_assets(BOOK_KEY)
+    )
+    job = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=[check_job],
+        resources=resources(site),
+    ).resolve_job_def("check_job")
+    first = job.execute_in_process(instance=instance)
+    (evaluation,) = first.get_asset_check_evaluations()
+    assert evaluation.passed
+    stored = site.store.path_for("check/me") / "part0.dat"
+    stored.chmod(0o644)
+    stored.write_bytes(b"bit rot")
+    second = job.execute_in_process(instance=instance, raise_on_error=False)
+    (evaluation,) = second.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["corrupt"].value == ["check/me"]
