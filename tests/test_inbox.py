@@ -1,0 +1,152 @@
+"""Drop-folder ingest: finished books in an inbox are staged once, half-written ones never."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from librarian_dagster.catalogue.models import IncomingTransfer, TransferKind
+from librarian_dagster.services import inbox as inbox_module
+from librarian_dagster.services.inbox import scan_inboxes
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage.checksums import hash_path
+from tests.ingest_helpers import Site, open_site
+
+
+def inbox_site(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    tmp_path: Path,
+    **extra: object,
+) -> Site:
+    lines = [f'inbox = "{tmp_path / "inbox"}"'] + [f"{k} = {v}" for k, v in extra.items()]
+    # The [[stores]] table is the last one in the generated file: these keys extend it.
+    settings = make_settings(database_url=database_url, extra_toml="\n".join(lines))
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    return open_site(settings)
+
+
+def inbox_transfers(site: Site) -> list[tuple[int, str, str]]:
+    with site.catalogue.session() as session:
+        rows = session.execute(
+            select(IncomingTransfer.id, IncomingTransfer.name, IncomingTransfer.status)
+            .where(IncomingTransfer.kind == TransferKind.INBOX)
+            .order_by(IncomingTransfer.id)
+        ).all()
+    return [(r.id, r.name, r.status.value) for r in rows]
+
+
+@pytest.fixture
+def site(
+    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+) -> Site:
+    return inbox_site(make_settings, database_url, tmp_path, inbox_depth=2)
+
+
+def test_book_written_slowly_is_ingested_once_after_its_marker(site: Site, tmp_path: Path) -> None:
+    book = tmp_path / "inbox" / "2026-11-25" / "obs_0001"
+    book.mkdir(parents=True)
+    for i in range(3):
+        (book / f"chunk{i}.dat").write_bytes(os.urandom(5000))
+        assert scan_inboxes(site.catalogue, site.settings) == []  # still being written
+    assert inbox_transfers(site) == []
+    expected = hash_path(book)
+    (tmp_path / "inbox" / "2026-11-25" / "obs_0001.done").write_text("")
+    lines = scan_inboxes(site.catalogue, site.settings)
+    assert lines == ["inbox 2026-11-25/obs_0001: staged"]
+    ((transfer_id, name, status),) = inbox_transfers(site)
+    assert (name, status) == ("2026-11-25/obs_0001", "staged")
+    assert not book.exists() and not (book.parent / "obs_0001.done").exists()
+    assert scan_inboxes(site.catalogue, site.settings) == []  # nothing twice
+    outcome = site.ingest(transfer_id)
+    assert outcome.status == "stored" and outcome.checksum == str(expected)
+    assert hash_path(site.store.path_for("2026-11-25/obs_0001")) == expected
+
+
+def test_marker_checksum_is_verified_and_a_mismatch_hands_the_data_back(
+    site: Site, tmp_path: Path
+) -> None:
+    day = tmp_path / "inbox" / "day"
+    book = day / "obs"
+    book.mkdir(parents=True)
+    (book / "a.dat").write_bytes(b"original bytes")
+    content = sorted(p.name for p in book.iterdir())
+    (day / "obs.done").write_text("xxh3_128:" + "f" * 32 + "\n")
+    scan_inboxes(site.catalogue, site.settings)
+    ((transfer_id, _, _),) = inbox_transfers(site)
+    outcome = site.ingest(transfer_id)
+    assert outcome.status == "failed" and "checksum mismatch" in (outcome.reason or "")
+    assert sorted(p.name for p in book.iterdir()) == content  # the data is left, in the inbox
+    assert (book / "a.dat").read_bytes() == b"original bytes"
+    assert "checksum mismatch" in (day / "obs.failed").read_text()
+    assert not (day / "obs.done").exists()
+    assert site.store_listing() == [] and site.staging_listing() == []
+    assert scan_inboxes(site.catalogue, site.settings) == []  # not retried until a new .done
+
+
+def test_marker_with_the_right_checksum(site: Site, tmp_path: Path) -> None:
+    day = tmp_path / "inbox" / "day"
+    book = day / "single.dat"
+    day.mkdir(parents=True)
+    book.write_bytes(os.urandom(10_000))
+    (day / "single.dat.done").write_text(f"{hash_path(book, 'sha256')}\n")
+    scan_inboxes(site.catalogue, site.settings)
+    ((transfer_id, _, _),) = inbox_transfers(site)
+    outcome = site.ingest(transfer_id)
+    assert (
+        outcome.status == "stored" and outcome.checksum and outcome.checksum.startswith("sha256:")
+    )
+
+
+def test_quiet_period_without_marker(
+    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path, inbox_quiet_seconds=60)
+    book = tmp_path / "inbox" / "quiet_book"
+    book.mkdir()
+    (book / "x").write_bytes(b"1")
+    assert scan_inboxes(site.catalogue, site.settings) == []  # changed just now
+    old = time.time() - 120
+    for path in (book / "x", book):
+        os.utime(path, (old, old))
+    assert scan_inboxes(site.catalogue, site.settings) == ["inbox quiet_book: staged"]
+
+
+def test_interrupted_registration_is_repaired(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = tmp_path / "inbox" / "day"
+    book = day / "obs"
+    book.mkdir(parents=True)
+    (book / "a").write_bytes(b"abc")
+    (day / "obs.done").write_text("")
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt("killed between recording and moving")
+
+    monkeypatch.setattr(inbox_module.os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        scan_inboxes(site.catalogue, site.settings)
+    monkeypatch.undo()
+    assert [t[2] for t in inbox_transfers(site)] == ["initiated"] and book.exists()
+    scan_inboxes(site.catalogue, site.settings)
+    assert [t[2] for t in inbox_transfers(site)] == ["staged"] and not book.exists()
+
+
+def test_already_catalogued_name_is_refused_and_left(site: Site, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.write_bytes(b"first")
+    assert site.ingest(site.upload("day/obs", source)).status == "stored"
+    day = tmp_path / "inbox" / "day"
+    day.mkdir(parents=True)
+    (day / "obs").write_bytes(b"second")
+    (day / "obs.done").write_text("")
+    lines = scan_inboxes(site.catalogue, site.settings)
+    assert lines and "already catalogued" in lines[0]
+    assert (day / "obs").read_bytes() == b"second" and (day / "obs.failed").exists()
+    assert inbox_transfers(site) == []
