@@ -109,8 +109,8 @@ def test_sensor_groups_requests_and_keeps_a_high_water_mark(
         ids[2:4],
         ids[4:5],
     ]
-    (partitions,) = result.dynamic_partitions_requests
-    assert sorted(partitions.partition_keys) == [f"burst/{i:03d}" for i in range(5)]
+    assert not result.dynamic_partitions_requests  # added directly, in one call
+    assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == [f"burst/{i:03d}" for i in range(5)]
     assert result.cursor == str(ids[-1])
     # Asked once: the next tick has nothing to do.
     again = ingest_sensor(

@@ -3,7 +3,7 @@
 Cheap and bounded per tick: two indexed queries over pending transfers only (``staged`` with
 no run requested or an overdue one; ``verifying`` whose run is over), capped by
 ``ingest.max_transfers_per_tick``. It groups the books into runs capped in books and bytes,
-adds their partitions and returns the run requests; the API usually launched a run at commit
+adds their partitions (one batched call) and returns the run requests; the API usually launched a run at commit
 already, and then the sensor leaves those books alone until the request is overdue. The
 cursor is the highest transfer id requested so far (a high-water mark, shown in the UI).
 """
@@ -73,12 +73,11 @@ def ingest_sensor(
         )
         for group in groups
     ]
+    # One batched add, not a dynamic_partitions_request: the daemon handles those one key at
+    # a time with two new connections each (1.9 s on SQLite and 5.6 s on PostgreSQL for 500
+    # keys, measured), while this call costs 11-50 ms. Before mark_launched: if it fails,
+    # the next tick simply tries again.
+    context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, sorted({item.name for item in items}))
     mark_launched(catalogue.catalogue, [item.transfer_id for item in items])
     high_water = max(int(context.cursor or 0), max(item.transfer_id for item in items))
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[
-            dg.AddDynamicPartitionsRequest(BOOKS_PARTITIONS, sorted({item.name for item in items}))
-        ],
-        cursor=str(high_water),
-    )
+    return dg.SensorResult(run_requests=requests, cursor=str(high_water))
