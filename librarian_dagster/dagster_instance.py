@@ -9,11 +9,13 @@ to disk: the file refers to an environment variable that ``serve`` sets for its 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
 from librarian_dagster.settings import LibrarianSettings
 
 DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
@@ -75,6 +77,31 @@ def prepare_dagster_home(settings: LibrarianSettings) -> Path:
     )
     _write_if_changed(home / "workspace.yaml", yaml.safe_dump(workspace_config(), sort_keys=False))
     return home
+
+
+def initialise_instance(settings: LibrarianSettings) -> None:
+    """Create Dagster's storage once, before the webserver and the daemon start.
+
+    Left to them, both create the tables of a fresh instance at the same moment and one of
+    them dies ("table ... already exists"). Opening the instance here and touching each
+    storage creates everything first, for SQLite and dagster-postgres alike.
+    """
+    import dagster as dg
+
+    previous = {key: os.environ.get(key) for key in dagster_env(settings)}
+    os.environ.update(dagster_env(settings))
+    try:
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            instance.get_runs(limit=1)
+            instance.get_dynamic_partitions(BOOKS_PARTITIONS)
+            instance.all_instigator_state()
+            instance.get_asset_keys(limit=1)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def dagster_env(settings: LibrarianSettings) -> dict[str, str]:

@@ -122,6 +122,8 @@ class IngestSettings(_Section):
     relaunch_after_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Launch the ingest run as soon as an upload is committed (the sensor stays the backstop).
     launch_on_commit: bool = True
+    # Largest single upload accepted (507 beyond); books are 10-20 GB, so 1 TiB is generous.
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 1024**4
 
 
 class GlobusSettings(_Section):

@@ -7,13 +7,16 @@ in a background thread of the same process (``InlineIngestLauncher``), no Dagste
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
+from sqlalchemy import func, select
 
 from librarian_dagster.api.app import create_app
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
@@ -27,6 +30,8 @@ from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
 from tests.api_helpers import credentials
 from tests.conftest import free_port
+
+MiB = 1 << 20
 
 
 @dataclass
@@ -69,3 +74,26 @@ def running_librarian(settings: LibrarianSettings) -> Iterator[RunningLibrarian]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def make_tree(root: Path) -> Path:
+    """A nested book: several levels, an empty dir and file, a multi-chunk file, unicode."""
+    (root / "raw" / "night1").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    (root / "raw" / "night1" / "frame.dat").write_bytes(os.urandom(2 * MiB + 123))
+    (root / "raw" / "notes.txt").write_text("observing log\n")
+    (root / "empty").write_bytes(b"")
+    (root / "résumé-ü.txt").write_text("unicode name")
+    (root / ("long-" * 30 + "name")).write_bytes(b"needs a PAX header")
+    return root
+
+
+def make_file(path: Path, size: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def count(librarian: RunningLibrarian, model: type) -> int:
+    with librarian.catalogue.session() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0

@@ -207,6 +207,21 @@ def test_no_room_is_507_and_creates_nothing(
             source="s",
         )
     assert site.staging_listing() == []
+    with (
+        pytest.raises(InsufficientStorage, match="upload limit"),
+        site.catalogue.session() as session,
+    ):
+        uploads.stage_upload(
+            session,
+            site.stores,
+            name="over/limit",
+            size=11,
+            checksum=None,
+            principal=UPLOADER,
+            source="s",
+            max_size=10,
+        )
+    assert site.staging_listing() == []
 
 
 def test_crash_before_rename_is_recovered_by_a_rerun(

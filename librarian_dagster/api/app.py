@@ -13,6 +13,7 @@ from http import HTTPStatus
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -106,6 +107,8 @@ def create_app(
             title=f"librarian {settings.name}", version=__version__, path="/schema"
         ),
         request_max_body_size=settings.api.max_json_body_bytes,
+        # Litestar's own logger only: the process (uvicorn, a test) owns the root logger.
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
         debug=False,
     )
 

@@ -136,6 +136,16 @@ class UploadInfo(ResponseModel):
     completed_at: datetime | None = None
 
 
+class UploadStatusQuery(RequestModel):
+    """Several uploads' status in one request (clients waiting on many uploads)."""
+
+    upload_ids: list[int] = Field(min_length=1, max_length=10_000)
+
+
+class UploadList(ResponseModel):
+    uploads: list[UploadInfo]
+
+
 # -- files -------------------------------------------------------------------------------
 
 

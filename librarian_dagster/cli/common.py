@@ -1,7 +1,8 @@
 """What every ``librarian`` command shares: settings loading and one-line errors.
 
-Any ``ServiceError`` or ``SettingsError`` becomes one red line on stderr and exit code 1
-(2 for usage errors, which typer reports itself); tracebacks are for bugs only.
+Any ``ServiceError``, ``SettingsError``, ``StoreError`` or (client commands) ``LibrarianError``
+becomes one red line on stderr and exit code 1 (2 for usage errors, which typer reports
+itself); tracebacks are for bugs only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from librarian_dagster.client.errors import LibrarianError
 from librarian_dagster.services.errors import ServiceError
 from librarian_dagster.settings import LibrarianSettings, SettingsError, load_settings
 from librarian_dagster.storage.errors import StoreError
@@ -27,7 +30,9 @@ R = TypeVar("R")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` (one line; the message is plain text, not markup)."""
+    line = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -35,7 +40,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def clear_errors() -> Iterator[None]:
     try:
         yield
-    except (ServiceError, SettingsError, StoreError) as error:
+    except (ServiceError, SettingsError, StoreError, LibrarianError) as error:
         raise fail(str(error)) from None
 
 

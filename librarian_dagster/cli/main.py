@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from librarian_dagster.cli import serve_cmd, stores_cmd, users_cmd
+from librarian_dagster.cli import client_cmds, serve_cmd, stores_cmd, users_cmd
 from librarian_dagster.cli.common import console, one_line_errors, set_config, settings
 from librarian_dagster.services.bootstrap import ADMIN_PASSWORD_ENV, ADMIN_USER, initialise
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(stores_cmd.app, name="store")
 app.command("serve")(serve_cmd.serve)
+client_cmds.register(app)
 
 
 @app.callback()

@@ -8,10 +8,17 @@ CLI can print them as they are.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import TypeAdapter
 
 from librarian_dagster.api.schemas import Problem, UploadInfo
+
+T = TypeVar("T")
 
 
 def one_line(text: str) -> str:
@@ -46,8 +53,28 @@ class ConnectionFailed(LibrarianError):
     """The librarian could not be reached or did not answer in time (no status)."""
 
 
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def read_model(response: httpx.Response, model: type[T]) -> T:
+    """The response body as ``model``; anything else means we are not talking to a librarian."""
+    try:
+        return _adapter(model).validate_json(response.content)  # type: ignore[no-any-return]
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        first = one_line(str(error)).split(" [", 1)[0][:160]
+        raise LibrarianError(
+            f"unexpected answer from {response.request.url} (is this a librarian?): {first}"
+        ) from None
+
+
 class ClientConfigError(LibrarianError):
     """``client.toml`` is unreadable or invalid, or a connection's password is not set."""
+
+
+# Failures named in an UploadFailed message (all of them are in ``.failures``).
+MAX_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -63,8 +90,9 @@ class UploadFailure:
 class UploadFailed(LibrarianError):
     """One or more uploads did not get stored; ``failures`` says which and why.
 
-    ``stored`` holds the uploads of the same call that did succeed, so a caller of
-    ``upload_many`` can tell exactly what to retry.
+    ``stored`` holds the uploads of the same call that did succeed (stored; or committed,
+    when the caller did not wait), so a caller of ``upload_many`` can tell exactly what to
+    retry.
     """
 
     def __init__(
@@ -72,12 +100,15 @@ class UploadFailed(LibrarianError):
     ) -> None:
         self.failures = list(failures)
         self.stored = list(stored)
-        if len(self.failures) == 1:
+        total = len(self.failures) + len(self.stored)
+        if total == 1:
             only = self.failures[0]
             message = f"upload of {only.name!r} failed: {only.reason}"
         else:
-            total = len(self.failures) + len(self.stored)
-            listed = "; ".join(f"{f.name!r}: {f.reason}" for f in self.failures)
+            shown = self.failures[:MAX_LISTED]
+            listed = "; ".join(f"{f.name!r}: {f.reason}" for f in shown)
+            if len(self.failures) > len(shown):
+                listed += f"; and {len(self.failures) - len(shown)} more"
             message = f"{len(self.failures)} of {total} uploads failed: {listed}"
         statuses = {f.status for f in self.failures}
         super().__init__(message, status=statuses.pop() if len(statuses) == 1 else None)

@@ -169,6 +169,13 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]
             raise VerificationFailed(
                 f"{claimed.name!r} already exists in store {store.name!r} but not in the catalogue"
             ) from None
+        except PermissionError as error:
+            # Sealing (chmod) needs the librarian to own the staged files: a shared-filesystem
+            # copy made by another user cannot be made read-only by us.
+            raise VerificationFailed(
+                f"cannot make the staged data read-only ({error.strerror}: {error.filename}); "
+                "copy into staging as the librarian's user, or upload over HTTP"
+            ) from None
     if store.exists(claimed.name):
         # A previous attempt renamed it and died before recording it: the stored copy is
         # read-only and was verified before the rename; verify again before we vouch for it.

@@ -158,12 +158,15 @@ def stage_upload(
     checksum: str | None,
     principal: Principal,
     source: str,
+    max_size: int | None = None,
 ) -> tuple[IncomingTransfer, bool]:
     """Create (or resume) an upload. Returns the transfer and whether it is new."""
     name = check_name(name)
     checksum = parse_checksum(checksum)
     if size < 0:
         raise InvalidRequest("size must not be negative")
+    if max_size is not None and size > max_size:
+        raise InsufficientStorage(f"{size} bytes is over the upload limit of {max_size} bytes")
     if session.scalar(select(File.id).where(File.name == name)) is not None:
         raise Conflict(f"{name!r} is already catalogued; names are immutable")
     pending = _pending_for_name(session, name)

@@ -22,17 +22,16 @@ from litestar.status_codes import (
     HTTP_202_ACCEPTED,
     HTTP_204_NO_CONTENT,
 )
-from pydantic import Field
 
 from librarian_dagster.api.auth import requires
 from librarian_dagster.api.schemas import (
     API_PREFIX,
-    RequestModel,
-    ResponseModel,
     TransferManager,
     UploadCommit,
     UploadCreate,
     UploadInfo,
+    UploadList,
+    UploadStatusQuery,
 )
 from librarian_dagster.api.streams import AsyncBodyReader
 from librarian_dagster.catalogue.models import IncomingTransfer, UserLevel
@@ -48,14 +47,6 @@ from librarian_dagster.storage.receive import (
     receive_file,
     receive_tar,
 )
-
-
-class UploadStatusQuery(RequestModel):
-    upload_ids: list[int] = Field(min_length=1, max_length=10_000)
-
-
-class UploadList(ResponseModel):
-    uploads: list[UploadInfo]
 
 
 def upload_info(transfer: IncomingTransfer, settings: LibrarianSettings) -> UploadInfo:
@@ -95,6 +86,7 @@ def stage_upload(
             checksum=data.checksum,
             principal=request.user,
             source=settings.name,
+            max_size=settings.ingest.max_upload_bytes,
         )
         info = upload_info(transfer, settings)
     return Response(info, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
