@@ -5,7 +5,8 @@ no run requested or an overdue one; ``verifying`` whose run is over), capped by
 ``ingest.max_transfers_per_tick``. It groups the books into runs capped in books and bytes,
 adds their partitions (one batched call) and returns the run requests; the API usually
 launched a run at commit already, and then the sensor leaves those books alone until the
-request is overdue. The cursor is the highest transfer id requested so far (a high-water mark, shown in the UI).
+request is overdue. The cursor is the highest transfer id requested so far (a high-water
+mark, shown in the UI).
 """
 
 import time
