@@ -130,10 +130,16 @@ def measurements(src: Path, dst: Path) -> dict[str, Callable[[], object]]:
 
 
 def run_all(src: Path, dst: Path, repeats: int) -> dict[str, list[float]]:
-    """Time every operation ``repeats`` times, interleaved so drift hits all of them alike."""
+    """Time every operation ``repeats`` times, interleaved so drift hits all of them alike.
+
+    Each round starts one operation later, so no operation always follows the same one
+    (copy timings on a VM swing 2-5x with what ran just before).
+    """
     seconds: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        for name, run in measurements(src, dst).items():
+    runs = list(measurements(src, dst).items())
+    for round_ in range(repeats):
+        shift = round_ * len(runs) // repeats
+        for name, run in runs[shift:] + runs[:shift]:
             cold = name.endswith(COLD)
             if cold:
                 evict(src)

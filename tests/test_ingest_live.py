@@ -1,0 +1,153 @@
+"""End to end on real processes: `librarian serve` (API + Dagster webserver + daemon), the
+client uploads, Dagster runs ingest the books, and the store, catalogue and partitions agree.
+
+Runs on SQLite (catalogue and Dagster storage) and on PostgreSQL (catalogue, plus Dagster's
+storage through dagster-postgres, each in a database of its own that is dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from librarian_dagster.assets.book import BOOK_KEY
+from librarian_dagster.client import LibrarianClient, LibrarianError
+from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
+from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
+from librarian_dagster.storage.checksums import hash_path
+from tests.conftest import POSTGRES_URL
+from tests.ingest_helpers import make_book
+from tests.live import ADMIN_PASSWORD, LiveLibrarian
+
+pytestmark = pytest.mark.live
+
+ADMIN = ("admin", ADMIN_PASSWORD)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the test server; yields its plain postgresql:// URL."""
+    name = f"lib_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveLibrarian]:
+    with contextlib.ExitStack() as stack:
+        live = LiveLibrarian(tmp_path / "site")
+        live.directory.mkdir()
+        if request.param == "postgresql":
+            live.database_url = stack.enter_context(postgres_database()).replace(
+                "postgresql://", "postgresql+psycopg://"
+            )
+            live.dagster_postgres_url = stack.enter_context(postgres_database())
+        live.start()
+        try:
+            yield live
+        finally:
+            live.stop()
+
+
+@contextmanager
+def dagster_instance(site: LiveLibrarian) -> Iterator[dg.DagsterInstance]:
+    home = site.directory / "state" / "dagster"
+    saved = os.environ.get(DAGSTER_PG_URL_ENV)
+    if site.dagster_postgres_url:
+        os.environ[DAGSTER_PG_URL_ENV] = site.dagster_postgres_url
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if saved is None:
+            os.environ.pop(DAGSTER_PG_URL_ENV, None)
+        else:
+            os.environ[DAGSTER_PG_URL_ENV] = saved
+
+
+def make_user(site: LiveLibrarian, name: str, level: str) -> LibrarianClient:
+    response = httpx.post(
+        f"{site.api_url}/api/v2/users",
+        json={"name": name, "password": "password-" + name, "level": level},
+        auth=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+    return LibrarianClient(site.api_url, name, "password-" + name)
+
+
+def test_upload_file_and_directory_through_dagster(site: LiveLibrarian, tmp_path: Path) -> None:
+    client = make_user(site, "alice", "read_append")
+    single = tmp_path / "single.dat"
+    single.write_bytes(os.urandom(2 * 1024 * 1024 + 11))
+    book = make_book(tmp_path, "book", files=4)
+    stored_file = client.upload(single, "2026/11/25/single.dat", timeout=180)
+    stored_dir = client.upload(book, "2026/11/25/book_0001", transfer="http", timeout=180)
+    for info, source in ((stored_file, single), (stored_dir, book)):
+        assert info.status == "stored", info
+        assert info.checksum == str(hash_path(source))
+        located = client.get_file(info.name)
+        (instance,) = located.instances
+        path = Path(instance.path)
+        assert hash_path(path) == hash_path(source)
+        assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    names = [f.name for f in client.search_files(name="2026/11/25/*")]
+    assert names == ["2026/11/25/single.dat", "2026/11/25/book_0001"]
+    with dagster_instance(site) as instance:
+        partitions = set(instance.get_dynamic_partitions(BOOKS_PARTITIONS))
+        assert partitions == {"2026/11/25/single.dat", "2026/11/25/book_0001"}
+        assert instance.get_materialized_partitions(BOOK_KEY) == partitions
+        runs = instance.get_runs(dg.RunsFilter(job_name="ingest_books"))
+        assert runs and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+
+
+def test_bad_uploads_leave_nothing_behind(site: LiveLibrarian, tmp_path: Path) -> None:
+    client = make_user(site, "bob", "read_append")
+    reader = make_user(site, "carol", "read_only")
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(4096))
+
+    # Wrong checksum: the run fails the upload with a reason; nothing is catalogued.
+    staged = client.request("POST", "/uploads", json={"name": "bad/checksum", "size": 4096}).json()
+    Path(staged["staging_path"]).write_bytes(source.read_bytes())
+    client.request(
+        "POST", f"/uploads/{staged['upload_id']}/commit", json={"checksum": "xxh3_128:" + "0" * 32}
+    )
+    site.wait_until(
+        lambda: client.get_upload(staged["upload_id"]).status == "failed", 120, "the failed ingest"
+    )
+    assert "checksum mismatch" in (client.get_upload(staged["upload_id"]).failure_reason or "")
+    assert not Path(staged["staging_path"]).exists()
+
+    with pytest.raises(LibrarianError) as forbidden:
+        reader.upload(source, "read/only/attempt")
+    assert forbidden.value.status == 403
+    with pytest.raises(LibrarianError, match="invalid name"):
+        client.upload(source, "../escape")  # refused by the client before any request
+    with pytest.raises(LibrarianError) as invalid:
+        client.request("POST", "/uploads", json={"name": "../escape", "size": 4096})
+    assert invalid.value.status == 400  # and by the server, for clients that do not check
+
+    assert client.search_files(name="*") == []
+    store = site.directory / "stores" / "main" / "store"
+    assert not any(store.iterdir())
+    with dagster_instance(site) as instance:
+        assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == []
+        assert not instance.get_materialized_partitions(BOOK_KEY)
