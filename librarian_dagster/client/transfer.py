@@ -13,7 +13,6 @@ promised a size.
 
 from __future__ import annotations
 
-import os
 import stat
 import tarfile
 import time
@@ -28,6 +27,7 @@ from librarian_dagster.storage.checksums import (
     Hasher,
     UnsupportedEntryError,
     new_hasher,
+    scan_tree,
 )
 
 Progress = Callable[[int], None]
@@ -63,22 +63,7 @@ def scan_book(path: Path) -> LocalBook:
         return LocalBook(path, False, path.stat().st_size)
     if not stat.S_ISDIR(mode):
         raise UnsupportedEntryError(str(path), "special file; not a regular file or directory")
-    dirs: list[str] = []
-    files: list[tuple[str, int]] = []
-    pending = [""]
-    while pending:
-        prefix = pending.pop()
-        with os.scandir(path / prefix) as entries:
-            for entry in entries:
-                relpath = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    dirs.append(relpath)
-                    pending.append(relpath + "/")
-                elif entry.is_file(follow_symlinks=False):
-                    files.append((relpath, entry.stat(follow_symlinks=False).st_size))
-                else:
-                    kind = "symlink" if entry.is_symlink() else "special file"
-                    raise UnsupportedEntryError(relpath, kind)
+    dirs, files = scan_tree(path)
     dirs.sort()
     files.sort()
     return LocalBook(path, True, sum(size for _, size in files), tuple(dirs), tuple(files))

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy.orm import Session
+
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import (
     FINAL_STATUSES,
@@ -183,17 +185,23 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]
     raise VerificationFailed(f"the staged data is missing ({claimed.staging_path})")
 
 
+def _still_claimed(
+    session: Session, claimed: ClaimedTransfer, run_id: str
+) -> IncomingTransfer | None:
+    """The transfer, locked, if this run still holds its claim (else another run took over)."""
+    transfer = session.get(IncomingTransfer, claimed.transfer_id, with_for_update=True)
+    if transfer is None or transfer.status != TransferStatus.VERIFYING or transfer.run_id != run_id:
+        return None
+    return transfer
+
+
 def _record(
     catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, path: Path, checksum: Checksum
 ) -> bool:
     """File + Instance + transfer stored, in one transaction. False if the claim was lost."""
     with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, claimed.transfer_id, with_for_update=True)
-        if (
-            transfer is None
-            or transfer.status != TransferStatus.VERIFYING
-            or transfer.run_id != run_id
-        ):
+        transfer = _still_claimed(session, claimed, run_id)
+        if transfer is None:
             return False
         file = File(
             name=claimed.name,
@@ -217,12 +225,8 @@ def _record(
 
 def _fail(catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, reason: str) -> bool:
     with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, claimed.transfer_id, with_for_update=True)
-        if (
-            transfer is None
-            or transfer.status != TransferStatus.VERIFYING
-            or transfer.run_id != run_id
-        ):
+        transfer = _still_claimed(session, claimed, run_id)
+        if transfer is None:
             return False
         fail_transfer(transfer, reason)
         record_event(

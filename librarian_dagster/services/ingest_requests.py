@@ -64,8 +64,7 @@ def run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
     return {KIND_TAG: "ingest", BOOKS_TAG: books[:200]}
 
 
-def mark_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
-    """Record that a run was requested for these transfers (only those still staged)."""
+def _set_launched(catalogue: Catalogue, transfer_ids: Sequence[int], when: datetime | None) -> None:
     if not transfer_ids:
         return
     with catalogue.session() as session:
@@ -75,23 +74,18 @@ def mark_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
                 IncomingTransfer.id.in_(transfer_ids),
                 IncomingTransfer.status == TransferStatus.STAGED,
             )
-            .values(launched_at=datetime.now(UTC))
+            .values(launched_at=when)
         )
+
+
+def mark_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
+    """Record that a run was requested for these transfers (only those still staged)."""
+    _set_launched(catalogue, transfer_ids, datetime.now(UTC))
 
 
 def clear_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
     """A run request failed: let the sensor ask again on its next tick."""
-    if not transfer_ids:
-        return
-    with catalogue.session() as session:
-        session.execute(
-            update(IncomingTransfer)
-            .where(
-                IncomingTransfer.id.in_(transfer_ids),
-                IncomingTransfer.status == TransferStatus.STAGED,
-            )
-            .values(launched_at=None)
-        )
+    _set_launched(catalogue, transfer_ids, None)
 
 
 def staged_needing_runs(

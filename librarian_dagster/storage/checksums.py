@@ -241,14 +241,14 @@ def _entry_kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), f"file of unknown type {stat.S_IFMT(mode):#o}")
 
 
-def _scan(root: Path) -> tuple[list[str], list[str]]:
-    """List a book's subdirectories (parents first) and regular files as relative POSIX paths.
+def scan_tree(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """A directory book's subdirectories (parents first) and (regular file, size) pairs.
 
-    Scanning completes before anything is hashed or copied, so an unsupported entry is
-    reported before any work or side effect.
+    Relative POSIX paths. Scanning completes before anything is hashed, copied or sent, so
+    an unsupported entry (symlink, device, fifo, socket) is refused before any side effect.
     """
     dirs: list[str] = []
-    files: list[str] = []
+    files: list[tuple[str, int]] = []
     pending = [""]
     while pending:
         prefix = pending.pop()
@@ -259,7 +259,7 @@ def _scan(root: Path) -> tuple[list[str], list[str]]:
                     dirs.append(relpath)
                     pending.append(relpath + "/")
                 elif entry.is_file(follow_symlinks=False):
-                    files.append(relpath)
+                    files.append((relpath, entry.stat(follow_symlinks=False).st_size))
                 else:
                     raise UnsupportedEntryError(
                         relpath, _entry_kind(entry.stat(follow_symlinks=False).st_mode)
@@ -334,8 +334,8 @@ def hash_path(
     root = Path(path)
     if not _is_dir_book(root):
         return hash_file(root, algorithm, progress)
-    _, files = _scan(root)
-    return _digest_files(root, files, algorithm, progress)
+    _, files = scan_tree(root)
+    return _digest_files(root, [relpath for relpath, _ in files], algorithm, progress)
 
 
 def copy_and_hash(
@@ -355,7 +355,8 @@ def copy_and_hash(
     src_path, dst_path = Path(src), Path(dst)
     hasher = new_hasher(algorithm)  # validate before touching the filesystem
     if _is_dir_book(src_path):
-        dirs, files = _scan(src_path)  # refuse unsupported entries before creating anything
+        dirs, sized = scan_tree(src_path)  # refuse unsupported entries before creating anything
+        files = [relpath for relpath, _ in sized]
         os.mkdir(dst_path)
         with _removed_on_error(dst_path, shutil.rmtree):
             for relpath in dirs:
