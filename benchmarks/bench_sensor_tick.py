@@ -323,7 +323,12 @@ class Tick:
 
 
 def tick(site: Site, cursor: str | None, profiler: cProfile.Profile | None = None) -> Tick:
-    """One evaluation of the sensor plus the daemon's handling of its partitions request."""
+    """One evaluation of the sensor plus the daemon's handling of any partitions request.
+
+    The sensor now adds its partitions itself in one batched call (inside "sensor"); the
+    daemon's per-key handler only runs if a sensor still returns a partitions request.
+    """
+    before = len(site.instance.get_dynamic_partitions("books"))
     with profiler or contextlib.nullcontext():
         start = time.perf_counter()
         context = dg.build_sensor_context(
@@ -350,7 +355,7 @@ def tick(site: Site, cursor: str | None, profiler: cProfile.Profile | None = Non
         books_per_run=[
             len(r.run_config["ops"]["verify_and_store"]["config"]["transfer_ids"]) for r in requests
         ],
-        added=sum(len(r.added_partitions or []) for r in daemon.results),  # type: ignore[attr-defined]
+        added=len(site.instance.get_dynamic_partitions("books")) - before,
         cursor=result.cursor if result.cursor is not None else cursor,
     )
 

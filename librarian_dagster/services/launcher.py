@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
@@ -36,6 +37,9 @@ from librarian_dagster.settings import IngestSettings
 from librarian_dagster.storage.local_store import LocalStore
 
 log = logging.getLogger(__name__)
+
+GATHER_GAP = 0.05
+GATHER_MAX = 1.0
 
 
 class IngestLauncher(Protocol):
@@ -61,9 +65,13 @@ class _Batcher:
     def _loop(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while True:
+            # Gather a burst (a client committing hundreds of uploads) into one request: keep
+            # taking items while they arrive within GATHER_GAP, for at most GATHER_MAX. A
+            # lone commit waits GATHER_GAP; a burst costs a few runs instead of dozens.
+            deadline = time.monotonic() + GATHER_MAX
+            while time.monotonic() < deadline:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=GATHER_GAP))
                 except queue.Empty:
                     break
             try:
