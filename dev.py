@@ -53,7 +53,9 @@ def serve(extra: list[str]) -> int:
     code = run(BIN / "librarian", "init")
     if code != 0:
         return code
-    return run(BIN / "librarian", "serve", *extra)
+    # Become `librarian serve`: Ctrl-C and SIGTERM then reach it directly, whoever sends them.
+    os.chdir(ROOT)
+    os.execv(BIN / "librarian", [str(BIN / "librarian"), "serve", *extra])
 
 
 def test(extra: list[str]) -> int:
