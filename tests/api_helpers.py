@@ -21,14 +21,18 @@ def credentials(level: UserLevel) -> tuple[str, str]:
     return (f"user-{level.value.replace('_', '-')}", PASSWORD)
 
 
-@contextmanager
-def api_client(settings: LibrarianSettings) -> Iterator[TestClient]:
+def prepare_with_users(settings: LibrarianSettings) -> None:
+    """Migrate and lay out the librarian, then add one account per level."""
     prepare(settings)
-    catalogue = get_catalogue(settings.catalogue_url)
     hasher = accounts.password_hasher(settings.security)
-    with catalogue.session() as session:
+    with get_catalogue(settings.catalogue_url).session() as session:
         for level in UserLevel:
             name, password = credentials(level)
             accounts.create_user(session, hasher, name, password, level)
+
+
+@contextmanager
+def api_client(settings: LibrarianSettings) -> Iterator[TestClient]:
+    prepare_with_users(settings)
     with TestClient(app=create_app(settings), raise_server_exceptions=False) as client:
         yield client

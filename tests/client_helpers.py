@@ -22,13 +22,11 @@ from librarian_dagster.api.app import create_app
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.client import LibrarianClient
-from librarian_dagster.services import accounts
-from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.services.launcher import InlineIngestLauncher
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
-from tests.api_helpers import credentials
+from tests.api_helpers import credentials, prepare_with_users
 from tests.conftest import free_port
 
 MiB = 1 << 20
@@ -49,13 +47,8 @@ class RunningLibrarian:
 @contextmanager
 def running_librarian(settings: LibrarianSettings) -> Iterator[RunningLibrarian]:
     """Serve the API on a free loopback port until the block ends."""
-    prepare(settings)
+    prepare_with_users(settings)
     catalogue = get_catalogue(settings.catalogue_url)
-    hasher = accounts.password_hasher(settings.security)
-    with catalogue.session() as session:
-        for level in UserLevel:
-            name, password = credentials(level)
-            accounts.create_user(session, hasher, name, password, level)
     stores = open_stores(settings)
     app = create_app(settings, launcher=InlineIngestLauncher(catalogue, stores))
     port = free_port()
