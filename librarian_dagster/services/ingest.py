@@ -178,10 +178,11 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]
                 f"cannot make the staged data read-only ({error.strerror}: {error.filename}); "
                 "copy into staging as the librarian's user, or upload over HTTP"
             ) from None
-    if store.exists(claimed.name):
+    stored = store.path_for(claimed.name)
+    if os.path.lexists(stored):
         # A previous attempt renamed it and died before recording it: the stored copy is
         # read-only and was verified before the rename; verify again before we vouch for it.
-        return store.path_for(claimed.name), _verify(store.path_for(claimed.name), claimed)
+        return stored, _verify(stored, claimed)
     raise VerificationFailed(f"the staged data is missing ({claimed.staging_path})")
 
 
