@@ -27,6 +27,7 @@ class LiveLibrarian:
     api_port: int = field(default_factory=free_port)
     webserver_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_config: list[str] = field(default_factory=list)  # TOML lines appended at the end
 
     @property
     def config(self) -> Path:
@@ -63,6 +64,7 @@ class LiveLibrarian:
             'name = "main"',
             'root = "stores/main"',
             "reserve_bytes = 0",
+            *self.extra_config,
         ]
         self.config.write_text("\n".join(lines) + "\n")
 

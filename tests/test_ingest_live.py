@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.client import LibrarianClient, LibrarianError
 from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
+from librarian_dagster.jobs.api_runs import API_EXECUTOR, EXECUTOR_TAG
 from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
 from librarian_dagster.storage.checksums import hash_path
 from tests.conftest import POSTGRES_URL
@@ -50,11 +51,16 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-queue", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveLibrarian]:
+    """A live librarian; ``sqlite-queue`` sends the runs asked for at commit to the run queue."""
     with contextlib.ExitStack() as stack:
         live = LiveLibrarian(tmp_path / "site")
         live.directory.mkdir()
+        if request.param == "sqlite-queue":
+            live.extra_config = ["[ingest]", 'commit_runs = "queue"']
         if request.param == "postgresql":
             live.database_url = stack.enter_context(postgres_database()).replace(
                 "postgresql://", "postgresql+psycopg://"
@@ -114,8 +120,20 @@ def test_upload_file_and_directory_through_dagster(site: LiveLibrarian, tmp_path
         partitions = set(instance.get_dynamic_partitions(BOOKS_PARTITIONS))
         assert partitions == {"2026/11/25/single.dat", "2026/11/25/book_0001"}
         assert instance.get_materialized_partitions(BOOK_KEY) == partitions
+        # upload() returns once the catalogue says stored; the run ends a moment later.
+        site.wait_until(
+            lambda: all(
+                run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+                for run in instance.get_runs(dg.RunsFilter(job_name="ingest_books"))
+            ),
+            60,
+            "the ingest runs to end",
+        )
         runs = instance.get_runs(dg.RunsFilter(job_name="ingest_books"))
         assert runs and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        # Where the runs asked for at commit executed: in the API process, or a run worker.
+        in_api = site.extra_config != ["[ingest]", 'commit_runs = "queue"']
+        assert all((run.tags.get(EXECUTOR_TAG) == API_EXECUTOR) == in_api for run in runs)
 
 
 def test_bad_uploads_leave_nothing_behind(site: LiveLibrarian, tmp_path: Path) -> None:

@@ -245,6 +245,61 @@ def test_commit_of_empty_file_and_empty_directory(store: LocalStore) -> None:
     assert mode_of(final_dir) == 0o555
 
 
+def test_commit_seals_files_in_two_passes(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file is write-protected and kicked before the first file fsync; all are fsynced."""
+    staged = staged_book(store, "twopass", BOOK_TREE)
+    files = {
+        os.lstat(staged.data_path / relative).st_ino
+        for relative in BOOK_TREE
+        if not relative.endswith("/")
+    }
+    events: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def kick(fd: int, offset: int = 0, length: int = 0) -> None:
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o444  # chmod came first
+        events.append(("kick", os.fstat(fd).st_ino))
+
+    def fsync(fd: int) -> None:
+        status = os.fstat(fd)
+        if stat.S_ISREG(status.st_mode):
+            events.append(("fsync", status.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_store, "start_writeback", kick)
+    monkeypatch.setattr(local_store.os, "fsync", fsync)
+    store.commit(staged, "twopass")
+
+    kicks = [inode for what, inode in events if what == "kick"]
+    fsyncs = [inode for what, inode in events if what == "fsync"]
+    assert sorted(kicks) == sorted(fsyncs) == sorted(files)
+    assert [what for what, _ in events] == ["kick"] * len(files) + ["fsync"] * len(files)
+
+
+def test_file_swapped_between_the_sealing_passes_is_refused(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync pass opens each file again and must check again that it is the scanned one."""
+    staged = staged_book(store, "swapped", {"a": b"scanned", "b": b"other"})
+    real_kick = local_store.start_writeback
+    kicked: list[int] = []
+
+    def kick_then_swap(fd: int, offset: int = 0, length: int = 0) -> None:
+        real_kick(fd, offset, length)
+        kicked.append(fd)
+        if len(kicked) == 2:  # both files write-protected; now replace "a" by a new inode
+            (staged.data_path / "a.new").write_bytes(b"swapped in")
+            os.replace(staged.data_path / "a.new", staged.data_path / "a")
+
+    monkeypatch.setattr(local_store, "start_writeback", kick_then_swap)
+    with pytest.raises(UnsafeEntryError, match="changed while being committed"):
+        store.commit(staged, "swapped")
+    assert not store.exists("swapped")
+    assert (staged.data_path / "a").read_bytes() == b"swapped in"
+
+
 def test_commit_without_uploaded_data_is_refused(store: LocalStore) -> None:
     staged = store.stage("book", 1)
     with pytest.raises(StagingNotFoundError):

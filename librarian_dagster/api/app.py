@@ -25,7 +25,11 @@ from librarian_dagster.api.schemas import API_PREFIX
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
 from librarian_dagster.services.errors import ServiceError
-from librarian_dagster.services.launcher import DagsterIngestLauncher, IngestLauncher
+from librarian_dagster.services.launcher import (
+    IngestLauncher,
+    InProcessRunLauncher,
+    QueuedRunLauncher,
+)
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings, load_settings
 
@@ -69,7 +73,9 @@ def default_launcher(settings: LibrarianSettings, catalogue: Catalogue) -> Inges
     """Launch ingest runs at commit when running under ``librarian serve`` (Dagster around)."""
     if not settings.ingest.launch_on_commit or not os.environ.get("DAGSTER_HOME"):
         return None
-    return DagsterIngestLauncher(
+    if settings.ingest.commit_runs == "api":
+        return InProcessRunLauncher(catalogue, settings)
+    return QueuedRunLauncher(
         catalogue, settings.ingest, settings.dagster.webserver_host, settings.dagster.webserver_port
     )
 

@@ -1,7 +1,7 @@
 """The upload protocol on the client side: stage → copy (hashing) → commit → wait.
 
 1. ``POST /uploads {name, size}`` (no checksum: it is computed while copying, so the book is
-   read once);
+   not read beforehand just to hash it);
 2. the bytes go into the staging directory, either by a shared-filesystem copy
    (``copy_and_hash``) or streamed with ``PUT /uploads/{id}/content`` (a file, or a tar
    stream generated on the fly), hashing on the way;

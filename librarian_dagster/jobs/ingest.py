@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import File
+from librarian_dagster.jobs.api_runs import run_is_active
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
 from librarian_dagster.services.ingest_requests import (
@@ -24,23 +25,9 @@ from librarian_dagster.services.ingest_requests import (
     KIND_TAG,
 )
 
-ACTIVE_RUN_STATUSES = {
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-}
-
 
 class IngestConfig(dg.Config):
     transfer_ids: list[int] = Field(description="Incoming transfers (staged) to verify and store.")
-
-
-def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether a run that claimed a transfer may still be working on it."""
-    run = instance.get_run_by_id(run_id)
-    return run is not None and run.status in ACTIVE_RUN_STATUSES
 
 
 def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:

@@ -13,7 +13,8 @@ import time
 
 import dagster as dg
 
-from librarian_dagster.jobs.ingest import ingest_books, run_is_active
+from librarian_dagster.jobs.api_runs import fail_abandoned_runs, run_is_active
+from librarian_dagster.jobs.ingest import ingest_books
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.inbox import scan_inboxes
 from librarian_dagster.services.ingest_requests import (
@@ -31,12 +32,20 @@ from librarian_dagster.services.ingest_requests import (
 def _orphaned(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource, limit: int
 ) -> list[StagedItem]:
-    """Claimed transfers whose run is over without finishing them (killed, crashed)."""
-    return [
+    """Claimed transfers whose run is over without finishing them (killed, crashed).
+
+    A run the API process was executing when it died still looks started to Dagster: when
+    there are orphans, such runs are marked failed too, so the UI tells the truth.
+    """
+    orphans = [
         item
         for item, run_id in verifying_transfers(catalogue.catalogue, limit)
         if run_id is None or not run_is_active(context.instance, run_id)
     ]
+    if orphans:
+        for run_id in fail_abandoned_runs(context.instance):
+            context.log.warning(f"run {run_id}: its API process exited; marked failed")
+    return orphans
 
 
 @dg.sensor(

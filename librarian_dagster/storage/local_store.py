@@ -43,6 +43,7 @@ from librarian_dagster.storage.errors import (
     UnsafeEntryError,
 )
 from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.writeback import start_writeback
 
 __all__ = [
     "DEFAULT_RESERVE_BYTES",
@@ -512,18 +513,29 @@ def _check_file(path: Path, status: os.stat_result, top: Path) -> None:
 def _seal_tree(tree: _Tree) -> None:
     """fsync and write-protect every entry, files first, directories bottom-up.
 
+    Files take two passes: write-protect each and start its writeback, then fsync each.
+    By the time the second pass gets to a file its data is mostly on the way to disk
+    already, instead of every fsync waiting for one file's I/O alone (on the development
+    VM, 1,000 freshly written 10 KiB files: sealing 0.07-0.09 s instead of 0.13-0.15 s, the
+    whole commit 0.17 s instead of 0.30 s).  The second pass opens
+    each file again and checks again that it is the inode scanned, rather than keeping
+    one descriptor open per file of a possibly huge tree.
+
     The top directory is only fsynced: it is write-protected after the move.
     """
     for entry in tree.files:
-        _seal_entry(entry, FILE_MODE, _FILE_FLAGS)
+        _seal_entry(entry, FILE_MODE, _FILE_FLAGS, durable=False)
+    for entry in tree.files:
+        _seal_entry(entry, None, _FILE_FLAGS)
     for entry in reversed(tree.dirs[1:]):
         _seal_entry(entry, DIR_MODE, _DIR_FLAGS)
     if tree.dirs:
         _seal_entry(tree.dirs[0], None, _DIR_FLAGS)
 
 
-def _seal_entry(entry: _Entry, mode: int | None, flags: int) -> None:
-    """chmod (if ``mode``) and fsync one entry, checking it is still the inode we scanned."""
+def _seal_entry(entry: _Entry, mode: int | None, flags: int, *, durable: bool = True) -> None:
+    """chmod (if ``mode``) one entry, checking it is still the inode we scanned, then
+    fsync it (``durable``) or only start writing it back."""
     try:
         fd = os.open(entry.path, flags)
     except OSError as exc:
@@ -536,7 +548,10 @@ def _seal_entry(entry: _Entry, mode: int | None, flags: int) -> None:
             raise UnsafeEntryError(f"{entry.path} changed while being committed")
         if mode is not None:
             os.fchmod(fd, mode)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
+        else:
+            start_writeback(fd)
     finally:
         os.close(fd)
 

@@ -1,0 +1,201 @@
+"""Ingest runs executed in the API process: the launcher, and runs whose process died."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import select, update
+
+from librarian_dagster.assets.book import BOOK_KEY
+from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.jobs import api_runs
+from librarian_dagster.jobs.api_runs import (
+    API_EXECUTOR,
+    EXECUTOR_TAG,
+    PROCESS_TAG,
+    fail_abandoned_runs,
+    process_is_gone,
+    process_token,
+    run_is_active,
+    token_of,
+)
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
+from librarian_dagster.sensors.ingest import ingest_sensor
+from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, StagedItem
+from librarian_dagster.services.launcher import InProcessRunLauncher
+from librarian_dagster.settings import LibrarianSettings
+from tests.ingest_helpers import Site, make_book, open_site
+
+
+@pytest.fixture
+def site(make_settings: Callable[..., LibrarianSettings], database_url: str) -> Site:
+    return open_site(make_settings(database_url=database_url))
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+def dead_token() -> str:
+    """The token of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        token = token_of(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    return token
+
+
+def add_run(instance: dg.DagsterInstance, token: str) -> str:
+    run_id = str(uuid.uuid4())
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="ingest_books",
+            run_id=run_id,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: token},
+        )
+    )
+    return run_id
+
+
+def test_process_tokens_tell_live_processes_from_exited_ones() -> None:
+    assert not process_is_gone(process_token())
+    assert process_is_gone(dead_token())
+    host, pid, start = process_token().split(":")
+    assert host == socket.gethostname() and int(pid) > 0 and start.isdigit()
+    # The same pid with another start time is another process: the one we knew is gone.
+    assert process_is_gone(f"{host}:{pid}:{int(start) + 1}")
+    # Processes on other hosts cannot be checked from here: assumed alive.
+    assert not process_is_gone(f"another-host-{uuid.uuid4().hex}:1:1")
+
+
+def test_runs_of_exited_api_processes_are_over_and_marked_failed(
+    instance: dg.DagsterInstance,
+) -> None:
+    alive = add_run(instance, process_token())
+    dead = add_run(instance, dead_token())
+    assert run_is_active(instance, alive)
+    assert not run_is_active(instance, dead)
+    assert fail_abandoned_runs(instance) == [dead]
+    statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in (alive, dead)}  # type: ignore[union-attr]
+    assert statuses == {alive: dg.DagsterRunStatus.STARTED, dead: dg.DagsterRunStatus.FAILURE}
+    assert fail_abandoned_runs(instance) == []
+
+
+def test_sensor_takes_over_books_of_a_dead_api_run(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"abandoned")
+    upload_id = site.upload("abandoned/book", source)
+    dead = add_run(instance, dead_token())
+    with site.catalogue.session() as session:
+        session.execute(
+            update(IncomingTransfer)
+            .where(IncomingTransfer.id == upload_id)
+            .values(status="verifying", run_id=dead)
+        )
+    config = str(site.settings.config_file)
+    result = ingest_sensor(
+        dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "catalogue": CatalogueResource(config_file=config),
+                "stores": StoresResource(config_file=config),
+            },
+        )
+    )
+    assert isinstance(result, dg.SensorResult)
+    requested = [
+        transfer_id
+        for request in result.run_requests or []
+        for transfer_id in request.run_config["ops"]["verify_and_store"]["config"]["transfer_ids"]
+    ]
+    assert requested == [upload_id]
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def staged_items(site: Site, *upload_ids: int) -> list[StagedItem]:
+    with site.catalogue.session() as session:
+        rows = session.execute(
+            select(IncomingTransfer.id, IncomingTransfer.name, IncomingTransfer.size)
+            .where(IncomingTransfer.id.in_(upload_ids))
+            .order_by(IncomingTransfer.id)
+        ).all()
+    return [StagedItem(row.id, row.name, row.size) for row in rows]
+
+
+def test_in_process_launcher_stores_books_in_a_tagged_api_run(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    good = site.upload("api/good", make_book(tmp_path, "good"))
+    bad_source = tmp_path / "bad.dat"
+    bad_source.write_bytes(b"payload")
+    bad = site.stage("api/bad", bad_source)
+    site.copy_in(bad, bad_source)
+    site.commit(bad, "xxh3_128:" + "1" * 32)
+
+    launcher = InProcessRunLauncher(site.catalogue, site.settings, instance=instance)
+    launcher.request(staged_items(site, good, bad))
+    wait_for(lambda: site.status(good)[0] == "stored" and site.status(bad)[0] == "failed")
+    wait_for(lambda: instance.get_runs()[0].status == dg.DagsterRunStatus.SUCCESS)
+
+    (run,) = instance.get_runs()
+    assert run.job_name == "ingest_books"
+    assert run.tags[EXECUTOR_TAG] == API_EXECUTOR
+    assert run.tags[PROCESS_TAG] == process_token()
+    assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == ["api/good"]
+    assert instance.get_materialized_partitions(BOOK_KEY) == {"api/good"}
+    assert "checksum mismatch" in (site.status(bad)[1] or "")
+
+
+def test_launcher_hands_a_batch_back_to_the_sensor_when_it_cannot_run_it(
+    site: Site, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+    upload_id = site.upload("api/handed-back", source)
+    with site.catalogue.session() as session:  # as the API's commit does
+        session.execute(
+            update(IncomingTransfer)
+            .where(IncomingTransfer.id == upload_id)
+            .values(launched_at=datetime.now(UTC))
+        )
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the instance is unreachable")
+
+    monkeypatch.setattr(api_runs, "execute_ingest_run", broken)
+    launcher = InProcessRunLauncher(site.catalogue, site.settings, instance=instance)
+    launcher.request(staged_items(site, upload_id))
+
+    def handed_back() -> bool:
+        with site.catalogue.session() as session:
+            transfer = session.get(IncomingTransfer, upload_id)
+            return transfer is not None and transfer.launched_at is None
+
+    wait_for(handed_back)
+    assert site.status(upload_id)[0] == "staged"
