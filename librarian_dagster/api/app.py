@@ -97,6 +97,7 @@ def create_app(
                 "catalogue": catalogue,
                 "stores": open_stores(settings),
                 "ingest_launcher": launcher,
+                "leftover_counts": ping.LeftoverCounts(),
             }
         ),
         middleware=[

@@ -6,6 +6,9 @@ no counts of files), only health.
 
 from __future__ import annotations
 
+import threading
+import time
+
 from litestar import Router, get
 from litestar.datastructures import State
 
@@ -17,6 +20,30 @@ from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
 
 LEFTOVER_STAGING_SECONDS = 7 * 24 * 3600
+# Counting leftovers walks every staging tree; /ping is unauthenticated and probed often, so
+# a count is reused for this long (uploads a week old do not appear by the second).
+LEFTOVER_COUNT_SECONDS = 300.0
+
+
+class LeftoverCounts:
+    """Leftover staging per store, counted at most once per ``LEFTOVER_COUNT_SECONDS``.
+
+    One per app; the lock makes concurrent probes wait for one walk instead of each walking.
+    """
+
+    def __init__(self, ttl: float = LEFTOVER_COUNT_SECONDS) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def count(self, store: LocalStore) -> int:
+        with self._lock:
+            counted = self._counts.get(store.name)
+            now = time.monotonic()
+            if counted is None or now - counted[0] > self._ttl:
+                counted = (now, len(store.leftover_staging(LEFTOVER_STAGING_SECONDS)))
+                self._counts[store.name] = counted
+            return counted[1]
 
 
 def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
@@ -30,13 +57,15 @@ def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
         return CatalogueHealth(ok=False, backend=backend, error=type(error).__name__)
 
 
-def store_health(settings: LibrarianSettings, stores: dict[str, LocalStore]) -> list[StoreHealth]:
+def store_health(
+    settings: LibrarianSettings, stores: dict[str, LocalStore], leftover_counts: LeftoverCounts
+) -> list[StoreHealth]:
     result = []
     for config in settings.stores:
         store = stores[config.name]
         try:
             health = store.health()
-            leftovers = len(store.leftover_staging(LEFTOVER_STAGING_SECONDS))
+            leftovers = leftover_counts.count(store)
         except OSError as error:
             result.append(
                 StoreHealth(
@@ -68,7 +97,7 @@ def store_health(settings: LibrarianSettings, stores: dict[str, LocalStore]) -> 
 def ping(state: State) -> PingResponse:
     settings: LibrarianSettings = state.settings
     catalogue = catalogue_health(state.catalogue)
-    stores = store_health(settings, state.stores)
+    stores = store_health(settings, state.stores, state.leftover_counts)
     return PingResponse(
         name=settings.name,
         version=__version__,
