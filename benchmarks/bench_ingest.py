@@ -2,20 +2,25 @@
 
 Starts one real librarian (``tests.live.LiveLibrarian``: ``librarian init`` + ``librarian
 serve``, SQLite catalogue and SQLite Dagster storage, free loopback ports) under
-``benchmarks/work/``, makes a ``read_append`` user through the API and measures:
+``benchmarks/work/``, with ``[ingest] commit_runs`` set by ``--commit-runs`` (``api``, the
+default: the runs asked for at commit execute inside the API process; ``queue``: they go
+through Dagster's run queue to a run worker process), makes a ``read_append`` user through
+the API and measures:
 
 a. one large file (default 4 GiB, in the page cache): ``client.upload(file, name)`` over the
    shared filesystem against ``cp`` of the same file onto the store's filesystem plus an
-   xxh3_128 ``hash_path`` of the copy, interleaved (each after the same untimed ``cp`` +
-   delete, see ``reset_memory``), best of ``--repeats``. Also timed: ``cp`` + fsync + hash,
-   the client's mover ``copy_and_hash`` alone, and, as a what-if, a mover that copies with
-   ``copy_file_range`` and then hashes the source, alone and inside an upload. The upload
-   is split into phases from the client's own requests, a timing wrapper around the
-   client's ``copy_and_hash``, the Dagster run's event log (enqueued, starting, started, the
-   ``stored NAME`` log line and the book materialization's ``seconds``) and the stored
-   file's inode ctime (set by the rename into the store), see ``upload_phases``;
+   xxh3_128 ``hash_path`` of the copy (the goal's baseline), interleaved in a rotating order,
+   each after the same untimed ``cp`` + delete (see ``reset_memory``), best of ``--repeats``.
+   Also timed in the same rotation: ``cp`` + fsync + hash (the durable baseline), the
+   client's mover ``copy_and_hash`` alone exactly as the client calls it (``fsync=False``),
+   and the disk's raw write speed (``dd ... oflag=direct`` of the same file). The upload is
+   split into phases from the client's own requests, a timing wrapper around the client's
+   ``copy_and_hash``, the Dagster run's event log, an inotify watch on the staging directory
+   (the ``fchmod`` that starts sealing, after the server's verify) and the stored file's
+   inode ctime (set by the rename into the store, after the seal's fsync), see
+   ``upload_phases``;
 b. sequential 1 KiB uploads (after warm-ups) done step by step with the client's
-   ``request`` and ``copy_and_hash`` and a 20 ms status poll: p50/p95 of commit → stored,
+   ``request`` and ``copy_and_hash`` and a 20 ms status poll: p50/p95 of commit -> stored,
    and of the whole upload; then a few plain ``client.upload`` calls (the client's own
    back-off poll) for the total a user sees;
 c. many 1 KiB files in one ``client.upload_many`` call, then the same through the CLI
@@ -24,25 +29,32 @@ d. a directory book of many 10 KiB files: ``client.upload(dir, name)``.
 
 Times across processes are wall-clock (``time.time()``: Dagster event timestamps and inode
 ctimes use the same clock). Everything under the work directory is removed at the end.
+Results go to ``results/ingest.json`` (``--commit-runs api``) or ``results/ingest-queue.json``
+(``queue``); a partial run (``--only``) keeps the other parts' last numbers of the same file.
 
-Usage: python benchmarks/bench_ingest.py [--only a,b,c,d] [--size-gib 4] [--repeats 3]
+Usage: python benchmarks/bench_ingest.py [--commit-runs api|queue] [--only a,b,c,d]
+       [--size-gib 4] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import itertools
 import json
 import math
 import os
 import platform
+import select
 import shutil
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -59,17 +71,16 @@ sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
 from librarian_dagster.client import LibrarianClient  # noqa: E402
 from librarian_dagster.client import uploads as client_uploads  # noqa: E402
+from librarian_dagster.jobs.api_runs import API_EXECUTOR, EXECUTOR_TAG  # noqa: E402
 from librarian_dagster.services.ingest_requests import INGEST_JOB, INGEST_OP  # noqa: E402
-from librarian_dagster.storage.checksums import (  # noqa: E402
-    DEFAULT_ALGORITHM,
-    Checksum,
-    copy_and_hash,
-    hash_path,
-)
+from librarian_dagster.storage.checksums import copy_and_hash, hash_path  # noqa: E402
 from tests.live import ADMIN_PASSWORD, LiveLibrarian  # noqa: E402
 
 WORK = HERE / "work"
-RESULTS = HERE / "results" / "ingest.json"
+RESULTS = {  # --commit-runs: results file (each keeps its own parts across --only runs)
+    "api": HERE / "results" / "ingest.json",
+    "queue": HERE / "results" / "ingest-queue.json",
+}
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 64 * MIB  # one random block, repeated: random enough for hashes and cp
 POLL = 0.02
@@ -186,62 +197,114 @@ class TimedClient(LibrarianClient):
         return [call for call in self.calls if call.start >= moment]
 
 
+class StagingWatch:
+    """inotify on one staging directory: wall-clock times of its entries' attribute changes
+    (``IN_ATTRIB``: the server's ``fchmod`` that starts sealing a file book) and renames out
+    (``IN_MOVED_FROM``: the move into the store).
+
+    A thread reads the events as they come, so the times are the events' times to within a
+    few milliseconds. Only a staged *file* is seen this way; the files inside a directory
+    book are not watched (their ctimes are used instead, see ``upload_phases``).
+    """
+
+    _IN_ATTRIB, _IN_MOVED_FROM, _IN_NONBLOCK, _IN_CLOEXEC = 0x4, 0x40, 0o4000, 0o2000000
+    _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
+
+    def __init__(self, directory: Path) -> None:
+        self.events: list[tuple[float, str, str]] = []  # (time, "attrib" | "moved", name)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = libc.inotify_init1(self._IN_NONBLOCK | self._IN_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        mask = self._IN_ATTRIB | self._IN_MOVED_FROM
+        if libc.inotify_add_watch(self._fd, os.fsencode(directory), mask) < 0:
+            os.close(self._fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="staging-watch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            if not select.select([self._fd], [], [], 0.05)[0]:
+                continue
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            now = time.time()
+            offset = 0
+            while offset < len(data):
+                _wd, mask, _cookie, length = self._HEADER.unpack_from(data, offset)
+                offset += self._HEADER.size
+                name = data[offset : offset + length].rstrip(b"\0").decode(errors="replace")
+                offset += length
+                if mask & self._IN_ATTRIB:
+                    self.events.append((now, "attrib", name))
+                if mask & self._IN_MOVED_FROM:
+                    self.events.append((now, "moved", name))
+
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            os.close(self._fd)
+
+    def first(self, kind: str, name: str, after: float) -> float | None:
+        return next((t for t, k, n in self.events if k == kind and n == name and t >= after), None)
+
+
+@dataclass
+class CopyLog:
+    """The client's ``copy_and_hash`` calls: (start, end, destination) and staging watches."""
+
+    spans: list[tuple[float, float, Path]] = field(default_factory=list)
+    watches: list[StagingWatch] = field(default_factory=list)
+
+    def total(self) -> float:
+        return sum(end - start for start, end, _ in self.spans)
+
+    def close(self) -> None:
+        for watch in self.watches:
+            watch.close()
+
+
 @contextlib.contextmanager
-def timed_copies(
-    mover: Callable[..., Checksum] | None = None,
-) -> Iterator[list[tuple[float, float]]]:
+def timed_copies(watch: bool = False) -> Iterator[CopyLog]:
     """Time the client's ``copy_and_hash`` (the shared-filesystem mover) per call.
 
-    ``mover`` replaces it for the duration (the what-if measurement of part a).
+    With ``watch``, a ``StagingWatch`` on each destination's directory (started before the
+    copy; ``upload_phases`` reads and closes it) times the server's sealing.
     """
-    spans: list[tuple[float, float]] = []
+    log = CopyLog()
     original = client_uploads.copy_and_hash
-    used = mover or original
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        destination = Path(args[1] if len(args) > 1 else kwargs["dst"])
+        if watch:
+            log.watches.append(StagingWatch(destination.parent))
         start = time.time()
         try:
-            return used(*args, **kwargs)
+            return original(*args, **kwargs)
         finally:
-            spans.append((start, time.time()))
+            log.spans.append((start, time.time(), destination))
 
     client_uploads.copy_and_hash = wrapper
     try:
-        yield spans
+        yield log
     finally:
         client_uploads.copy_and_hash = original
 
 
-def copy_file_range_then_hash(
-    src: Path | str,
-    dst: Path | str,
-    algorithm: str = DEFAULT_ALGORITHM,
-    progress: Callable[[int], None] | None = None,
-    *,
-    fsync: bool = True,
-) -> Checksum:
-    """What-if, not the shipped code: a file book copied in the kernel (``copy_file_range``,
-    what coreutils ``cp`` does), fsynced, then the *source* hashed (``hash_path``).
-
-    The checksum is still the source's, so the server's verify of the staged bytes stays
-    end to end; the price is a second read of the source (from the page cache when the book
-    fits in memory, as here). Directories go to ``copy_and_hash`` unchanged.
-    """
-    src, dst = Path(src), Path(dst)
-    if src.is_dir():
-        return copy_and_hash(src, dst, algorithm, progress, fsync=fsync)
-    with open(src, "rb", buffering=0) as source, open(dst, "xb", buffering=0) as out:
-        remaining = os.fstat(source.fileno()).st_size
-        while remaining > 0:
-            copied = os.copy_file_range(source.fileno(), out.fileno(), min(remaining, GIB))
-            if copied == 0:
-                raise OSError(f"{src} shrank while being copied")
-            remaining -= copied
-        if fsync:
-            os.fsync(out.fileno())
-    if fsync:
-        fsync_path(dst.parent)
-    return hash_path(src, algorithm, progress)
+def dirty_mib() -> dict[str, int]:
+    """Dirty and under-writeback page cache (``/proc/meminfo``), MiB: what fsync waits for."""
+    found = {}
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            key, _, rest = line.partition(":")
+            if key in ("Dirty", "Writeback"):
+                found[key.lower()] = int(rest.split()[0]) // 1024
+    return found
 
 
 def reset_memory(src: Path, scratch: Path) -> None:
@@ -270,21 +333,23 @@ class RunTimeline:
     status: str
     transfer_ids: list[int]
     create_timestamp: float  # run storage row; whole seconds on SQLite
-    enqueued: float | None = None  # RUN_ENQUEUED: submitted and queued
-    starting: float | None = None  # RUN_STARTING: the daemon dequeued and is launching it
+    api: bool = False  # executed inside the API process (tag librarian/executor=api)
+    first_event: float | None = None  # the run's first event (ENQUEUED, or START for API runs)
+    enqueued: float | None = None  # RUN_ENQUEUED: submitted and queued (queue runs only)
+    starting: float | None = None  # RUN_STARTING: the daemon dequeued it (queue runs only)
     worker: float | None = None  # first ENGINE_EVENT after STARTING: run worker process up
-    started: float | None = None  # RUN_START: the worker has loaded the job
+    started: float | None = None  # RUN_START: the job is executing (worker or API process)
     step_start: float | None = None
     ended: float | None = None  # RUN_SUCCESS / RUN_FAILURE
     stored_log: dict[str, float] = field(default_factory=dict)  # name -> "stored NAME" log
     seconds: dict[str, float] = field(default_factory=dict)  # name -> materialization seconds
 
     def phases(self) -> dict[str, float | None]:
-        """enqueued -> starting -> started -> step -> ... -> ended, each in seconds."""
+        """(enqueued -> starting ->) started -> step -> ... -> ended, in seconds.
 
-        def span(a: float | None, b: float | None) -> float | None:
-            return None if a is None or b is None else b - a
-
+        Queue and worker phases are None for API runs: they have neither, and their first
+        event is RUN_START (the run record is created in the API process just before).
+        """
         last_stored = max(self.stored_log.values(), default=None)
         return {
             "queue (enqueued -> starting)": span(self.enqueued, self.starting),
@@ -293,8 +358,12 @@ class RunTimeline:
             "started -> step start": span(self.started, self.step_start),
             "step start -> last stored": span(self.step_start, last_stored),
             "last stored -> run end": span(last_stored, self.ended),
-            "whole run (enqueued -> end)": span(self.enqueued, self.ended),
+            "whole run (first event -> end)": span(self.first_event, self.ended),
         }
+
+
+def span(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
 
 
 def read_run(instance: dg.DagsterInstance, record: Any) -> RunTimeline:
@@ -305,11 +374,14 @@ def read_run(instance: dg.DagsterInstance, record: Any) -> RunTimeline:
         run.status.value,
         list(config.get("transfer_ids", [])),
         record.create_timestamp.timestamp(),
+        api=run.tags.get(EXECUTOR_TAG) == API_EXECUTOR,
     )
     kinds = dg.DagsterEventType
     for entry in instance.all_logs(run.run_id):
         kind = entry.dagster_event_type
         t = entry.timestamp
+        if timeline.first_event is None:
+            timeline.first_event = t
         if kind == kinds.RUN_ENQUEUED and timeline.enqueued is None:
             timeline.enqueued = t
         elif kind == kinds.RUN_STARTING and timeline.starting is None:
@@ -412,13 +484,13 @@ class Bench:
 
 
 @contextlib.contextmanager
-def live_site(work: Path) -> Iterator[Bench]:
-    live = LiveLibrarian(work / "site")
+def live_site(work: Path, commit_runs: str) -> Iterator[Bench]:
+    live = LiveLibrarian(work / "site", extra_config=["[ingest]", f'commit_runs = "{commit_runs}"'])
     live.directory.mkdir(parents=True)
     started = time.monotonic()
-    live.start()
-    print(f"librarian serve up in {time.monotonic() - started:.1f} s ({live.api_url})")
-    try:
+    try:  # stop() also after a failed start(): serve may be up with a broken API
+        live.start()
+        print(f"librarian serve up in {time.monotonic() - started:.1f} s ({live.api_url})")
         response = httpx.post(
             f"{live.api_url}/api/v2/users",
             json={"name": USER, "password": PASSWORD, "level": "read_append"},
@@ -432,8 +504,9 @@ def live_site(work: Path) -> Iterator[Bench]:
             dg.DagsterInstance.from_config(str(home)) as instance,
         ):
             bench = Bench(work, live, client, Runs(instance))
-            # The API's launcher opens its Dagster instance and GraphQL client on the first
-            # commit (~1 s once): pay that before anything is timed, and report it.
+            # The first commit pays one-off costs (queue: the launcher opens its Dagster
+            # instance and GraphQL client; api: whatever the start-up warm-up has not loaded
+            # yet): pay them before anything is timed, and report it.
             warm = bench.data / "warm-up.bin"
             warm.write_bytes(os.urandom(KIB))
             started = time.monotonic()
@@ -451,12 +524,26 @@ def live_site(work: Path) -> Iterator[Bench]:
 def baseline_cp_hash(src: Path, dst: Path, fsync: bool) -> dict[str, float]:
     start = time.time()
     subprocess.run(["cp", str(src), str(dst)], check=True)
+    copied = time.time()
     if fsync:
         fsync_path(dst)
-    copied = time.time()
+    synced = time.time()
     hash_path(dst)
     done = time.time()
-    return {"cp": copied - start, "hash": done - copied, "total": done - start}
+    times = {"cp": copied - start, "hash": done - synced, "total": done - start}
+    if fsync:
+        times["fsync"] = synced - copied
+    return times
+
+
+def disk_write(src: Path, dst: Path) -> float:
+    """Seconds to write ``src`` (in the page cache) to ``dst`` with direct I/O + fsync."""
+    start = time.time()
+    subprocess.run(
+        ["dd", f"if={src}", f"of={dst}", "bs=16M", "oflag=direct", "conv=fsync", "status=none"],
+        check=True,
+    )
+    return time.time() - start
 
 
 def store_ctime(path: Path) -> float:
@@ -464,17 +551,27 @@ def store_ctime(path: Path) -> float:
 
 
 def upload_phases(
-    bench: Bench, name: str, wall: tuple[float, float], copies: list[tuple[float, float]]
+    bench: Bench, name: str, wall: tuple[float, float], copies: CopyLog
 ) -> tuple[dict[str, float | None], RunTimeline]:
-    """Split one ``client.upload`` of a single book into consecutive phases.
+    """Split one ``client.upload`` of a single book into consecutive phases (seconds).
 
     Boundaries: client calls (POST /uploads, copy_and_hash, POST commit, the GET that first
-    said ``stored``), the run's events, and the stored book's ctime: for a file, the rename
-    into the store (which sets ctime) ends *verify* (the server's streaming hash + the claim
-    and sealing, which are small); for a directory, the earliest ctime below it (the first
-    ``fchmod`` of sealing) ends *verify*, and the top directory's ctime (its chmod right
-    after the rename) ends *seal + rename*. The ingest itself starts at the "stored" log
-    line minus the materialization's ``seconds`` (claim -> catalogue commit).
+    said ``stored``), the run's events, and the sealing's marks on the book. The ingest
+    starts at the "stored" log line minus the materialization's ``seconds`` (claim ->
+    catalogue commit). Sealing (``LocalStore.commit``) first ``fchmod``s each file and kicks
+    its writeback, then fsyncs each, then renames the book into the store:
+
+    * a file: the ``fchmod`` is the staging watch's ``IN_ATTRIB`` (needs ``timed_copies(
+      watch=True)``; without it verify runs to the rename) and ends *verify*; the stored
+      file's ctime (set by the rename) ends *writeback + fsync + rename*. The event is
+      read a little after it happens and ctimes come from a coarse clock (ext4: a few ms
+      behind), so a phase of ~0 may come out a few ms negative;
+    * a directory: the earliest file ctime below it (the first ``fchmod``) ends *verify*,
+      the latest ends *fchmod + kick* (pass 1), and the top directory's ctime (its chmod
+      right after the rename) ends *fsync + rename*.
+
+    Queue runs: commit answered -> RUN_ENQUEUED -> RUN_STARTING -> RUN_START. API runs have
+    neither queue nor worker (those phases are None): commit answered -> RUN_START.
     """
     start, end = wall
     calls = bench.client.since(start)
@@ -482,28 +579,42 @@ def upload_phases(
     commit = next(c for c in calls if c.method == "POST" and c.path.endswith("/commit"))
     seen = next(c for c in calls if c.status == "stored")
     upload_id = int(commit.path.split("/")[2])
-    (copy_start, copy_end) = copies[-1]
+    (copy_start, copy_end, staged) = copies.spans[-1]
     run = bench.runs.for_transfers([upload_id], start)[upload_id]
     stored_log = run.stored_log[name]
     ingest_start = stored_log - run.seconds[name]
     path = bench.stored_path(name)
     if path.is_dir():
-        below = [store_ctime(Path(d) / f) for d, ds, fs in os.walk(path) for f in ds + fs]
-        verified = min(below)
+        files = [store_ctime(Path(d) / f) for d, _, fs in os.walk(path) for f in fs]
+        sealing = min(files, default=None)
+        kicked = max(files, default=None)
         renamed = store_ctime(path)
     else:
-        verified = renamed = store_ctime(path)
-    assert run.enqueued and run.starting and run.started, run
+        watch = copies.watches[-1] if copies.watches else None
+        sealing = watch.first("attrib", staged.name, copy_end) if watch else None
+        kicked = sealing  # one fchmod, then the kick: counted in the next phase
+        renamed = store_ctime(path)
+    copies.close()
+    if run.api:
+        assert run.started, run
+    else:
+        assert run.enqueued and run.starting and run.started, run
     phases: dict[str, float | None] = {
         "client: scan + stage (POST /uploads)": stage.end - start,
-        "client: copy + hash (copy_and_hash, fsync)": copy_end - copy_start,
+        "client: copy + hash (copy_and_hash, no fsync)": copy_end - copy_start,
         "client: commit request": commit.end - commit.start,
-        "commit answered -> run enqueued": run.enqueued - commit.end,
-        "queue (enqueued -> RUN_STARTING)": run.starting - run.enqueued,
-        "run worker start (STARTING -> RUN_START)": run.started - run.starting,
-        "run start -> ingest start": ingest_start - run.started,
-        "server verify (claim + hash)": verified - ingest_start,
-        "seal + rename": renamed - verified,
+        "commit answered -> RUN_START (API run: gather gap + run creation)": (
+            span(commit.end, run.started) if run.api else None
+        ),
+        "commit answered -> run enqueued": None if run.api else span(commit.end, run.enqueued),
+        "queue (enqueued -> RUN_STARTING)": span(run.enqueued, run.starting),
+        "run worker start (STARTING -> RUN_START)": span(run.starting, run.started),
+        "run start -> ingest start": span(run.started, ingest_start),
+        "server verify (claim + hash)": span(ingest_start, sealing or renamed),
+        "seal pass 1: fchmod + writeback kick (directory files)": (
+            span(sealing, kicked) if path.is_dir() else None
+        ),
+        "seal: writeback + fsync + rename": span(kicked, renamed),
         "catalogue record (+ dir fsync, staging removal)": stored_log - renamed,
         "client poll lag (stored -> client sees it)": seen.end - stored_log,
     }
@@ -511,6 +622,14 @@ def upload_phases(
     phases["(info) run end after stored"] = (run.ended or stored_log) - stored_log
     phases["(info) ingest seconds (materialization)"] = run.seconds[name]
     return phases, run
+
+
+def best_and_all(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "best": r3(min(values)),
+        "median": r3(statistics.median(values)),
+        "all": [r3(v) for v in values],
+    }
 
 
 def part_a(bench: Bench, size: int, repeats: int) -> dict[str, Any]:
@@ -523,66 +642,65 @@ def part_a(bench: Bench, size: int, repeats: int) -> dict[str, Any]:
     baseline: list[dict[str, float]] = []
     baseline_fsync: list[dict[str, float]] = []
     mover: list[float] = []
-    mover_cfr: list[float] = []
+    dd: list[float] = []
     uploads: list[dict[str, Any]] = []
-    uploads_cfr: list[dict[str, Any]] = []
     cache: list[dict[str, Any]] = []
     example: list[str] = []
-    order = ["cp", "upload", "cp+fsync", "copy_and_hash", "upload*", "copy_file_range*"]
+    order = ["cp", "upload", "cp+fsync", "copy_and_hash", "dd"]
     scratch = bench.data / "reset.bin"
+    algorithm = bench.client.algorithm
     for round_ in range(repeats):
         shift = round_ % len(order)
         for what in order[shift:] + order[:shift]:
             reset_memory(src, scratch)
             before = cached_fraction(src)
+            record: dict[str, Any] = {"round": round_, "op": what, "source": before}
             if what == "cp":
                 baseline.append(baseline_cp_hash(src, dst, fsync=False))
-                copy_cached = cached_fraction(dst)
-                dst.unlink()
-                cache.append({"op": what, "source": before, "copy before hash": copy_cached})
+                record["copy before hash"] = cached_fraction(dst)
                 print(f"  round {round_}: cp + hash {baseline[-1]['total']:.2f} s")
             elif what == "cp+fsync":
                 baseline_fsync.append(baseline_cp_hash(src, dst, fsync=True))
-                dst.unlink()
-                cache.append({"op": what, "source": before})
                 print(f"  round {round_}: cp + fsync + hash {baseline_fsync[-1]['total']:.2f} s")
-            elif what in ("copy_and_hash", "copy_file_range*"):
-                # The client's mover alone, as the upload calls it (fsync), no server; "*" is
-                # the what-if mover (copy_file_range, then hash the source).
-                cfr = what.endswith("*")
+            elif what == "copy_and_hash":
+                # The client's mover alone, exactly as client/uploads.py calls it.
                 start = time.time()
-                (copy_file_range_then_hash if cfr else copy_and_hash)(src, dst)
-                (mover_cfr if cfr else mover).append(time.time() - start)
-                dst.unlink()
-                cache.append({"op": what, "source": before})
-                print(f"  round {round_}: {what} alone {time.time() - start:.2f} s")
+                copy_and_hash(src, dst, algorithm, None, fsync=False)
+                mover.append(time.time() - start)
+                print(f"  round {round_}: copy_and_hash alone {mover[-1]:.2f} s")
+            elif what == "dd":
+                dd.append(disk_write(src, dst))
+                print(f"  round {round_}: dd oflag=direct {size / 1e6 / dd[-1]:.0f} MB/s")
             else:
-                cfr = what.endswith("*")
-                name = f"bench/large/{round_}{'-copy-file-range' if cfr else ''}.bin"
-                with timed_copies(copy_file_range_then_hash if cfr else None) as copies:
+                name = f"bench/large/{round_}.bin"
+                with timed_copies(watch=True) as copies:
                     start = time.time()
                     bench.client.upload(src, name, transfer="local")
                     end = time.time()
+                record["dirty after"] = dirty_mib()
                 phases, run = upload_phases(bench, name, (start, end), copies)
                 stored = bench.stored_path(name)
-                cache.append(
-                    {"op": what, "source": before, "stored copy after": cached_fraction(stored)}
-                )
-                entry = {"total": end - start, "phases": phases, "run_id": run.run_id}
-                (uploads_cfr if cfr else uploads).append(entry)
-                if not cfr:
-                    example = event_table(bench.runs.instance, run.run_id)
+                record["stored copy after"] = cached_fraction(stored)
+                uploads.append({"total": end - start, "phases": phases, "run_id": run.run_id})
+                example = event_table(bench.runs.instance, run.run_id)
                 # Free the disk and the page cache; the site is thrown away afterwards.
                 stored.unlink()
-                print(f"  round {round_}: {what} {end - start:.2f} s")
+                print(f"  round {round_}: upload {end - start:.2f} s")
+            if what != "upload":
+                record["dirty after"] = dirty_mib()
+                dst.unlink()
+            cache.append(record)
     best_upload = min(uploads, key=lambda u: u["total"])
     best_base = min(baseline, key=lambda b: b["total"])
     best_fsync = min(baseline_fsync, key=lambda b: b["total"])
     ratio = best_upload["total"] / best_base["total"]
+    dd_mb_s = [size / 1e6 / t for t in dd]
+    phases = best_upload["phases"]
     return {
         "size_bytes": size,
         "repeats": repeats,
-        "page_cache_fraction": cache,
+        "order": order,
+        "page_cache_and_dirty_mib": cache,
         "baseline_cp_hash": {
             "best": {k: r3(v) for k, v in best_base.items()},
             "totals": [r3(b["total"]) for b in baseline],
@@ -591,42 +709,51 @@ def part_a(bench: Bench, size: int, repeats: int) -> dict[str, Any]:
         "baseline_cp_fsync_hash": {
             "best": {k: r3(v) for k, v in best_fsync.items()},
             "totals": [r3(b["total"]) for b in baseline_fsync],
+            "median_total": r3(statistics.median(b["total"] for b in baseline_fsync)),
+            "fsync_seconds": [r3(b["fsync"]) for b in baseline_fsync],
+            "cp_plus_fsync_mb_per_s": [
+                round(size / 1e6 / (b["cp"] + b["fsync"])) for b in baseline_fsync
+            ],
         },
         "copy_and_hash_alone": {
-            "best": r3(min(mover)),
-            "totals": [r3(t) for t in mover],
-            "median": r3(statistics.median(mover)),
+            "call": "copy_and_hash(src, staging, 'xxh3_128', None, fsync=False), as the client",
+            **best_and_all(mover),
+            "mb_per_s": [round(size / 1e6 / t) for t in mover],
+        },
+        "disk_write_dd_direct": {
+            "command": "dd if=SRC of=DST bs=16M oflag=direct conv=fsync (SRC in the page cache)",
+            "seconds": best_and_all(dd),
+            "mb_per_s": [round(v) for v in dd_mb_s],
+            "median_mb_per_s": round(statistics.median(dd_mb_s)),
+            "max_mb_per_s": round(max(dd_mb_s)),
         },
         "upload": {
             "best_total": r3(best_upload["total"]),
             "totals": [r3(u["total"]) for u in uploads],
             "median_total": r3(statistics.median(u["total"] for u in uploads)),
-            "best_phases": {k: r3(v) for k, v in best_upload["phases"].items()},
+            "best_phases": {k: r3(v) for k, v in phases.items()},
             "all_phases": [{k: r3(v) for k, v in u["phases"].items()} for u in uploads],
-            "server_verify_mb_per_s": r3(
-                size / 1e6 / best_upload["phases"]["server verify (claim + hash)"]
-            ),
-        },
-        "what_if_copy_file_range": {
-            "note": "benchmark-local mover: copy_file_range + fsync, then hash_path(source)",
-            "mover_alone": {"best": r3(min(mover_cfr)), "totals": [r3(t) for t in mover_cfr]},
-            "upload_best_total": r3(min(u["total"] for u in uploads_cfr)),
-            "upload_totals": [r3(u["total"]) for u in uploads_cfr],
-            "upload_best_phases": {
-                k: r3(v) for k, v in min(uploads_cfr, key=lambda u: u["total"])["phases"].items()
-            },
-            "ratio_upload_to_cp_hash": r3(
-                min(u["total"] for u in uploads_cfr) / best_base["total"]
-            ),
-            "ratio_upload_to_cp_fsync_hash": r3(
-                min(u["total"] for u in uploads_cfr) / best_fsync["total"]
-            ),
+            "client_copy_mb_per_s": [
+                round(size / 1e6 / u["phases"]["client: copy + hash (copy_and_hash, no fsync)"])
+                for u in uploads
+            ],
+            "server_verify_mb_per_s": [
+                round(size / 1e6 / u["phases"]["server verify (claim + hash)"]) for u in uploads
+            ],
+            # Seconds from sealing's fchmod to the rename: what the server's fsync waited.
+            "server_seal_seconds": [
+                r3(u["phases"]["seal: writeback + fsync + rename"]) for u in uploads
+            ],
         },
         "ratio_upload_to_cp_hash": r3(ratio),
         "ratio_upload_to_cp_fsync_hash": r3(best_upload["total"] / best_fsync["total"]),
         "ratio_median": r3(
             statistics.median(u["total"] for u in uploads)
             / statistics.median(b["total"] for b in baseline)
+        ),
+        "ratio_median_to_cp_fsync_hash": r3(
+            statistics.median(u["total"] for u in uploads)
+            / statistics.median(b["total"] for b in baseline_fsync)
         ),
         "example_run_events": example,
         "goal_value": r3(ratio),
@@ -637,13 +764,13 @@ def part_a(bench: Bench, size: int, repeats: int) -> dict[str, Any]:
 
 
 def one_small_upload(bench: Bench, local: Path, name: str) -> dict[str, Any]:
-    """Stage, copy (the client's copy_and_hash), commit, poll every 20 ms; wall-clock marks."""
+    """Stage, copy (copy_and_hash as the client calls it), commit, poll every 20 ms."""
     client = bench.client
     t0 = time.time()
     staged = client.request("POST", "/uploads", json={"name": name, "size": local.stat().st_size})
     info = staged.json()
     t_staged = time.time()
-    checksum = copy_and_hash(local, info["staging_path"], client.algorithm)
+    checksum = copy_and_hash(local, info["staging_path"], client.algorithm, None, fsync=False)
     t_copied = time.time()
     client.request("POST", f"/uploads/{info['upload_id']}/commit", json={"checksum": str(checksum)})
     t_committed = time.time()
@@ -689,16 +816,28 @@ def part_b(bench: Bench, count: int, warmups: int, client_uploads_n: int) -> dic
     for result in results:
         run = runs[result["upload_id"]]
         stored = run.stored_log[result["name"]]
-        assert run.enqueued and run.starting and run.started, run
+        answered = result["t_commit_answered"]
+        if run.api:
+            assert run.started, run
+        else:
+            assert run.enqueued and run.starting and run.started, run
         parts = {
-            "commit sent -> run enqueued": run.enqueued - result["t_commit_sent"],
-            "queue (enqueued -> RUN_STARTING)": run.starting - run.enqueued,
-            "run worker start (STARTING -> RUN_START)": run.started - run.starting,
-            "run start -> stored (step, claim, verify, rename, record)": stored - run.started,
+            "commit request (sent -> answered)": answered - result["t_commit_sent"],
+            "commit answered -> RUN_START (API run: gather gap + run creation)": (
+                span(answered, run.started) if run.api else None
+            ),
+            "commit answered -> run enqueued": None if run.api else span(answered, run.enqueued),
+            "queue (enqueued -> RUN_STARTING)": span(run.enqueued, run.starting),
+            "run worker start (STARTING -> RUN_START)": span(run.starting, run.started),
+            "run start -> stored (step, claim, verify, seal, rename, record)": span(
+                run.started, stored
+            ),
             "stored -> client sees it (20 ms poll)": result["t_seen"] - stored,
         }
         for key, value in parts.items():
-            breakdown.setdefault(key, []).append(value)
+            values = breakdown.setdefault(key, [])
+            if value is not None:
+                values.append(value)
     example = event_table(bench.runs.instance, runs[results[len(results) // 2]["upload_id"]].run_id)
     # Plain client.upload: includes its back-off poll (0.05 s growing x1.5 to 1 s).
     plain = []
@@ -717,7 +856,11 @@ def part_b(bench: Bench, count: int, warmups: int, client_uploads_n: int) -> dic
         "client_side": {
             key: summary([r[key] for r in results]) for key in ("stage", "copy", "commit_request")
         },
-        "commit_to_stored_breakdown": {key: summary(v) for key, v in breakdown.items()},
+        # None: the phase does not exist for these runs (queue phases of API runs).
+        "commit_to_stored_breakdown": {
+            key: summary(v) if v else None for key, v in breakdown.items()
+        },
+        "api_runs": sum(1 for r in results if runs[r["upload_id"]].api),
         "client_upload_total": summary(plain) if plain else None,
         "runs": len({runs[r["upload_id"]].run_id for r in results}),
         "example_run_events": example,
@@ -748,7 +891,8 @@ def many_runs_summary(runs: dict[int, RunTimeline], since: float, end: float) ->
         "books_per_run": summary(books) if books else None,
         "per_book_ingest_seconds": summary(ingest) if ingest else None,
         "per_book_spacing_in_run": summary(spacing) if spacing else None,
-        "first_enqueued_after_start": r3(min(r.enqueued or end for r in unique) - since),
+        "first_run_event_after_start": r3(min(r.first_event or end for r in unique) - since),
+        "api_runs": sum(1 for run in unique if run.api),
         "last_run_end_after_start": r3(max(r.ended or end for r in unique) - since),
         "run_phases": {key: summary(values) for key, values in phases.items()},
         "statuses": sorted({run.status for run in unique}),
@@ -783,7 +927,7 @@ def part_c(bench: Bench, count: int, cli: bool) -> dict[str, Any]:
         "phases": {
             "scan + stage all (POST /uploads x N)": r3(stages[-1].end - start),
             "copy + commit all": r3(commits[-1].end - stages[-1].end),
-            "  of which copy_and_hash": r3(sum(b - a for a, b in copies)),
+            "  of which copy_and_hash": r3(copies.total()),
             "  of which commit requests": r3(sum(c.end - c.start for c in commits)),
             "wait (last commit -> all stored seen)": r3(end - commits[-1].end),
             "(info) first commit -> last book stored (server)": r3(last_stored - first_commit),
@@ -949,7 +1093,14 @@ def verdicts(parts: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--commit-runs",
+        choices=("api", "queue"),
+        default="api",
+        help="[ingest] commit_runs of the live librarian; queue writes results/ingest-queue.json",
+    )
     parser.add_argument("--only", default="a,b,c,d", help="parts to run, e.g. b,c")
+    parser.add_argument("--results", type=Path, help="results file (default: by --commit-runs)")
     parser.add_argument("--size-gib", type=float, default=4.0, help="(a) file size")
     parser.add_argument("--repeats", type=int, default=3, help="(a) and (d) repeats")
     parser.add_argument("--singles", type=int, default=30, help="(b) timed uploads")
@@ -973,7 +1124,7 @@ def main() -> None:
     }
     first_upload = None
     try:
-        with live_site(work) as bench:
+        with live_site(work, args.commit_runs) as bench:
             first_upload = bench.first_upload
             for key, step in steps.items():
                 if key in only:
@@ -991,23 +1142,26 @@ def main() -> None:
         # Other work on the machine skews the numbers: a 1-minute load well above what the
         # benchmark itself causes means the run was disturbed.
         "machine": {**machine(), "loadavg_1min": [load_before, os.getloadavg()[0]]},
-        "parameters": vars(args),
+        "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "site": "LiveLibrarian: SQLite catalogue, SQLite Dagster storage, one local store",
+        "commit_runs": args.commit_runs,
         "git": git_at_start,
         "first_upload_after_start_seconds": r3(first_upload),
         "python_import_seconds": import_times(),
         "parts": parts,
         "goals": verdicts(parts),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = args.results or RESULTS[args.commit_runs]
+    results.parent.mkdir(exist_ok=True)
+    previous = json.loads(results.read_text()) if results.exists() else {}
     if only != {"a", "b", "c", "d"} and previous.get("parts"):
-        # A partial run updates its parts and keeps the others' last numbers.
+        # A partial run updates its parts and keeps the others' last numbers (same mode:
+        # each --commit-runs has its own file).
         result["parts"] = {**previous["parts"], **parts}
         result["goals"] = verdicts(result["parts"])
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["goals"], indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
