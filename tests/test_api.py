@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
+from librarian_dagster.api.routes import ping as ping_routes
 from librarian_dagster.api.routes.ping import LEFTOVER_STAGING_SECONDS, LeftoverCounts
 from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.settings import LibrarianSettings
@@ -68,6 +70,24 @@ def test_ping_counts_leftover_staging_once_per_interval(tmp_path: Path) -> None:
     assert [counts.count(store) for _ in range(5)] == [1] * 5
     assert walks == [LEFTOVER_STAGING_SECONDS]
     assert LeftoverCounts(ttl=0).count(store) == 1 and len(walks) == 2
+
+
+def test_refusals_are_not_logged_as_errors_but_crashes_are(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert client.get("/api/v2/users", auth=("admin", "wrong")).status_code == 401
+    assert client.get("/api/v2/users/nobody-here", auth=ADMIN).status_code in (404, 405)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    def broken(_catalogue: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ping_routes, "catalogue_health", broken)
+    assert_problem(client.get("/api/v2/ping"), 500)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "unhandled error on GET /api/v2/ping" in record.getMessage()
+    assert record.exc_info is not None and "disk on fire" in str(record.exc_info[1])
 
 
 def test_openapi_schema_is_public(client: TestClient) -> None:

@@ -115,7 +115,9 @@ def create_app(
         ),
         request_max_body_size=settings.api.max_json_body_bytes,
         # Litestar's own logger only: the process (uvicorn, a test) owns the root logger.
-        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
+        # Refusals (401, 403, 409, ...) are answers, not errors: no traceback in the log for
+        # them; _unexpected_error logs what really went wrong.
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         debug=False,
     )
 
