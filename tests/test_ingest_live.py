@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from librarian_dagster.client import LibrarianClient, LibrarianError
 from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
 from librarian_dagster.jobs.api_runs import API_EXECUTOR, EXECUTOR_TAG
 from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
-from librarian_dagster.storage.checksums import hash_path
+from librarian_dagster.storage.checksums import copy_and_hash, hash_path
 from tests.conftest import POSTGRES_URL
 from tests.ingest_helpers import make_book
 from tests.live import ADMIN_PASSWORD, LiveLibrarian
@@ -169,3 +171,54 @@ def test_bad_uploads_leave_nothing_behind(site: LiveLibrarian, tmp_path: Path) -
     with dagster_instance(site) as instance:
         assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == []
         assert not instance.get_materialized_partitions(BOOK_KEY)
+
+
+def test_api_killed_during_its_ingest_run_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL the API while its in-process run verifies a book: after a restart the run is
+    marked failed, the sensor requests a new one, and the book is stored exactly once."""
+    live = LiveLibrarian(tmp_path / "site")
+    live.directory.mkdir()
+    live.start()
+    try:
+        client = make_user(live, "dave", "read_append")
+        # Many small files: verifying and sealing take long enough to be caught mid-way.
+        book = tmp_path / "slow-book"
+        for i in range(20_000):
+            path = book / f"d{i % 50:02d}" / f"f{i:05d}.dat"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(i.to_bytes(4, "big") * 25)
+        info = client.request(
+            "POST", "/uploads", json={"name": "crash/book", "size": 20_000 * 100}
+        ).json()
+        checksum = copy_and_hash(book, info["staging_path"], client.algorithm, fsync=False)
+        client.request(
+            "POST", f"/uploads/{info['upload_id']}/commit", json={"checksum": str(checksum)}
+        )
+        deadline = time.monotonic() + 60
+        while client.get_upload(info["upload_id"]).status != "verifying":
+            assert time.monotonic() < deadline, "the run never claimed the upload"
+            time.sleep(0.02)
+        os.kill(live.child_pids()["api"], signal.SIGKILL)
+        assert live.process is not None
+        assert live.process.wait(timeout=60) == 3  # serve stops when its API dies
+    finally:
+        live.stop()
+
+    live.start()  # the same site, as an operator would restart it
+    try:
+        live.wait_until(
+            lambda: client.get_upload(info["upload_id"]).status == "stored", 180, "recovery"
+        )
+        (instance_info,) = client.get_file("crash/book").instances
+        assert hash_path(Path(instance_info.path)) == checksum == hash_path(book)
+        with dagster_instance(live) as instance:
+            runs = instance.get_runs(dg.RunsFilter(job_name="ingest_books"))
+            killed = [run for run in runs if run.tags.get(EXECUTOR_TAG) == API_EXECUTOR]
+            assert [run.status for run in killed] == [dg.DagsterRunStatus.FAILURE]
+            assert any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+            assert instance.get_materialized_partitions(BOOK_KEY) == {"crash/book"}
+        store = live.directory / "stores" / "main"
+        assert [p.name for p in (store / "store").iterdir()] == ["crash"]
+        assert not any((store / "staging").iterdir())
+    finally:
+        live.stop()
