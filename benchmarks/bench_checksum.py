@@ -41,7 +41,8 @@ COLD = " (cold)"
 BLOCK = 64 << 20  # one random block, repeated: random enough for hashes, quick to create
 GOALS = {  # name: (measurement, baseline, minimum ratio)
     "default algorithm >= 0.85 x read limit": (f"hash_file[{DEFAULT_ALGORITHM}]", "read", 0.85),
-    "copy-while-hashing >= 0.7 x cp": ("copy_and_hash[xxh3_128]", "cp", 0.7),
+    # cp leaves its copy dirty in memory: compare the mode that does the same.
+    "copy-while-hashing >= 0.7 x cp": ("copy_and_hash[xxh3_128,no writeback]", "cp", 0.7),
 }
 
 
@@ -119,9 +120,11 @@ def measurements(src: Path, dst: Path) -> dict[str, Callable[[], object]]:
     runs["xxh3_128 via mmap (reference)"] = lambda: hash_mmap(src)
     runs["cp"] = lambda: cp(src, dst, fsync=False)
     for algorithm in ("xxh3_128", "md5"):
-        runs[f"copy_and_hash[{algorithm}]"] = lambda a=algorithm: copy_and_hash(
-            src, dst, a, fsync=False
+        runs[f"copy_and_hash[{algorithm},no writeback]"] = lambda a=algorithm: copy_and_hash(
+            src, dst, a, fsync=False, writeback=False
         )
+    # As the client calls it: writeback started per chunk, no fsync (the librarian's).
+    runs["copy_and_hash[xxh3_128]"] = lambda: copy_and_hash(src, dst, fsync=False)
     runs["cp+fsync"] = lambda: cp(src, dst, fsync=True)
     runs["copy_and_hash[xxh3_128,fsync]"] = lambda: copy_and_hash(src, dst)
     runs["read" + COLD] = lambda: read_only(src)

@@ -617,3 +617,21 @@ def test_empty_directory_and_empty_file_share_a_checksum(tmp_path: Path) -> None
     """Documented property: the book's kind is not part of its checksum."""
     (tmp_path / "dir").mkdir()
     assert hash_path(tmp_path / "dir") == hash_path(write(tmp_path / "file", b""))
+
+
+@pytest.mark.parametrize("writeback", [True, False])
+def test_copy_and_hash_starts_writeback_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writeback: bool
+) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(BIG))
+    monkeypatch.setattr(checksums, "COPY_CHUNK_SIZE", CHUNK_SIZE)
+    kicks: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        checksums, "start_writeback", lambda fd, offset=0, length=0: kicks.append((offset, length))
+    )
+    checksum = copy_and_hash(src, tmp_path / "dst.bin", fsync=False, writeback=writeback)
+    assert checksum == hash_path(src)
+    assert (tmp_path / "dst.bin").read_bytes() == src.read_bytes()
+    expected = [(0, CHUNK_SIZE), (CHUNK_SIZE, CHUNK_SIZE), (2 * CHUNK_SIZE, CHUNK_SIZE)]
+    assert kicks == ([*expected, (3 * CHUNK_SIZE, 11)] if writeback else [])

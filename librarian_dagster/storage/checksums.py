@@ -409,10 +409,12 @@ class _Copier:
         hashing: Future[dict[str, str]] | None,
         *,
         fsync: bool,
+        writeback: bool = True,
     ) -> None:
         self.algorithm = algorithm
         self.progress = progress
         self.hashing = hashing
+        self.writeback = writeback
         # Small files are kicked only if this call fsyncs them; otherwise the librarian's
         # sealing kicks them (a kick costs about as much as copying a 4 KiB file here).
         self.kick_small = fsync
@@ -498,7 +500,8 @@ class _Copier:
             raise SourceChangedError(_changed(src, size, f"only {copied} were there"))
 
     def _chunk_done(self, out_fd: int, offset: int, n: int) -> None:
-        start_writeback(out_fd, offset, n)
+        if self.writeback:
+            start_writeback(out_fd, offset, n)
         if self.progress is not None:
             self.progress(n)
         self.check()
@@ -525,6 +528,7 @@ def _copy_while_hashing(
     algorithm: str,
     progress: Progress | None,
     fsync: bool,
+    writeback: bool,
 ) -> dict[str, str]:
     """Run ``copy`` here while a second thread hashes ``sources``; all hex digests by key.
 
@@ -533,12 +537,13 @@ def _copy_while_hashing(
     big files to hash no thread is started at all.
     """
     if not sources:
-        return copy(_Copier(algorithm, progress, None, fsync=fsync))
+        return copy(_Copier(algorithm, progress, None, fsync=fsync, writeback=writeback))
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy_and_hash") as pool:
         hashing = pool.submit(_hash_exactly, sources, algorithm, stop)
         try:
-            digests = copy(_Copier(algorithm, progress, hashing, fsync=fsync))
+            copier = _Copier(algorithm, progress, hashing, fsync=fsync, writeback=writeback)
+            digests = copy(copier)
             return digests | hashing.result()
         except BaseException:  # also KeyboardInterrupt while waiting for the hasher
             stop.set()
@@ -552,6 +557,7 @@ def copy_and_hash(
     progress: Progress | None = None,
     *,
     fsync: bool = True,
+    writeback: bool = True,
 ) -> Checksum:
     """Copy a book to a new ``dst`` and return ``hash_path(src)``, hashing while copying.
 
@@ -568,10 +574,13 @@ def copy_and_hash(
 
     ``dst`` must not exist (:class:`FileExistsError`, nothing changed).  With ``fsync``
     (the default) the copy, with its directory entries, is on disk when this returns.
-    Writeback of each chunk of a big file is started as soon as it is copied, so whoever
-    fsyncs later waits less.  ``progress`` is called from the calling thread only, with
-    the bytes copied (the book's size in total).  On any failure, whatever this call
-    created at ``dst`` is removed.
+    With ``writeback`` (the default) writeback of each chunk of a big file is started as
+    soon as it is copied: where the disk is slower than memory the copy then proceeds at
+    the disk's speed, and whoever fsyncs it later finds little left to write (4 GiB here,
+    copy + fsync: 7.1 s with, 8.7-9.1 s without). ``writeback=False`` leaves it to the
+    kernel: the call returns at memory speed with the data still dirty. ``progress`` is
+    called from the calling thread only, with the bytes copied (the book's size in total).
+    On any failure, whatever this call created at ``dst`` is removed.
     """
     src_path, dst_path = Path(src), Path(dst)
     new_hasher(algorithm)  # validate before touching the filesystem
@@ -587,7 +596,7 @@ def copy_and_hash(
                     os.fsync(out.fileno())
                 return {} if digest is None else {"": digest}
 
-            digests = _copy_while_hashing(copy_file, sources, algorithm, progress, fsync)
+            digests = _copy_while_hashing(copy_file, sources, algorithm, progress, fsync, writeback)
             checksum = Checksum(algorithm, digests[""])
     else:
         dirs, files = scan_tree(src_path)  # refuse unsupported entries before creating anything
@@ -614,7 +623,7 @@ def copy_and_hash(
             for relpath in dirs:
                 os.mkdir(dst_path / relpath)
             sources = [(relpath, src_path / relpath, size) for relpath, size in big]
-            digests = _copy_while_hashing(copy_tree, sources, algorithm, progress, fsync)
+            digests = _copy_while_hashing(copy_tree, sources, algorithm, progress, fsync, writeback)
             for relpath in ("", *dirs) if fsync else ():
                 _fsync_path(dst_path / relpath)
             tree = DirectoryDigest(algorithm)
