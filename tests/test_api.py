@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from litestar.exceptions import InternalServerException
 from litestar.testing import TestClient
 
 from librarian_dagster.api.routes import ping as ping_routes
@@ -88,6 +89,21 @@ def test_refusals_are_not_logged_as_errors_but_crashes_are(
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "unhandled error on GET /api/v2/ping" in record.getMessage()
     assert record.exc_info is not None and "disk on fire" in str(record.exc_info[1])
+
+
+def test_litestar_internal_errors_are_logged_and_not_shown(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_catalogue: object) -> None:
+        raise InternalServerException("internal secret detail")
+
+    monkeypatch.setattr(ping_routes, "catalogue_health", broken)
+    body = assert_problem(client.get("/api/v2/ping"), 500)
+    assert "secret" not in body["detail"]
+    assert any(
+        r.levelno >= logging.ERROR and "internal secret detail" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_openapi_schema_is_public(client: TestClient) -> None:

@@ -21,6 +21,7 @@ from librarian_dagster.jobs import api_runs
 from librarian_dagster.jobs.api_runs import (
     API_EXECUTOR,
     EXECUTOR_TAG,
+    FINISHED_TAG,
     PROCESS_TAG,
     fail_abandoned_runs,
     process_is_gone,
@@ -97,6 +98,21 @@ def test_runs_of_exited_api_processes_are_over_and_marked_failed(
     assert fail_abandoned_runs(instance) == []
 
 
+def test_an_api_run_is_active_until_finished_or_its_process_exits(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Terminate in the UI (or run monitoring) can mark a run canceled while the API's
+    thread still renames its books: the status must not hand them to another run."""
+    run_id = add_run(instance, process_token())
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    instance.report_run_canceled(run, "terminated from the UI")
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
+    assert run_is_active(instance, run_id)
+    instance.add_run_tags(run_id, {FINISHED_TAG: "true"})
+    assert not run_is_active(instance, run_id)
+
+
 def test_sensor_takes_over_books_of_a_dead_api_run(
     site: Site, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
@@ -161,12 +177,14 @@ def test_in_process_launcher_stores_books_in_a_tagged_api_run(
     launcher = InProcessRunLauncher(site.catalogue, site.settings, instance=instance)
     launcher.request(staged_items(site, good, bad))
     wait_for(lambda: site.status(good)[0] == "stored" and site.status(bad)[0] == "failed")
-    wait_for(lambda: instance.get_runs()[0].status == dg.DagsterRunStatus.SUCCESS)
+    wait_for(lambda: FINISHED_TAG in instance.get_runs()[0].tags)  # after execute_in_process
 
     (run,) = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.SUCCESS
     assert run.job_name == "ingest_books"
     assert run.tags[EXECUTOR_TAG] == API_EXECUTOR
     assert run.tags[PROCESS_TAG] == process_token()
+    assert run.tags[FINISHED_TAG] == "true"
     assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == ["api/good"]
     assert instance.get_materialized_partitions(BOOK_KEY) == {"api/good"}
     assert "checksum mismatch" in (site.status(bad)[1] or "")

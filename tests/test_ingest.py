@@ -27,6 +27,7 @@ from librarian_dagster.services.errors import (
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage import local_store
 from librarian_dagster.storage.checksums import hash_path
+from librarian_dagster.storage.errors import StagingNotFoundError
 from tests.ingest_helpers import UPLOADER, Site, make_book, open_site, tree_size
 
 
@@ -268,6 +269,26 @@ def test_crash_after_rename_before_commit_is_recovered(
         file = session.scalars(select(File)).one()
         assert file.checksum == str(hash_path(book))
     assert site.staging_listing() == []
+
+
+def test_book_moved_into_the_store_by_another_run_mid_commit_is_not_failed(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs on one book (a run wrongly judged dead): the one that finds its staged data
+    gone mid-commit checks the store instead of failing a book that is stored."""
+    book = make_book(tmp_path)
+    upload_id = site.upload("race/book", book)
+    original = local_store.LocalStore.commit
+
+    def commit_by_the_other_run(store: local_store.LocalStore, staged, name: str) -> Path:
+        original(store, staged, name)  # the other run renamed it first...
+        raise StagingNotFoundError("staging directory is gone")  # ...so ours finds nothing
+
+    monkeypatch.setattr(local_store.LocalStore, "commit", commit_by_the_other_run)
+    outcome = site.ingest(upload_id, run_id="run-1")
+    assert outcome.status == "stored", outcome
+    assert site.status(upload_id)[0] == "stored"
+    assert file_count(site) == 1 and site.store.exists("race/book")
 
 
 def test_ingest_of_a_final_transfer_is_skipped(site: Site, tmp_path: Path) -> None:

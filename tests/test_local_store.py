@@ -278,10 +278,10 @@ def test_commit_seals_files_in_two_passes(
     assert [what for what, _ in events] == ["kick"] * len(files) + ["fsync"] * len(files)
 
 
-def test_file_swapped_between_the_sealing_passes_is_refused(
+def test_file_swapped_after_the_scan_is_refused_when_sealing_reaches_it(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fsync pass opens each file again and must check again that it is the scanned one."""
+    """Sealing opens each file and checks it is the inode scanned before it trusts it."""
     staged = staged_book(store, "swapped", {"a": b"scanned", "b": b"other"})
     real_kick = local_store.start_writeback
     kicked: list[int] = []
@@ -289,15 +289,44 @@ def test_file_swapped_between_the_sealing_passes_is_refused(
     def kick_then_swap(fd: int, offset: int = 0, length: int = 0) -> None:
         real_kick(fd, offset, length)
         kicked.append(fd)
-        if len(kicked) == 2:  # both files write-protected; now replace "a" by a new inode
-            (staged.data_path / "a.new").write_bytes(b"swapped in")
-            os.replace(staged.data_path / "a.new", staged.data_path / "a")
+        if len(kicked) == 1:  # "a" is sealed; replace "b", not opened yet, by a new inode
+            (staged.data_path / "b.new").write_bytes(b"swapped in")
+            os.replace(staged.data_path / "b.new", staged.data_path / "b")
 
     monkeypatch.setattr(local_store, "start_writeback", kick_then_swap)
     with pytest.raises(UnsafeEntryError, match="changed while being committed"):
         store.commit(staged, "swapped")
     assert not store.exists("swapped")
-    assert (staged.data_path / "a").read_bytes() == b"swapped in"
+    assert (staged.data_path / "b").read_bytes() == b"swapped in"
+
+
+def test_sealing_fsyncs_each_file_on_the_descriptor_that_started_its_writeback(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writeback error is reported to the fsync of the same open file: no re-open between."""
+    staged = staged_book(store, "batched", {f"f{i:03d}": b"x" for i in range(7)})
+    monkeypatch.setattr(local_store, "SEAL_BATCH", 3)
+    events: list[tuple[str, int]] = []
+    real_kick, real_fsync = local_store.start_writeback, os.fsync
+
+    def kick(fd: int, offset: int = 0, length: int = 0) -> None:
+        events.append(("kick", fd))
+        real_kick(fd, offset, length)
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_store, "start_writeback", kick)
+    monkeypatch.setattr(local_store.os, "fsync", fsync)
+    store.commit(staged, "batched")
+    file_events = events[: 2 * 7]
+    kinds = [kind for kind, _ in file_events]
+    assert kinds == ["kick"] * 3 + ["fsync"] * 3 + ["kick"] * 3 + ["fsync"] * 3 + ["kick", "fsync"]
+    for first in (0, 6, 12):  # each batch fsyncs exactly the descriptors it kicked
+        batch = file_events[first : first + (6 if first < 12 else 2)]
+        half = len(batch) // 2
+        assert [fd for _, fd in batch[:half]] == [fd for _, fd in batch[half:]]
 
 
 def test_commit_without_uploaded_data_is_refused(store: LocalStore) -> None:

@@ -46,12 +46,21 @@ def _problem(status: int, title: str, detail: str) -> Response[dict[str, object]
     )
 
 
-def _service_error(_request: Request, error: ServiceError) -> Response[dict[str, object]]:
+def _service_error(request: Request, error: ServiceError) -> Response[dict[str, object]]:
+    if error.status >= 500:  # no room in any store, a dependency down: operators should know
+        log.warning("%s %s: %d %s", request.method, request.url.path, error.status, error.detail)
     return _problem(error.status, error.title, error.detail)
 
 
-def _http_error(_request: Request, error: HTTPException) -> Response[dict[str, object]]:
+def _http_error(request: Request, error: HTTPException) -> Response[dict[str, object]]:
     """Litestar's own errors (401, 403, 404, 405, 413, validation) as problem details."""
+    if error.status_code >= 500:  # Litestar's internal errors: logged, detail not sent
+        log.error("%s %s: %d %s", request.method, request.url.path, error.status_code, error.detail)
+        return _problem(
+            error.status_code,
+            HTTPStatus(error.status_code).phrase,
+            "the librarian hit an unexpected error; its log has the details",
+        )
     response = _problem(error.status_code, HTTPStatus(error.status_code).phrase, str(error.detail))
     if error.extra:  # validation errors: which field, what is wrong
         response.content["errors"] = error.extra

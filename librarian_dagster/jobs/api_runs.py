@@ -22,9 +22,12 @@ from collections.abc import Sequence
 from functools import cache
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 
 EXECUTOR_TAG = "librarian/executor"
 PROCESS_TAG = "librarian/process"
+# Set by the API's runner once execute_in_process has returned (or raised).
+FINISHED_TAG = "librarian/finished"
 API_EXECUTOR = "api"
 
 ACTIVE_RUN_STATUSES = [
@@ -110,9 +113,20 @@ def worker_is_gone(run: dg.DagsterRun) -> bool:
 
 
 def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether a run that claimed a transfer may still be working on it."""
+    """Whether a run that claimed a transfer may still be working on it.
+
+    For an API run the status is not evidence: *Terminate* in the UI, run monitoring's
+    cancel timeout or a site's max runtime can mark it canceled or failed while the API's
+    thread is still verifying and renaming (nothing can stop that thread). Judging it over
+    then would let a second run take its books mid-rename. It is over once its runner has
+    marked it finished, or once its process has exited.
+    """
     run = instance.get_run_by_id(run_id)
-    return run is not None and run.status in ACTIVE_RUN_STATUSES and not worker_is_gone(run)
+    if run is None:
+        return False
+    if run.tags.get(EXECUTOR_TAG) == API_EXECUTOR:
+        return FINISHED_TAG not in run.tags and not worker_is_gone(run)
+    return run.status in ACTIVE_RUN_STATUSES
 
 
 def fail_abandoned_runs(instance: dg.DagsterInstance, limit: int = 100) -> list[str]:
@@ -147,14 +161,29 @@ def execute_ingest_run(
     tags: dict[str, str],
     resources: dict[str, object] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Execute one ``ingest_books`` run in this process (the caller's thread)."""
-    return ingest_job().execute_in_process(
-        run_config={**run_config, **_QUIET_LOGGERS},
-        instance=instance,
-        tags={**tags, EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: process_token()},
-        resources=resources,
-        raise_on_error=False,
-    )
+    """Execute one ``ingest_books`` run in this process (the caller's thread).
+
+    Whatever happens, the run is then tagged finished (see ``run_is_active``); if Dagster
+    itself raised, the run is also marked failed rather than left "started".
+    """
+    run_id = make_new_run_id()
+    try:
+        return ingest_job().execute_in_process(
+            run_config={**run_config, **_QUIET_LOGGERS},
+            instance=instance,
+            tags={**tags, EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: process_token()},
+            resources=resources,
+            raise_on_error=False,
+            run_id=run_id,
+        )
+    except BaseException:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in ACTIVE_RUN_STATUSES:
+            instance.report_run_failed(run, "the API's runner hit an error; see the API log")
+        raise
+    finally:
+        if instance.get_run_by_id(run_id) is not None:
+            instance.add_run_tags(run_id, {FINISHED_TAG: "true"})
 
 
 def book_names(result: dg.ExecuteInProcessResult) -> Sequence[str]:

@@ -32,19 +32,12 @@ from librarian_dagster.services.ingest_requests import (
 def _orphaned(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource, limit: int
 ) -> list[StagedItem]:
-    """Claimed transfers whose run is over without finishing them (killed, crashed).
-
-    A run the API process was executing when it died still looks started to Dagster: when
-    there are orphans, such runs are marked failed too, so the UI tells the truth.
-    """
+    """Claimed transfers whose run is over without finishing them (killed, crashed)."""
     orphans = [
         item
         for item, run_id in verifying_transfers(catalogue.catalogue, limit)
         if run_id is None or not run_is_active(context.instance, run_id)
     ]
-    if orphans:
-        for run_id in fail_abandoned_runs(context.instance):
-            context.log.warning(f"run {run_id}: its API process exited; marked failed")
     return orphans
 
 
@@ -70,6 +63,10 @@ def ingest_sensor(
     items += _orphaned(context, catalogue, settings.max_transfers_per_tick)
     if not items:
         return dg.SensorResult(skip_reason="no staged books")
+    # A run the API process was executing when it died still looks started to Dagster (and
+    # holds an ingest slot of the run queue): mark it failed, so the UI tells the truth.
+    for run_id in fail_abandoned_runs(context.instance):
+        context.log.warning(f"run {run_id}: its API process exited; marked failed")
     items.sort(key=lambda item: item.transfer_id)
     groups = group_for_runs(items, settings.max_books_per_run, settings.max_bytes_per_run)
     now = int(time.time())

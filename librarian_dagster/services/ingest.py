@@ -47,7 +47,7 @@ from librarian_dagster.storage.checksums import (
     ChecksumError,
     hash_path,
 )
-from librarian_dagster.storage.errors import AlreadyStoredError, StoreError
+from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
 
 # After this many claims a transfer that keeps crashing its runs is failed for good.
@@ -167,6 +167,8 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]
         staged = store.staged(claimed.staging_id, claimed.name)
         try:
             return store.commit(staged, claimed.name), checksum
+        except StagingNotFoundError:
+            pass  # moved away meanwhile (by a run that took over): look in the store below
         except AlreadyStoredError:
             raise VerificationFailed(
                 f"{claimed.name!r} already exists in store {store.name!r} but not in the catalogue"

@@ -224,6 +224,7 @@ class InProcessRunLauncher(_DagsterLauncher):
         )
         if not result.success:
             log.warning("ingest run %s did not succeed; its log is in the UI", result.run_id)
+            self.handback(group)  # books it did not claim: the sensor's, at its next tick
 
 
 class InlineIngestLauncher(_Batcher):

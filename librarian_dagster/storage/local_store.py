@@ -510,32 +510,44 @@ def _check_file(path: Path, status: os.stat_result, top: Path) -> None:
         raise UnsafeEntryError(f"{_relative(path, top)!r} in staged data has other hard links")
 
 
+# Files sealed per batch: each batch's descriptors stay open from the writeback kick to the
+# fsync, so a writeback error is reported by that fsync on the same open file, while a
+# tree of 100,000 files never holds more than this many descriptors.
+SEAL_BATCH = 256
+
+
 def _seal_tree(tree: _Tree) -> None:
     """fsync and write-protect every entry, files first, directories bottom-up.
 
-    Files take two passes: write-protect each and start its writeback, then fsync each.
-    By the time the second pass gets to a file its data is mostly on the way to disk
-    already, instead of every fsync waiting for one file's I/O alone (on the development
-    VM, 1,000 freshly written 10 KiB files: sealing 0.07-0.09 s instead of 0.13-0.15 s, the
-    whole commit 0.17 s instead of 0.30 s).  The second pass opens
-    each file again and checks again that it is the inode scanned, rather than keeping
-    one descriptor open per file of a possibly huge tree.
+    Files go in batches of two passes: write-protect each file of the batch and start its
+    writeback, then fsync each on the same descriptor. By the time the second pass gets to
+    a file its data is mostly on the way to disk already, instead of every fsync waiting for
+    one file's I/O alone (on the development VM, 1,000 freshly written 10 KiB files:
+    sealing 0.07-0.09 s instead of 0.13-0.15 s, the whole commit 0.17 s instead of 0.30 s).
 
     The top directory is only fsynced: it is write-protected after the move.
     """
-    for entry in tree.files:
-        _seal_entry(entry, FILE_MODE, _FILE_FLAGS, durable=False)
-    for entry in tree.files:
-        _seal_entry(entry, None, _FILE_FLAGS)
+    for first in range(0, len(tree.files), SEAL_BATCH):
+        batch: list[int] = []
+        try:
+            for entry in tree.files[first : first + SEAL_BATCH]:
+                fd = _open_entry(entry, _FILE_FLAGS)
+                batch.append(fd)
+                os.fchmod(fd, FILE_MODE)
+                start_writeback(fd)
+            for fd in batch:
+                os.fsync(fd)
+        finally:
+            for fd in batch:
+                os.close(fd)
     for entry in reversed(tree.dirs[1:]):
         _seal_entry(entry, DIR_MODE, _DIR_FLAGS)
     if tree.dirs:
         _seal_entry(tree.dirs[0], None, _DIR_FLAGS)
 
 
-def _seal_entry(entry: _Entry, mode: int | None, flags: int, *, durable: bool = True) -> None:
-    """chmod (if ``mode``) one entry, checking it is still the inode we scanned, then
-    fsync it (``durable``) or only start writing it back."""
+def _open_entry(entry: _Entry, flags: int) -> int:
+    """Open an entry, checking it is still the inode we scanned; the caller closes it."""
     try:
         fd = os.open(entry.path, flags)
     except OSError as exc:
@@ -546,12 +558,19 @@ def _seal_entry(entry: _Entry, mode: int | None, flags: int, *, durable: bool = 
         status = os.fstat(fd)
         if (status.st_dev, status.st_ino) != (entry.device, entry.inode):
             raise UnsafeEntryError(f"{entry.path} changed while being committed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _seal_entry(entry: _Entry, mode: int | None, flags: int) -> None:
+    """chmod (if ``mode``) and fsync one entry, checking it is still the inode we scanned."""
+    fd = _open_entry(entry, flags)
+    try:
         if mode is not None:
             os.fchmod(fd, mode)
-        if durable:
-            os.fsync(fd)
-        else:
-            start_writeback(fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
