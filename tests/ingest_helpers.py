@@ -9,6 +9,7 @@ from pathlib import Path
 
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.catalogue.models import UserLevel
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.services import uploads
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.bootstrap import prepare
@@ -110,3 +111,12 @@ class Site:
 def open_site(settings: LibrarianSettings) -> Site:
     prepare(settings)
     return Site(settings, get_catalogue(settings.catalogue_url), open_stores(settings))
+
+
+def dagster_resources(site: Site) -> dict[str, object]:
+    """The code location's resources, pointed at this site's config file."""
+    config = str(site.settings.config_file)
+    return {
+        "catalogue": CatalogueResource(config_file=config),
+        "stores": StoresResource(config_file=config),
+    }

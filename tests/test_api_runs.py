@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,25 +29,16 @@ from librarian_dagster.jobs.api_runs import (
     run_is_active,
     token_of,
 )
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.sensors.ingest import ingest_sensor
 from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, StagedItem
 from librarian_dagster.services.launcher import InProcessRunLauncher
 from librarian_dagster.settings import LibrarianSettings
-from tests.ingest_helpers import Site, make_book, open_site
+from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
 
 
 @pytest.fixture
 def site(make_settings: Callable[..., LibrarianSettings], database_url: str) -> Site:
     return open_site(make_settings(database_url=database_url))
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
 
 
 def dead_token() -> str:
@@ -126,15 +117,8 @@ def test_sensor_takes_over_books_of_a_dead_api_run(
             .where(IncomingTransfer.id == upload_id)
             .values(status="verifying", run_id=dead)
         )
-    config = str(site.settings.config_file)
     result = ingest_sensor(
-        dg.build_sensor_context(
-            instance=instance,
-            resources={
-                "catalogue": CatalogueResource(config_file=config),
-                "stores": StoresResource(config_file=config),
-            },
-        )
+        dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
     )
     assert isinstance(result, dg.SensorResult)
     requested = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,32 +13,15 @@ from sqlalchemy import update
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.definitions import defs
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.sensors.ingest import ingest_sensor
 from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, run_config
 from librarian_dagster.settings import LibrarianSettings
-from tests.ingest_helpers import Site, make_book, open_site
+from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
 
 
 @pytest.fixture
 def site(make_settings: Callable[..., LibrarianSettings], database_url: str) -> Site:
     return open_site(make_settings(database_url=database_url))
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
-
-
-def resources(site: Site) -> dict[str, object]:
-    config = str(site.settings.config_file)
-    return {
-        "catalogue": CatalogueResource(config_file=config),
-        "stores": StoresResource(config_file=config),
-    }
 
 
 def run_ingest(
@@ -48,7 +31,7 @@ def run_ingest(
     return job.execute_in_process(
         run_config=run_config(ids),
         instance=instance,
-        resources=resources(site),
+        resources=dagster_resources(site),
         raise_on_error=False,
     )
 
@@ -98,7 +81,7 @@ def test_sensor_groups_requests_and_keeps_a_high_water_mark(
     source = tmp_path / "f"
     source.write_bytes(b"x")
     ids = [site.upload(f"burst/{i:03d}", source) for i in range(5)]
-    context = dg.build_sensor_context(instance=instance, resources=resources(site))
+    context = dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
     result = ingest_sensor(context)
     assert isinstance(result, dg.SensorResult)
     assert [
@@ -114,7 +97,9 @@ def test_sensor_groups_requests_and_keeps_a_high_water_mark(
     assert result.cursor == str(ids[-1])
     # Asked once: the next tick has nothing to do.
     again = ingest_sensor(
-        dg.build_sensor_context(instance=instance, resources=resources(site), cursor=result.cursor)
+        dg.build_sensor_context(
+            instance=instance, resources=dagster_resources(site), cursor=result.cursor
+        )
     )
     assert not again.run_requests
 
@@ -138,7 +123,9 @@ def test_sensor_repairs_overdue_and_orphaned_transfers(
             .where(IncomingTransfer.id == orphan)
             .values(status="verifying", run_id="a-run-that-died", launched_at=long_ago)
         )
-    result = ingest_sensor(dg.build_sensor_context(instance=instance, resources=resources(site)))
+    result = ingest_sensor(
+        dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+    )
     requested = [
         i
         for r in result.run_requests
@@ -163,7 +150,7 @@ def test_checksum_check_passes_then_catches_corruption(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
         jobs=[check_job],
-        resources=resources(site),
+        resources=dagster_resources(site),
     ).resolve_job_def("check_job")
     first = job.execute_in_process(instance=instance)
     (evaluation,) = first.get_asset_check_evaluations()

@@ -18,7 +18,6 @@ forever.
 
 import os
 import socket
-from collections.abc import Sequence
 from functools import cache
 
 import dagster as dg
@@ -184,12 +183,3 @@ def execute_ingest_run(
     finally:
         if instance.get_run_by_id(run_id) is not None:
             instance.add_run_tags(run_id, {FINISHED_TAG: "true"})
-
-
-def book_names(result: dg.ExecuteInProcessResult) -> Sequence[str]:
-    """The books a run materialized (for logs and tests)."""
-    return [
-        event.asset_materialization.partition or ""
-        for event in result.get_asset_materialization_events()
-        if event.asset_materialization is not None
-    ]
