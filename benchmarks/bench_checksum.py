@@ -30,9 +30,9 @@ from librarian_dagster.storage.checksums import (
     ALGORITHMS,
     CHUNK_SIZE,
     DEFAULT_ALGORITHM,
-    copy_and_hash,
     hash_file,
 )
+from librarian_dagster.storage.movers.copy import copy_and_hash
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"

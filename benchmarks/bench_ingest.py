@@ -71,9 +71,9 @@ sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
 from librarian_dagster.client import LibrarianClient  # noqa: E402
 from librarian_dagster.client import uploads as client_uploads  # noqa: E402
-from librarian_dagster.jobs.api_runs import API_EXECUTOR, EXECUTOR_TAG  # noqa: E402
-from librarian_dagster.services.ingest_requests import INGEST_JOB, INGEST_OP  # noqa: E402
-from librarian_dagster.storage.checksums import copy_and_hash, hash_path  # noqa: E402
+from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, INGEST_JOB, INGEST_OP  # noqa: E402
+from librarian_dagster.storage.checksums import hash_path  # noqa: E402
+from librarian_dagster.storage.movers.copy import copy_and_hash  # noqa: E402
 from tests.live import ADMIN_PASSWORD, LiveLibrarian  # noqa: E402
 
 WORK = HERE / "work"

@@ -56,21 +56,15 @@ from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
-from librarian_dagster.catalogue.models import (
-    File,
-    IncomingTransfer,
-    Instance,
-    Store,
-    TransferKind,
-    TransferStatus,
-)
-from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance, Store
+from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV, prepare_dagster_home
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.sensors.ingest import ingest_sensor
 from librarian_dagster.services.bootstrap import prepare
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings, load_settings
+from librarian_dagster.states import TransferKind, TransferStatus
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "sensor_tick.json"
@@ -151,6 +145,7 @@ def open_site(backend: str, postgres_url: str) -> Iterator[Site]:
         # dagster.yaml names this variable rather than holding the URL (as under `serve`).
         os.environ[DAGSTER_PG_URL_ENV] = settings.dagster.postgres_url
         prepare(settings)
+        prepare_dagster_home(settings)
         catalogue = get_catalogue(settings.catalogue_url)
         stack.callback(catalogue.dispose)
         instance = dg.DagsterInstance.from_config(str(settings.dagster_home))

@@ -1,10 +1,12 @@
 """The Dagster instance a librarian runs on: ``DAGSTER_HOME``, ``dagster.yaml``, workspace.
 
-``librarian serve`` and ``librarian init`` write both files into ``<data_dir>/dagster`` from
+``librarian serve`` and ``librarian init`` write the files into ``<data_dir>/dagster`` from
 settings, so the instance always matches the configuration. The repository's top-level
 ``dagster.yaml`` and ``workspace.yaml`` are what these functions produce for the embedded
-defaults (a test keeps them equal). The PostgreSQL URL of Dagster's storage is never written
-to disk: the file refers to an environment variable that ``serve`` sets for its children.
+defaults (a test keeps them equal). Beside ``dagster.yaml`` goes ``api-instance.yaml``, the
+same instance as the API process opens it: without compute-log capture (see
+``api_instance_config``). The PostgreSQL URL of Dagster's storage is never written to disk:
+the files refer to an environment variable that ``serve`` sets for its children.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 
 import yaml
 
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INGEST_KIND, KIND_TAG, LOCATION_NAME
 from librarian_dagster.settings import LibrarianSettings
 
 DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
-LOCATION_NAME = "librarian"
-INGEST_TAG = "librarian/kind"
+API_INSTANCE_FILE = "api-instance.yaml"
 
 
 def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
                 "dequeue_interval_seconds": 1,
                 # A burst of uploads must not take every slot: transfers and checks go on.
                 "tag_concurrency_limits": [
-                    {"key": INGEST_TAG, "value": "ingest", "limit": 2},
+                    {"key": KIND_TAG, "value": INGEST_KIND, "limit": 2},
                 ],
             },
         },
@@ -46,6 +47,23 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
     if settings.dagster.postgres_url:
         config["storage"] = {"postgres": {"postgres_url": {"env": DAGSTER_PG_URL_ENV}}}
     return config
+
+
+def api_instance_config(settings: LibrarianSettings) -> dict[str, Any]:
+    """The instance as the API process opens it, to execute ingest runs in-process.
+
+    Capturing a run's stdout/stderr means dup2-ing the process's fds 1 and 2 to a ``tail``
+    process: in the API that would divert every thread's output while a run goes on. Its
+    runs log through Dagster's event log instead, which the UI shows. (``dagster.core`` is
+    the spelling Dagster's instance config accepts for its own modules.)
+    """
+    return {
+        **instance_config(settings),
+        "compute_logs": {
+            "module": "dagster.core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
+        },
+    }
 
 
 def workspace_config() -> dict[str, Any]:
@@ -74,6 +92,9 @@ def prepare_dagster_home(settings: LibrarianSettings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     _write_if_changed(
         home / "dagster.yaml", yaml.safe_dump(instance_config(settings), sort_keys=False)
+    )
+    _write_if_changed(
+        home / API_INSTANCE_FILE, yaml.safe_dump(api_instance_config(settings), sort_keys=False)
     )
     _write_if_changed(home / "workspace.yaml", yaml.safe_dump(workspace_config(), sort_keys=False))
     return home

@@ -1,35 +1,35 @@
-"""The Dagster code location of a librarian.
+"""The Dagster code location of a librarian: every flow's definitions, merged.
 
-A few lines by design: each domain (ingest, cloning, sneakernet, maintenance) contributes its
-assets, jobs and sensors through its own package; this module only merges them with the
-shared resources. Nothing here reads configuration: resources resolve it at run time.
+Each flow lists what it contributes in its own modules (``assets/``, ``jobs/``,
+``sensors/``, one file name per flow); this module only merges those lists with the
+resources, which are the same keys everywhere (``resources.librarian_resources``). Nothing
+here reads configuration: resources resolve it when a run starts.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
-from librarian_dagster.assets.book import book, checksums_match
-from librarian_dagster.jobs.ingest import ingest_books
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
-from librarian_dagster.sensors.ingest import ingest_sensor
+from librarian_dagster.assets import book, integrity
+from librarian_dagster.jobs import ingest as ingest_jobs
+from librarian_dagster.resources import librarian_resources
+from librarian_dagster.sensors import ingest as ingest_sensors
 
-# Dagster's own sensor decorator passes a beta parameter; that is not ours to act on.
-warnings.filterwarnings("ignore", category=dg.BetaWarning, module=r"dagster\._core")
+ASSETS = [*book.ASSETS]
+ASSET_CHECKS = [*integrity.ASSET_CHECKS]
+JOBS = [*ingest_jobs.JOBS]
+SENSORS = [*ingest_sensors.SENSORS]
+SCHEDULES: list[dg.ScheduleDefinition] = []
 
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[book],
-        asset_checks=[checksums_match],
-        jobs=[ingest_books],
-        sensors=[ingest_sensor],
-        resources={
-            "catalogue": CatalogueResource(),
-            "stores": StoresResource(),
-        },
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=JOBS,
+        sensors=SENSORS,
+        schedules=SCHEDULES,
+        resources=librarian_resources(),
     )
 
 

@@ -9,10 +9,10 @@ from litestar.testing import TestClient
 
 from librarian_dagster.api.app import create_app
 from librarian_dagster.catalogue.database import get_catalogue
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.services import accounts
 from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 
 PASSWORD = "s3cret-password"
 

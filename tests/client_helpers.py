@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 
 from librarian_dagster.api.app import create_app
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.client import LibrarianClient
-from librarian_dagster.services.launcher import InlineIngestLauncher
+from librarian_dagster.services.ingest_launcher import InlineIngestLauncher
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.local_store import LocalStore
 from tests.api_helpers import credentials, prepare_with_users
 from tests.conftest import free_port
@@ -50,7 +50,7 @@ def running_librarian(settings: LibrarianSettings) -> Iterator[RunningLibrarian]
     prepare_with_users(settings)
     catalogue = get_catalogue(settings.catalogue_url)
     stores = open_stores(settings)
-    app = create_app(settings, launcher=InlineIngestLauncher(catalogue, stores))
+    app = create_app(settings, launcher=InlineIngestLauncher(catalogue, stores, settings))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
-from librarian_dagster.catalogue.models import UserLevel
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
+from librarian_dagster.resources import librarian_resources
 from librarian_dagster.services import uploads
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.checksums import hash_path
 from librarian_dagster.storage.local_store import LocalStore
 
@@ -115,8 +115,4 @@ def open_site(settings: LibrarianSettings) -> Site:
 
 def dagster_resources(site: Site) -> dict[str, object]:
     """The code location's resources, pointed at this site's config file."""
-    config = str(site.settings.config_file)
-    return {
-        "catalogue": CatalogueResource(config_file=config),
-        "stores": StoresResource(config_file=config),
-    }
+    return dict(librarian_resources(str(site.settings.config_file)))

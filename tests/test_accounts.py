@@ -6,10 +6,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.services import accounts
 from librarian_dagster.services.errors import Conflict, InvalidRequest, NotFound
 from librarian_dagster.settings import SecuritySettings
+from librarian_dagster.states import UserLevel
 
 CHEAP = accounts.password_hasher(
     SecuritySettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1)

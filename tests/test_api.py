@@ -12,10 +12,10 @@ import pytest
 from litestar.exceptions import InternalServerException
 from litestar.testing import TestClient
 
+from librarian_dagster.api.health import LEFTOVER_STAGING_SECONDS, LeftoverCounts
 from librarian_dagster.api.routes import ping as ping_routes
-from librarian_dagster.api.routes.ping import LEFTOVER_STAGING_SECONDS, LeftoverCounts
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.local_store import LocalStore
 from tests.api_helpers import PASSWORD, api_client, credentials
 

@@ -17,12 +17,16 @@ from sqlalchemy import select, update
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.jobs import api_runs
-from librarian_dagster.jobs.api_runs import (
+from librarian_dagster.jobs import api_executor
+from librarian_dagster.jobs.ingest_launchers import InProcessRunLauncher
+from librarian_dagster.jobs.names import (
     API_EXECUTOR,
+    BOOKS_PARTITIONS,
     EXECUTOR_TAG,
     FINISHED_TAG,
     PROCESS_TAG,
+)
+from librarian_dagster.jobs.run_liveness import (
     fail_abandoned_runs,
     process_is_gone,
     process_token,
@@ -30,8 +34,7 @@ from librarian_dagster.jobs.api_runs import (
     token_of,
 )
 from librarian_dagster.sensors.ingest import ingest_sensor
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, StagedItem
-from librarian_dagster.services.launcher import InProcessRunLauncher
+from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.settings import LibrarianSettings
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
 
@@ -190,7 +193,7 @@ def test_launcher_hands_a_batch_back_to_the_sensor_when_it_cannot_run_it(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("the instance is unreachable")
 
-    monkeypatch.setattr(api_runs, "execute_ingest_run", broken)
+    monkeypatch.setattr(api_executor, "execute_ingest_run", broken)
     launcher = InProcessRunLauncher(site.catalogue, site.settings, instance=instance)
     launcher.request(staged_items(site, upload_id))
 

@@ -14,8 +14,8 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from librarian_dagster.api.app import create_app
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 from tests.api_helpers import api_client, credentials
 
 PUBLIC = None

@@ -21,10 +21,8 @@ from librarian_dagster.catalogue.models import (
     Librarian,
     RemoteInstance,
     Store,
-    StoreKind,
-    TransferKind,
-    TransferStatus,
 )
+from librarian_dagster.states import StoreKind, TransferKind, TransferStatus
 
 
 def _file(name: str = "2026/11/25/book_0001", size: int = 10) -> File:

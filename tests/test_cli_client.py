@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from librarian_dagster.catalogue.models import IncomingTransfer, UserLevel
+from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.cli.client_cmds import upload_pairs
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.checksums import hash_path
 from tests.api_helpers import credentials
 from tests.client_helpers import RunningLibrarian, count, make_file, make_tree, running_librarian

@@ -14,8 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from librarian_dagster.api.schemas import UploadInfo
-from librarian_dagster.catalogue.models import File, IncomingTransfer, TransferStatus, UserLevel
+from librarian_dagster.catalogue.models import File, IncomingTransfer
 from librarian_dagster.client import (
     ConnectionFailed,
     ConnectionInfo,
@@ -27,7 +26,9 @@ from librarian_dagster.client import (
 from librarian_dagster.client import uploads as client_module
 from librarian_dagster.client.transfer import TarBody, scan_book
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import TransferStatus, UserLevel
 from librarian_dagster.storage.checksums import Checksum, UnsupportedEntryError, hash_path
+from librarian_dagster.wire import UploadInfo
 from tests.api_helpers import PASSWORD, api_client, credentials
 from tests.client_helpers import (
     MiB,

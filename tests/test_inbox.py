@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from librarian_dagster.catalogue.models import IncomingTransfer, TransferKind
+from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.services import inbox as inbox_module
-from librarian_dagster.services.inbox import scan_inboxes
+from librarian_dagster.services.inbox import find_books, register_books
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import TransferKind
 from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, open_site
 
@@ -29,6 +30,11 @@ def inbox_site(
     settings = make_settings(database_url=database_url, extra_toml="\n".join(lines))
     (tmp_path / "inbox").mkdir(exist_ok=True)
     return open_site(settings)
+
+
+def scan(site: Site) -> list[str]:
+    """What the ingest sensor and its run do together: list the books, then register them."""
+    return register_books(site.catalogue, site.settings, find_books(site.settings)).lines
 
 
 def inbox_transfers(site: Site) -> list[tuple[int, str, str]]:
@@ -53,16 +59,16 @@ def test_book_written_slowly_is_ingested_once_after_its_marker(site: Site, tmp_p
     book.mkdir(parents=True)
     for i in range(3):
         (book / f"chunk{i}.dat").write_bytes(os.urandom(5000))
-        assert scan_inboxes(site.catalogue, site.settings) == []  # still being written
+        assert scan(site) == []  # still being written
     assert inbox_transfers(site) == []
     expected = hash_path(book)
     (tmp_path / "inbox" / "2026-11-25" / "obs_0001.done").write_text("")
-    lines = scan_inboxes(site.catalogue, site.settings)
+    lines = scan(site)
     assert lines == ["inbox 2026-11-25/obs_0001: staged"]
     ((transfer_id, name, status),) = inbox_transfers(site)
     assert (name, status) == ("2026-11-25/obs_0001", "staged")
     assert not book.exists() and not (book.parent / "obs_0001.done").exists()
-    assert scan_inboxes(site.catalogue, site.settings) == []  # nothing twice
+    assert scan(site) == []  # nothing twice
     outcome = site.ingest(transfer_id)
     assert outcome.status == "stored" and outcome.checksum == str(expected)
     assert hash_path(site.store.path_for("2026-11-25/obs_0001")) == expected
@@ -77,7 +83,7 @@ def test_marker_checksum_is_verified_and_a_mismatch_hands_the_data_back(
     (book / "a.dat").write_bytes(b"original bytes")
     content = sorted(p.name for p in book.iterdir())
     (day / "obs.done").write_text("xxh3_128:" + "f" * 32 + "\n")
-    scan_inboxes(site.catalogue, site.settings)
+    scan(site)
     ((transfer_id, _, _),) = inbox_transfers(site)
     outcome = site.ingest(transfer_id)
     assert outcome.status == "failed" and "checksum mismatch" in (outcome.reason or "")
@@ -86,7 +92,7 @@ def test_marker_checksum_is_verified_and_a_mismatch_hands_the_data_back(
     assert "checksum mismatch" in (day / "obs.failed").read_text()
     assert not (day / "obs.done").exists()
     assert site.store_listing() == [] and site.staging_listing() == []
-    assert scan_inboxes(site.catalogue, site.settings) == []  # not retried until a new .done
+    assert scan(site) == []  # not retried until a new .done
 
 
 def test_marker_with_the_right_checksum(site: Site, tmp_path: Path) -> None:
@@ -95,7 +101,7 @@ def test_marker_with_the_right_checksum(site: Site, tmp_path: Path) -> None:
     day.mkdir(parents=True)
     book.write_bytes(os.urandom(10_000))
     (day / "single.dat.done").write_text(f"{hash_path(book, 'sha256')}\n")
-    scan_inboxes(site.catalogue, site.settings)
+    scan(site)
     ((transfer_id, _, _),) = inbox_transfers(site)
     outcome = site.ingest(transfer_id)
     assert (
@@ -110,11 +116,11 @@ def test_quiet_period_without_marker(
     book = tmp_path / "inbox" / "quiet_book"
     book.mkdir()
     (book / "x").write_bytes(b"1")
-    assert scan_inboxes(site.catalogue, site.settings) == []  # changed just now
+    assert scan(site) == []  # changed just now
     old = time.time() - 120
     for path in (book / "x", book):
         os.utime(path, (old, old))
-    assert scan_inboxes(site.catalogue, site.settings) == ["inbox quiet_book: staged"]
+    assert scan(site) == ["inbox quiet_book: staged"]
 
 
 def test_interrupted_registration_is_repaired(
@@ -131,10 +137,10 @@ def test_interrupted_registration_is_repaired(
 
     monkeypatch.setattr(inbox_module.os, "rename", killed)
     with pytest.raises(KeyboardInterrupt):
-        scan_inboxes(site.catalogue, site.settings)
+        scan(site)
     monkeypatch.undo()
     assert [t[2] for t in inbox_transfers(site)] == ["initiated"] and book.exists()
-    scan_inboxes(site.catalogue, site.settings)
+    scan(site)
     assert [t[2] for t in inbox_transfers(site)] == ["staged"] and not book.exists()
 
 
@@ -146,7 +152,7 @@ def test_already_catalogued_name_is_refused_and_left(site: Site, tmp_path: Path)
     day.mkdir(parents=True)
     (day / "obs").write_bytes(b"second")
     (day / "obs.done").write_text("")
-    lines = scan_inboxes(site.catalogue, site.settings)
+    lines = scan(site)
     assert lines and "already catalogued" in lines[0]
     assert (day / "obs").read_bytes() == b"second" and (day / "obs.failed").exists()
     assert inbox_transfers(site) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from librarian_dagster.catalogue.models import File, Instance, UserLevel
+from librarian_dagster.catalogue.models import File, Instance
 from librarian_dagster.services import ingest as ingest_module
 from librarian_dagster.services import uploads
 from librarian_dagster.services.accounts import Principal
@@ -25,7 +25,8 @@ from librarian_dagster.services.errors import (
     NotFound,
 )
 from librarian_dagster.settings import LibrarianSettings
-from librarian_dagster.storage import local_store
+from librarian_dagster.states import UserLevel
+from librarian_dagster.storage import local_store, posix
 from librarian_dagster.storage.checksums import hash_path
 from librarian_dagster.storage.errors import StagingNotFoundError
 from tests.ingest_helpers import UPLOADER, Site, make_book, open_site, tree_size
@@ -125,9 +126,7 @@ def test_cancelled_upload_cannot_be_committed(site: Site, tmp_path: Path) -> Non
     source.write_bytes(b"x")
     upload_id = site.stage("cancel/me", source)
     site.copy_in(upload_id, source)
-    with site.catalogue.session() as session:
-        staging = uploads.cancel_upload(session, site.stores, upload_id, UPLOADER)
-    uploads.discard(staging)
+    uploads.cancel_upload(site.catalogue, site.stores, upload_id, UPLOADER)
     assert site.staging_listing() == []
     with pytest.raises(Conflict, match="already cancelled"):
         site.commit(upload_id, str(hash_path(source)))
@@ -234,7 +233,7 @@ def test_crash_before_rename_is_recovered_by_a_rerun(
     def killed(*_args: object) -> None:
         raise KeyboardInterrupt("killed before the rename")
 
-    monkeypatch.setattr(local_store, "_rename_noreplace", killed)
+    monkeypatch.setattr(posix, "rename_noreplace", killed)
     with pytest.raises(KeyboardInterrupt):
         site.ingest(upload_id, run_id="run-1")
     monkeypatch.undo()

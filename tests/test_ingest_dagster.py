@@ -13,8 +13,9 @@ from sqlalchemy import update
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.definitions import defs
+from librarian_dagster.jobs.ingest import ingest_run_config
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS
 from librarian_dagster.sensors.ingest import ingest_sensor
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS, run_config
 from librarian_dagster.settings import LibrarianSettings
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
 
@@ -29,7 +30,7 @@ def run_ingest(
 ) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("ingest_books")
     return job.execute_in_process(
-        run_config=run_config(ids),
+        run_config=ingest_run_config(ids),
         instance=instance,
         resources=dagster_resources(site),
         raise_on_error=False,

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, text
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.client import LibrarianClient, LibrarianError
 from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
-from librarian_dagster.jobs.api_runs import API_EXECUTOR, EXECUTOR_TAG
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
-from librarian_dagster.storage.checksums import copy_and_hash, hash_path
+from librarian_dagster.jobs.names import API_EXECUTOR, BOOKS_PARTITIONS, EXECUTOR_TAG
+from librarian_dagster.storage.checksums import hash_path
+from librarian_dagster.storage.movers.copy import copy_and_hash
 from tests.conftest import POSTGRES_URL
 from tests.ingest_helpers import make_book
 from tests.live import ADMIN_PASSWORD, LiveLibrarian

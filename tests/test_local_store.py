@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from librarian_dagster.storage import local_store
+from librarian_dagster.storage import posix, sealing
 from librarian_dagster.storage.errors import (
     AlreadyStoredError,
     NameConflictError,
@@ -268,8 +268,8 @@ def test_commit_seals_files_in_two_passes(
             events.append(("fsync", status.st_ino))
         real_fsync(fd)
 
-    monkeypatch.setattr(local_store, "start_writeback", kick)
-    monkeypatch.setattr(local_store.os, "fsync", fsync)
+    monkeypatch.setattr(posix, "start_writeback", kick)
+    monkeypatch.setattr(os, "fsync", fsync)
     store.commit(staged, "twopass")
 
     kicks = [inode for what, inode in events if what == "kick"]
@@ -283,7 +283,7 @@ def test_file_swapped_after_the_scan_is_refused_when_sealing_reaches_it(
 ) -> None:
     """Sealing opens each file and checks it is the inode scanned before it trusts it."""
     staged = staged_book(store, "swapped", {"a": b"scanned", "b": b"other"})
-    real_kick = local_store.start_writeback
+    real_kick = posix.start_writeback
     kicked: list[int] = []
 
     def kick_then_swap(fd: int, offset: int = 0, length: int = 0) -> None:
@@ -293,7 +293,7 @@ def test_file_swapped_after_the_scan_is_refused_when_sealing_reaches_it(
             (staged.data_path / "b.new").write_bytes(b"swapped in")
             os.replace(staged.data_path / "b.new", staged.data_path / "b")
 
-    monkeypatch.setattr(local_store, "start_writeback", kick_then_swap)
+    monkeypatch.setattr(posix, "start_writeback", kick_then_swap)
     with pytest.raises(UnsafeEntryError, match="changed while being committed"):
         store.commit(staged, "swapped")
     assert not store.exists("swapped")
@@ -305,9 +305,9 @@ def test_sealing_fsyncs_each_file_on_the_descriptor_that_started_its_writeback(
 ) -> None:
     """A writeback error is reported to the fsync of the same open file: no re-open between."""
     staged = staged_book(store, "batched", {f"f{i:03d}": b"x" for i in range(7)})
-    monkeypatch.setattr(local_store, "SEAL_BATCH", 3)
+    monkeypatch.setattr(sealing, "SEAL_BATCH", 3)
     events: list[tuple[str, int]] = []
-    real_kick, real_fsync = local_store.start_writeback, os.fsync
+    real_kick, real_fsync = posix.start_writeback, os.fsync
 
     def kick(fd: int, offset: int = 0, length: int = 0) -> None:
         events.append(("kick", fd))
@@ -317,8 +317,8 @@ def test_sealing_fsyncs_each_file_on_the_descriptor_that_started_its_writeback(
         events.append(("fsync", fd))
         real_fsync(fd)
 
-    monkeypatch.setattr(local_store, "start_writeback", kick)
-    monkeypatch.setattr(local_store.os, "fsync", fsync)
+    monkeypatch.setattr(posix, "start_writeback", kick)
+    monkeypatch.setattr(os, "fsync", fsync)
     store.commit(staged, "batched")
     file_events = events[: 2 * 7]
     kinds = [kind for kind, _ in file_events]
@@ -345,7 +345,7 @@ def test_commit_of_a_discarded_upload_is_refused(store: LocalStore) -> None:
 
 def test_rename_primitive_is_available_on_linux() -> None:
     if sys.platform.startswith("linux"):
-        assert local_store._renameat2() is not None
+        assert posix._renameat2() is not None
 
 
 # -- path escapes --------------------------------------------------------------------
@@ -543,7 +543,7 @@ def test_failed_rename_leaves_no_trace_and_a_retry_succeeds(
         raise OSError(errno.EIO, "simulated I/O error", str(source))
 
     with monkeypatch.context() as patch:
-        patch.setattr(local_store, "_rename_noreplace", broken_rename)
+        patch.setattr(posix, "rename_noreplace", broken_rename)
         with pytest.raises(OSError, match="simulated"):
             store.commit(staged, name)
 
@@ -560,7 +560,7 @@ def test_failed_rename_leaves_no_trace_and_a_retry_succeeds(
 def test_fallback_without_renameat2_moves_and_refuses_overwrite(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch, is_dir: bool
 ) -> None:
-    monkeypatch.setattr(local_store, "_renameat2", lambda: None)
+    monkeypatch.setattr(posix, "_renameat2", lambda: None)
     staged = staged_book(store, "book", BOOK_TREE if is_dir else None)
     inode = os.lstat(staged.data_path).st_ino
 
@@ -582,7 +582,7 @@ def test_rename_primitive_never_replaces(
 ) -> None:
     """Even an empty directory, which plain rename(2) would silently replace, is kept."""
     if use_fallback:
-        monkeypatch.setattr(local_store, "_renameat2", lambda: None)
+        monkeypatch.setattr(posix, "_renameat2", lambda: None)
     source = tmp_path / "source"
     destination = tmp_path / "destination"
     if kind == "file":
@@ -595,7 +595,7 @@ def test_rename_primitive_never_replaces(
             (destination / "old").write_bytes(b"old")
     before = snapshot(tmp_path)
     with pytest.raises(FileExistsError):
-        local_store._rename_noreplace(source, destination)
+        posix.rename_noreplace(source, destination)
     assert snapshot(tmp_path) == before
 
 

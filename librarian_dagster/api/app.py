@@ -11,7 +11,6 @@ import os
 from http import HTTPStatus
 
 from litestar import Litestar, Request, Response
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
@@ -20,18 +19,15 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from librarian_dagster import __version__
 from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
+from librarian_dagster.api.dependencies import app_dependencies
 from librarian_dagster.api.routes import files, ping, uploads, users
-from librarian_dagster.api.schemas import API_PREFIX
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
 from librarian_dagster.services.errors import ServiceError
-from librarian_dagster.services.launcher import (
-    IngestLauncher,
-    InProcessRunLauncher,
-    QueuedRunLauncher,
-)
+from librarian_dagster.services.ingest_launcher import IngestLauncher
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings, load_settings
+from librarian_dagster.wire import API_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +75,15 @@ def _unexpected_error(request: Request, error: Exception) -> Response[dict[str, 
 
 
 def default_launcher(settings: LibrarianSettings, catalogue: Catalogue) -> IngestLauncher | None:
-    """Launch ingest runs at commit when running under ``librarian serve`` (Dagster around)."""
+    """Launch ingest runs at commit when running under ``librarian serve`` (Dagster around).
+
+    The launchers are the orchestrator's (``jobs.ingest_launchers``); they import Dagster
+    only when they first need it, so the API answers meanwhile.
+    """
     if not settings.ingest.launch_on_commit or not os.environ.get("DAGSTER_HOME"):
         return None
+    from librarian_dagster.jobs.ingest_launchers import InProcessRunLauncher, QueuedRunLauncher
+
     if settings.ingest.commit_runs == "api":
         return InProcessRunLauncher(catalogue, settings)
     return QueuedRunLauncher(
@@ -100,15 +102,7 @@ def create_app(
     )
     return Litestar(
         route_handlers=[ping.router(), users.router(), uploads.router(), files.router()],
-        state=State(
-            {
-                "settings": settings,
-                "catalogue": catalogue,
-                "stores": open_stores(settings),
-                "ingest_launcher": launcher,
-                "leftover_counts": ping.LeftoverCounts(),
-            }
-        ),
+        dependencies=app_dependencies(settings, catalogue, open_stores(settings), launcher),
         middleware=[
             DefineMiddleware(
                 BasicAuthMiddleware, authenticator=authenticator, exclude=UNAUTHENTICATED_PATHS

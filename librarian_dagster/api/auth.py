@@ -29,8 +29,9 @@ from litestar.types import ASGIApp
 from sqlalchemy import select
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import User, UserLevel
+from librarian_dagster.catalogue.models import User
 from librarian_dagster.services.accounts import Principal, verify_password
+from librarian_dagster.states import UserLevel
 
 REALM = 'Basic realm="librarian", charset="UTF-8"'
 UNAUTHENTICATED_PATHS = ["^/api/v2/ping$", "^/schema"]

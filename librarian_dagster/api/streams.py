@@ -1,6 +1,6 @@
 """Bridge an ASGI request body (async chunks) to a blocking file object for a worker thread.
 
-Streamed uploads are written by ordinary blocking code (``storage.receive``) running in a
+Streamed uploads are written by ordinary blocking code (``storage.movers.receive``) running in a
 worker thread; this reader pulls the next chunk from the event loop only when the thread asks
 for it, so the body is never buffered beyond one chunk and backpressure reaches the client.
 """

@@ -6,16 +6,12 @@ and the ``ingest_books`` job reports a materialization for exactly the books it 
 their size, checksum, store, path, seconds and MB/s. A book that fails verification gets no
 materialization and its partition is removed: no partition claims a book that is not stored.
 
-The ``checksums_match`` asset check re-reads stored copies and compares them with the
-checksum taken at ingest, oldest verification first, a bounded number per execution.
+Its asset check, ``checksums_match``, is the integrity flow's (``assets.integrity``).
 """
 
 import dagster as dg
-from pydantic import Field
 
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
-from librarian_dagster.services.ingest_requests import BOOKS_PARTITIONS
-from librarian_dagster.services.verify import verify_instances
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS
 
 BOOK_KEY = dg.AssetKey("book")
 GROUP = "library"
@@ -34,37 +30,4 @@ book = dg.AssetSpec(
 )
 
 
-class ChecksumCheckConfig(dg.Config):
-    names: list[str] = Field(
-        default=[], description="Books to verify; empty = the least recently verified."
-    )
-    max_books: int = Field(default=20, ge=1, description="Upper bound per execution.")
-
-
-@dg.asset_check(
-    asset=BOOK_KEY,
-    name="checksums_match",
-    description="Re-read stored copies and compare with the checksum taken at ingest.",
-)
-def checksums_match(
-    context: dg.AssetCheckExecutionContext,
-    config: ChecksumCheckConfig,
-    catalogue: CatalogueResource,
-    stores: StoresResource,
-) -> dg.AssetCheckResult:
-    report = verify_instances(
-        catalogue.catalogue, stores.all(), names=config.names, limit=config.max_books
-    )
-    for line in report.lines():
-        context.log.info(line)
-    return dg.AssetCheckResult(
-        passed=not report.corrupt and not report.missing,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "verified": len(report.good),
-            "corrupt": dg.MetadataValue.json(report.corrupt),
-            "missing": dg.MetadataValue.json(report.missing),
-            "bytes": report.bytes_read,
-            "seconds": round(report.seconds, 3),
-        },
-    )
+ASSETS = [book]

@@ -8,8 +8,8 @@ catalogue stays readable from ``psql`` and Grafana.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +30,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from librarian_dagster.states import (
+    PENDING_STATUSES,
+    CorruptionStatus,
+    Severity,
+    StoreKind,
+    TransferKind,
+    TransferStatus,
+    UserLevel,
+)
 
 NAME_LENGTH = 1024
 CHECKSUM_LENGTH = 160
@@ -72,7 +82,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _enum(cls: type[enum.Enum]) -> Enum:
+def _enum(cls: type[StrEnum]) -> Enum:
     return Enum(
         cls,
         native_enum=False,
@@ -83,63 +93,8 @@ def _enum(cls: type[enum.Enum]) -> Enum:
     )
 
 
-class UserLevel(enum.StrEnum):
-    """Permission levels, lowest first; comparisons go through ``rank``."""
-
-    CALLBACK = "callback"
-    READ_ONLY = "read_only"
-    READ_APPEND = "read_append"
-    ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        return list(UserLevel).index(self)
-
-    def allows(self, required: UserLevel) -> bool:
-        return self.rank >= required.rank
-
-
-class StoreKind(enum.StrEnum):
-    LOCAL = "local"
-    SNEAKER = "sneaker"
-
-
-class TransferStatus(enum.StrEnum):
-    """Life of an incoming or outgoing transfer; ``stored``/``failed``/``cancelled`` are final."""
-
-    INITIATED = "initiated"  # staging directory made, bytes not yet there
-    STAGED = "staged"  # bytes are in staging, waiting for verification
-    VERIFYING = "verifying"  # a run is verifying and moving it into the store
-    ONGOING = "ongoing"  # (outgoing) bytes are moving
-    STORED = "stored"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES = frozenset({TransferStatus.STORED, TransferStatus.FAILED, TransferStatus.CANCELLED})
-PENDING_STATUSES = (TransferStatus.INITIATED, TransferStatus.STAGED, TransferStatus.VERIFYING)
-PENDING_SQL = "status IN ('initiated', 'staged', 'verifying')"
-
-
-class TransferKind(enum.StrEnum):
-    UPLOAD = "upload"
-    CLONE = "clone"
-    SNEAKER = "sneaker"
-    INBOX = "inbox"
-
-
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
-
-
-class CorruptionStatus(enum.StrEnum):
-    DETECTED = "detected"
-    REFETCHING = "refetching"
-    REPAIRED = "repaired"
-    LOST = "lost"
+# The partial unique index below must name the pending states in SQL.
+PENDING_SQL = f"status IN ({', '.join(repr(status.value) for status in PENDING_STATUSES)})"
 
 
 class User(Base):
@@ -249,7 +204,7 @@ class IncomingTransfer(Base):
 
     __tablename__ = "incoming_transfers"
     __table_args__ = (
-        # The ingest sensor: "staged transfers after my high-water mark", bounded.
+        # The ingest sensor: pending transfers in one state ("staged", "verifying"), by id.
         Index(None, "status", "id"),
         Index(None, "name", "status"),
         # At most one pending transfer per name: two uploads can never race into the store.

@@ -8,6 +8,7 @@ and the Python client cannot disagree.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from datetime import datetime
@@ -29,12 +30,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from librarian_dagster.api.schemas import FileInfo, UploadInfo
-from librarian_dagster.catalogue.models import TransferStatus
 from librarian_dagster.cli.common import console, err_console, fail, one_line_errors
 from librarian_dagster.cli.connection import ServerOption, UrlOption, UserOption, connect
-from librarian_dagster.client import UploadFailed
+from librarian_dagster.client import UploadFailed, file_query
 from librarian_dagster.client.transfer import scan_book
+from librarian_dagster.states import TransferStatus
+from librarian_dagster.wire import FileInfo, UploadInfo
 
 
 class TransferChoice(StrEnum):
@@ -195,16 +196,16 @@ def search(
     user: UserOption = None,
 ) -> None:
     """Search the catalogue (oldest first)."""
-    created_since, created_until = _moment(since, "--since"), _moment(until, "--until")
+    query = file_query(
+        name,
+        uploader,
+        source,
+        _moment(since, "--since"),
+        _moment(until, "--until"),
+        page_size=limit,
+    )
     with connect(server, url, user) as client:
-        found = client.search_files(
-            name=name,
-            uploader=uploader,
-            source=source,
-            created_since=created_since,
-            created_until=created_until,
-            limit=limit,
-        )
+        found = list(itertools.islice(client.iter_query(query), limit))
     if as_json:
         for summary in found:
             typer.echo(summary.model_dump_json())

@@ -9,6 +9,7 @@ import typer
 
 from librarian_dagster.cli import client_cmds, serve_cmd, stores_cmd, users_cmd
 from librarian_dagster.cli.common import console, one_line_errors, set_config, settings
+from librarian_dagster.dagster_instance import prepare_dagster_home
 from librarian_dagster.services.bootstrap import ADMIN_PASSWORD_ENV, ADMIN_USER, initialise
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ def init() -> None:
     """Create or migrate the catalogue, stores and Dagster home; create the first admin."""
     current = settings()
     result = initialise(current)
+    prepare_dagster_home(current)
     console.print(f"librarian [bold]{current.name}[/] ready: catalogue {current.catalogue_url}")
     for store in current.stores:
         console.print(f"  store {store.name} ({store.kind}) at {store.root}")

@@ -8,7 +8,11 @@ import typer
 
 from librarian_dagster.cli.common import console, err_console, one_line_errors, settings
 from librarian_dagster.cli.supervisor import child_commands, supervise
-from librarian_dagster.dagster_instance import dagster_env, initialise_instance
+from librarian_dagster.dagster_instance import (
+    dagster_env,
+    initialise_instance,
+    prepare_dagster_home,
+)
 from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.settings import CONFIG_ENV
 
@@ -18,6 +22,7 @@ def serve() -> None:
     """Run the API, the Dagster webserver and the Dagster daemon; Ctrl-C stops all three."""
     current = settings()
     prepare(current)
+    prepare_dagster_home(current)
     initialise_instance(current)
     env = dict(os.environ)
     env.update(dagster_env(current))

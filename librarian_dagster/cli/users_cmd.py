@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from librarian_dagster.catalogue.database import get_catalogue
-from librarian_dagster.catalogue.models import UserLevel
 from librarian_dagster.cli.common import console, fail, one_line_errors, settings
 from librarian_dagster.services import accounts
+from librarian_dagster.states import UserLevel
 
 app = typer.Typer(help="Manage user accounts (and peers' callback accounts).", no_args_is_help=True)
 

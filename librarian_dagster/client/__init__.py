@@ -7,7 +7,7 @@
     client.upload(Path("local/dir_or_file"), Path("2026/11/25/book_0001"))  # blocks until stored
 """
 
-from librarian_dagster.client.client import LibrarianClient
+from librarian_dagster.client.client import LibrarianClient, file_query
 from librarian_dagster.client.errors import (
     ClientConfigError,
     ConnectionFailed,
@@ -32,5 +32,6 @@ __all__ = [
     "UploadFailed",
     "UploadFailure",
     "client_settings",
+    "file_query",
     "load_client_settings",
 ]

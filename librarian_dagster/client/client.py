@@ -17,12 +17,19 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from librarian_dagster import __version__
-from librarian_dagster.api.schemas import (
+from librarian_dagster.client import uploads
+from librarian_dagster.client.errors import ConnectionFailed, LibrarianError, read_model
+from librarian_dagster.client.settings import ConnectionInfo
+from librarian_dagster.client.uploads import Transfer, WaitProgress, as_name
+from librarian_dagster.storage.checksums import DEFAULT_ALGORITHM, Progress
+from librarian_dagster.wire import (
     API_PREFIX,
     MAX_PAGE,
     FileInfo,
+    FileQuery,
     FileSearchResult,
     FileSummary,
     PingResponse,
@@ -30,20 +37,42 @@ from librarian_dagster.api.schemas import (
     UploadInfo,
     UploadList,
 )
-from librarian_dagster.client import uploads
-from librarian_dagster.client.errors import ConnectionFailed, LibrarianError, read_model
-from librarian_dagster.client.settings import ConnectionInfo
-from librarian_dagster.client.uploads import Progress, Transfer, WaitProgress, as_name
-from librarian_dagster.storage.checksums import DEFAULT_ALGORITHM
 
 DEFAULT_TIMEOUT = 60.0
 # Ids per POST /uploads/status request (the server takes up to 10 000).
 STATUS_CHUNK = 1000
 
 
-def _timestamp(moment: datetime) -> str:
-    """ISO 8601 with a zone; a naive datetime means local time (the server demands a zone)."""
-    return (moment if moment.tzinfo is not None else moment.astimezone()).isoformat()
+def _zoned(moment: datetime | None) -> datetime | None:
+    """A naive datetime means local time (the server demands a zone)."""
+    return moment if moment is None or moment.tzinfo is not None else moment.astimezone()
+
+
+def file_query(
+    name: str | None = None,
+    uploader: str | None = None,
+    source: str | None = None,
+    created_since: datetime | None = None,
+    created_until: datetime | None = None,
+    *,
+    page_size: int = MAX_PAGE,
+) -> FileQuery:
+    """The search as the server takes it; naive datetimes are taken as local time.
+
+    Bad filters raise ``LibrarianError`` here, before anything is sent.
+    """
+    try:
+        return FileQuery(
+            name=name,
+            uploader=uploader,
+            source=source,
+            created_since=_zoned(created_since),
+            created_until=_zoned(created_until),
+            limit=max(1, min(page_size, MAX_PAGE)),
+        )
+    except ValidationError as error:
+        message = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise LibrarianError(f"invalid search: {message}") from None
 
 
 def _problem_error(response: httpx.Response, context: str = "") -> LibrarianError:
@@ -210,22 +239,20 @@ class LibrarianClient:
 
         ``name`` is a glob (``*``, ``?``); naive datetimes are taken as local time.
         """
-        params: dict[str, Any] = {
-            key: value
-            for key, value in (("name", name), ("uploader", uploader), ("source", source))
-            if value
-        }
-        if created_since is not None:
-            params["created_since"] = _timestamp(created_since)
-        if created_until is not None:
-            params["created_until"] = _timestamp(created_until)
-        params["limit"] = max(1, min(page_size, MAX_PAGE))
+        query = file_query(
+            name, uploader, source, created_since, created_until, page_size=page_size
+        )
+        return self.iter_query(query)
+
+    def iter_query(self, query: FileQuery) -> Iterator[FileSummary]:
+        """Every file matching ``query``, ``query.limit`` per page, from its cursor on."""
         while True:
-            page = read_model(self.request("GET", "/files", params=params), FileSearchResult)
+            response = self.request("GET", "/files", params=query.params())
+            page = read_model(response, FileSearchResult)
             yield from page.files
             if not page.next_cursor:
                 return
-            params["cursor"] = page.next_cursor
+            query = query.model_copy(update={"cursor": page.next_cursor})
 
     def search_files(
         self,

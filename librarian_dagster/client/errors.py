@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import TypeAdapter
 
-from librarian_dagster.api.schemas import Problem, UploadInfo
+from librarian_dagster.wire import Problem, UploadInfo
 
 T = TypeVar("T")
 

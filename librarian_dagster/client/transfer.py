@@ -1,6 +1,6 @@
 """Client-side movers: look at a local book, then stream it (hashing as it goes) for HTTP.
 
-The shared-filesystem mover is ``storage.checksums.copy_and_hash``. For HTTP, a file is sent
+The shared-filesystem mover is ``storage.movers.copy.copy_and_hash``. For HTTP, a file is sent
 as its bytes and a directory as a tar stream generated on the fly, never a temporary archive:
 each header and chunk is produced when httpx asks for the next piece of the body. Each
 file's digest is taken while its bytes go out and folded into the same ``DirectoryDigest``
@@ -16,7 +16,7 @@ from __future__ import annotations
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,11 @@ from librarian_dagster.storage.checksums import (
     Checksum,
     DirectoryDigest,
     Hasher,
+    Progress,
     UnsupportedEntryError,
     new_hasher,
     scan_tree,
 )
-
-Progress = Callable[[int], None]
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from typing import TYPE_CHECKING, Literal
 
 import httpx
 
-from librarian_dagster.api.schemas import UploadCommit, UploadCreate, UploadInfo
-from librarian_dagster.catalogue.models import TransferStatus
 from librarian_dagster.client.errors import (
     ConnectionFailed,
     LibrarianError,
@@ -40,19 +37,21 @@ from librarian_dagster.client.errors import (
     read_model,
 )
 from librarian_dagster.client.transfer import LocalBook, body_for, scan_book
-from librarian_dagster.storage.checksums import Checksum, ChecksumError, copy_and_hash, hash_path
+from librarian_dagster.states import FINAL_STATUSES, TransferStatus
+from librarian_dagster.storage.checksums import Checksum, ChecksumError, Progress, hash_path
+from librarian_dagster.storage.movers.copy import copy_and_hash
 from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.posix import remove_if_present
+from librarian_dagster.wire import UploadCommit, UploadCreate, UploadInfo
 
 if TYPE_CHECKING:
     from librarian_dagster.client.client import LibrarianClient
 
 Transfer = Literal["auto", "local", "http"]
-Progress = Callable[[int], None]
 WaitProgress = Callable[[int, int], None]
 
 FIRST_POLL = 0.05
 MAX_POLL = 1.0
-_FINAL = frozenset({TransferStatus.STORED, TransferStatus.FAILED, TransferStatus.CANCELLED})
 
 
 def as_name(dest: PurePath | str) -> str:
@@ -74,14 +73,6 @@ def _ours(path: Path) -> bool:
         return path.stat().st_uid == os.geteuid()
     except OSError:
         return False
-
-
-def _remove(path: Path) -> None:
-    """Remove a partial copy left by an earlier, interrupted attempt of the same upload."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
 
 
 @dataclass
@@ -168,8 +159,8 @@ class Uploader:
         try:
             if self._choose(item) == "local":
                 staging = Path(item.info.staging_path)
-                if item.resumed:
-                    _remove(staging)
+                if item.resumed:  # a partial copy of an earlier, interrupted attempt
+                    remove_if_present(staging)
                 # No fsync here: the librarian fsyncs every staged file before it makes the
                 # book visible, and meanwhile the kernel writes back while the run starts.
                 return copy_and_hash(
@@ -248,7 +239,7 @@ class Uploader:
             for info in latest:
                 item = pending[info.upload_id]
                 item.info = info
-                if info.status in _FINAL:
+                if info.status in FINAL_STATUSES:
                     del pending[info.upload_id]
             if on_wait is not None:
                 on_wait(len(items) - len(pending), len(items))

@@ -1,33 +1,69 @@
 """``ingest_books``: verify staged books and move them into their stores.
 
 One run handles many books (a run costs a process; a burst of uploads should not cost a
-process each). Each book is claimed, verified with one streaming read, renamed into the store
-and recorded by ``services.ingest``; the run then reports a ``book`` materialization for each
-stored book. A book that fails verification loses its partition (it is not stored); a book
-another run already handled is skipped. An unexpected error (a disk failing, say) on one book
-does not stop the others; the run fails at the end so the failure alerts, and the sensor asks
-for a new run once this one is over.
+process each). Inbox books the sensor found are registered first (``services.inbox``: each
+renamed into staging as a transfer of its own), then every transfer is claimed, verified
+with one streaming read, renamed into the store and recorded by ``services.ingest``; the run
+reports a ``book`` materialization for each stored book. A book that fails verification
+loses its partition (it is not stored); a book another run already handled is skipped. An
+unexpected error (a disk failing, say) on one book does not stop the others; the run fails
+at the end so the failure alerts, and the sensor asks for a new run once this one is over.
 """
+
+from collections.abc import Sequence
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import select
 
 from librarian_dagster.assets.book import BOOK_KEY
-from librarian_dagster.catalogue.models import File
-from librarian_dagster.jobs.api_runs import run_is_active
-from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
-from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
-from librarian_dagster.services.ingest_requests import (
+from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
+    BOOKS_TAG,
     INGEST_JOB,
+    INGEST_KIND,
     INGEST_OP,
     KIND_TAG,
 )
+from librarian_dagster.jobs.run_liveness import run_is_active
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
+from librarian_dagster.services import inbox
+from librarian_dagster.services.files import is_catalogued
+from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
+from librarian_dagster.services.ingest_requests import StagedItem
+
+
+class InboxBookConfig(dg.Config):
+    store: str = Field(description="The store whose inbox holds the book.")
+    name: str = Field(description="The book's path below the inbox (its catalogue name).")
 
 
 class IngestConfig(dg.Config):
     transfer_ids: list[int] = Field(description="Incoming transfers (staged) to verify and store.")
+    inbox_books: list[InboxBookConfig] = Field(
+        default=[], description="Inbox books to register (rename into staging) and then store."
+    )
+
+
+def ingest_run_config(
+    transfer_ids: Sequence[int], inbox_books: Sequence[inbox.InboxBook] = ()
+) -> dict[str, object]:
+    """The run config of an ``ingest_books`` run for these transfers and inbox books."""
+    config: dict[str, object] = {"transfer_ids": list(transfer_ids)}
+    if inbox_books:
+        config["inbox_books"] = [{"store": b.store, "name": b.name} for b in inbox_books]
+    return {"ops": {INGEST_OP: {"config": config}}}
+
+
+def describe_books(names: Sequence[str]) -> str:
+    """Which books a run is about, for the runs list: the first, or first … last (n books)."""
+    if len(names) <= 1:
+        return names[0] if names else ""
+    return f"{names[0]} … {names[-1]} ({len(names)} books)"
+
+
+def ingest_run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
+    """Tags of an ingest run: its kind (the queue limits it) and which books it is about."""
+    return {KIND_TAG: INGEST_KIND, BOOKS_TAG: describe_books([item.name for item in group])[:200]}
 
 
 def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
@@ -45,26 +81,41 @@ def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
     )
 
 
+def _register_inbox_books(
+    context: dg.OpExecutionContext, catalogue: CatalogueResource, config: IngestConfig
+) -> list[int]:
+    """Rename the listed inbox books into staging; their transfer ids, partitions added."""
+    books = [inbox.InboxBook(book.store, book.name) for book in config.inbox_books]
+    registered = inbox.register_books(catalogue.catalogue, catalogue.settings, books)
+    for line in registered.lines:
+        context.log.info(line)
+    if registered.staged:
+        names = sorted({item.name for item in registered.staged})
+        context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, names)
+    return [item.transfer_id for item in registered.staged]
+
+
 def _drop_partition(
     context: dg.OpExecutionContext, catalogue: CatalogueResource, name: str
 ) -> None:
     """Remove the partition of a book that is not stored (unless another copy made it)."""
     with catalogue.session() as session:
-        if session.scalar(select(File.id).where(File.name == name)) is not None:
+        if is_catalogued(session, name):
             return
     context.instance.delete_dynamic_partition(BOOKS_PARTITIONS, name)
 
 
-@dg.op(name=INGEST_OP, tags={KIND_TAG: "ingest"})
+@dg.op(name=INGEST_OP, tags={KIND_TAG: INGEST_KIND})
 def ingest_books_op(
     context: dg.OpExecutionContext,
     config: IngestConfig,
     catalogue: CatalogueResource,
     stores: StoresResource,
 ) -> None:
+    transfer_ids = [*config.transfer_ids, *_register_inbox_books(context, catalogue, config)]
     all_stores = stores.all()
     errors: list[str] = []
-    for transfer_id in config.transfer_ids:
+    for transfer_id in transfer_ids:
         try:
             outcome = ingest_transfer(
                 catalogue.catalogue,
@@ -90,7 +141,7 @@ def ingest_books_op(
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
     if errors:
         raise dg.Failure(
-            description=f"{len(errors)} of {len(config.transfer_ids)} books hit unexpected errors",
+            description=f"{len(errors)} of {len(transfer_ids)} books hit unexpected errors",
             metadata={"errors": dg.MetadataValue.json(errors)},
         )
 
@@ -98,8 +149,11 @@ def ingest_books_op(
 @dg.job(
     name=INGEST_JOB,
     description="Verify staged books and move them into their stores (one run, many books).",
-    tags={KIND_TAG: "ingest"},
+    tags={KIND_TAG: INGEST_KIND},
     executor_def=dg.in_process_executor,
 )
 def ingest_books() -> None:
     ingest_books_op()
+
+
+JOBS = [ingest_books]

@@ -1,8 +1,8 @@
-"""Dagster resources: the same keys in every environment, resolved when a run starts.
+"""The ``catalogue`` and ``stores`` resources, and the settings every resource reads.
 
-``catalogue`` and ``stores`` read the librarian's settings lazily (``LIBRARIAN_CONFIG`` and
-``LIBRARIAN_*`` as inherited from ``librarian serve``), never at import time, so the code
-location loads anywhere and tests can point a resource at their own config file.
+Settings are read lazily (``LIBRARIAN_CONFIG`` and ``LIBRARIAN_*`` as inherited from
+``librarian serve``, or the ``config_file`` a test points at), never at import time, so the
+code location loads anywhere.
 """
 
 from collections.abc import Iterator

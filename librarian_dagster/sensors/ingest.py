@@ -1,44 +1,114 @@
-"""``ingest_sensor``: staged books → ``books`` partitions + ``ingest_books`` runs.
+"""``ingest_sensor``: staged books and finished inbox books → ``ingest_books`` runs.
 
-Cheap and bounded per tick: two indexed queries over pending transfers only (``staged`` with
-no run requested or an overdue one; ``verifying`` whose run is over), capped by
-``ingest.max_transfers_per_tick``. It groups the books into runs capped in books and bytes,
-adds their partitions (one batched call) and returns the run requests; the API usually
-launched a run at commit already, and then the sensor leaves those books alone until the
-request is overdue. The cursor is the highest transfer id requested so far (a high-water
-mark, shown in the UI).
+Cheap and bounded per tick. Staged transfers: two indexed queries over pending transfers
+only (``staged`` with no run requested or an overdue one; ``verifying`` whose run is over),
+capped by ``ingest.max_transfers_per_tick``; the books are grouped into runs capped in books
+and bytes, their partitions added (one batched call) and the run requests returned. The API
+usually launched a run at commit already, and then the sensor leaves those books alone until
+the request is overdue. The cursor is the highest transfer id requested so far (a
+high-water mark, shown in the UI).
+
+Inbox books: the sensor only lists entries and markers (``services.inbox.find_books``); the
+run renames them into staging and ingests them. One inbox run at a time: none is requested
+while another is queued or running (unless that one is overdue), nor for the same books
+within ``relaunch_after_seconds`` (or the quiet period, if shorter) of the last request, so
+a book that is not finished after all is looked at again later, not every second.
 """
 
+import hashlib
 import time
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from librarian_dagster.jobs.api_runs import fail_abandoned_runs, run_is_active
-from librarian_dagster.jobs.ingest import ingest_books
-from librarian_dagster.resources.librarian import CatalogueResource
-from librarian_dagster.services.inbox import scan_inboxes
-from librarian_dagster.services.ingest_requests import (
+from librarian_dagster.jobs.ingest import (
+    describe_books,
+    ingest_books,
+    ingest_run_config,
+    ingest_run_tags,
+)
+from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
+    BOOKS_TAG,
+    INBOX_SOURCE,
+    INBOX_TAG,
+    INGEST_KIND,
+    KIND_TAG,
+    SOURCE_TAG,
+)
+from librarian_dagster.jobs.run_liveness import (
+    ACTIVE_RUN_STATUSES,
+    fail_abandoned_runs,
+    run_is_active,
+)
+from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.services import inbox
+from librarian_dagster.services.ingest_requests import (
     StagedItem,
     group_for_runs,
     mark_launched,
-    run_config,
-    run_tags,
     staged_needing_runs,
     verifying_transfers,
 )
+from librarian_dagster.settings import LibrarianSettings
 
 
 def _orphaned(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource, limit: int
 ) -> list[StagedItem]:
     """Claimed transfers whose run is over without finishing them (killed, crashed)."""
-    orphans = [
+    return [
         item
         for item, run_id in verifying_transfers(catalogue.catalogue, limit)
         if run_id is None or not run_is_active(context.instance, run_id)
     ]
-    return orphans
+
+
+def _retry_seconds(settings: LibrarianSettings, books: list[inbox.InboxBook]) -> float:
+    """How long one request for these inbox books stands before it is made again."""
+    stores = {book.store for book in books}
+    quiet = [
+        config.inbox_quiet_seconds
+        for config in settings.stores
+        if config.name in stores and config.inbox_quiet_seconds is not None
+    ]
+    return min([settings.ingest.relaunch_after_seconds, *quiet])
+
+
+def _inbox_request(
+    context: dg.SensorEvaluationContext, catalogue: CatalogueResource
+) -> dg.RunRequest | None:
+    """One run registering the finished inbox books (and interrupted registrations), or None."""
+    settings = catalogue.settings
+    books = inbox.find_books(settings)
+    if not books and not inbox.has_interrupted(catalogue.catalogue):
+        return None
+    now = datetime.now(UTC)
+    overdue = now - timedelta(seconds=settings.ingest.relaunch_after_seconds)
+    in_flight = dg.RunsFilter(
+        tags={SOURCE_TAG: INBOX_SOURCE}, statuses=ACTIVE_RUN_STATUSES, created_after=overdue
+    )
+    if context.instance.get_runs(in_flight, limit=1):
+        return None  # it registers what it was asked to; what came since waits for it
+    digest = hashlib.sha256(
+        "\n".join(f"{book.store}/{book.name}" for book in books).encode()
+    ).hexdigest()[:16]
+    since = now - timedelta(seconds=_retry_seconds(settings, books))
+    if context.instance.get_runs(
+        dg.RunsFilter(tags={INBOX_TAG: digest}, created_after=since), limit=1
+    ):
+        return None
+    described = describe_books([book.name for book in books]) or "interrupted registrations"
+    return dg.RunRequest(
+        run_key=f"inbox:{digest}:{int(time.time())}",
+        run_config=ingest_run_config([], books),
+        tags={
+            KIND_TAG: INGEST_KIND,
+            SOURCE_TAG: INBOX_SOURCE,
+            INBOX_TAG: digest,
+            BOOKS_TAG: f"inbox: {described}"[:200],
+        },
+    )
 
 
 @dg.sensor(
@@ -52,17 +122,21 @@ def ingest_sensor(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource
 ) -> dg.SensorResult:
     settings = catalogue.settings.ingest
-    found_in_inboxes = scan_inboxes(catalogue.catalogue, catalogue.settings)
-    for line in found_in_inboxes:
-        context.log.info(line)
+    requests: list[dg.RunRequest] = []
+    inbox_request = _inbox_request(context, catalogue)
+    if inbox_request is not None:
+        context.log.info(f"inbox books to register: {inbox_request.tags[BOOKS_TAG]}")
+        requests.append(inbox_request)
     items = staged_needing_runs(
         catalogue.catalogue,
         relaunch_after_seconds=settings.relaunch_after_seconds,
         limit=settings.max_transfers_per_tick,
     )
     items += _orphaned(context, catalogue, settings.max_transfers_per_tick)
-    if not items:
+    if not items and not requests:
         return dg.SensorResult(skip_reason="no staged books")
+    if not items:
+        return dg.SensorResult(run_requests=requests, cursor=context.cursor)
     # A run the API process was executing when it died still looks started to Dagster (and
     # holds an ingest slot of the run queue): mark it failed, so the UI tells the truth.
     for run_id in fail_abandoned_runs(context.instance):
@@ -70,13 +144,13 @@ def ingest_sensor(
     items.sort(key=lambda item: item.transfer_id)
     groups = group_for_runs(items, settings.max_books_per_run, settings.max_bytes_per_run)
     now = int(time.time())
-    requests = [
+    requests += [
         dg.RunRequest(
             # Re-requests of the same books happen minutes apart: the second in the key keeps
             # them distinct while a retried evaluation of this tick is deduplicated.
             run_key=f"ingest:{group[0].transfer_id}-{group[-1].transfer_id}:{now}",
-            run_config=run_config([item.transfer_id for item in group]),
-            tags=run_tags(group),
+            run_config=ingest_run_config([item.transfer_id for item in group]),
+            tags=ingest_run_tags(group),
         )
         for group in groups
     ]
@@ -88,3 +162,6 @@ def ingest_sensor(
     mark_launched(catalogue.catalogue, [item.transfer_id for item in items])
     high_water = max(int(context.cursor or 0), max(item.transfer_id for item in items))
     return dg.SensorResult(run_requests=requests, cursor=str(high_water))
+
+
+SENSORS = [ingest_sensor]

@@ -21,9 +21,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.models import User, UserLevel
+from librarian_dagster.catalogue.models import User
 from librarian_dagster.services.errors import Conflict, InvalidRequest, NotFound
 from librarian_dagster.settings import SecuritySettings
+from librarian_dagster.states import UserLevel
 
 USER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MIN_PASSWORD_LENGTH = 8

@@ -2,7 +2,8 @@
 
 Idempotent by construction: every step checks what is there and only adds what is missing,
 so ``init`` can be re-run after an upgrade (it applies new migrations) or a config change
-(it syncs stores), and never replaces a secret key or resets a password.
+(it syncs stores), and never replaces a secret key or resets a password. Dagster's home
+(``dagster_instance``) is the CLI's to prepare, after this: the core knows no Dagster.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from sqlalchemy import select
 
 from librarian_dagster.catalogue.database import get_catalogue
 from librarian_dagster.catalogue.migrate import upgrade
-from librarian_dagster.catalogue.models import User, UserLevel
-from librarian_dagster.dagster_instance import prepare_dagster_home
+from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
 from librarian_dagster.services.stores import open_stores, sync_stores
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
+from librarian_dagster.states import UserLevel
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV = "LIBRARIAN_ADMIN_PASSWORD"
@@ -47,7 +48,7 @@ def ensure_secret_key(settings: LibrarianSettings) -> bool:
 
 
 def prepare(settings: LibrarianSettings) -> None:
-    """Everything ``serve`` needs before it starts processes: schema, stores, Dagster home."""
+    """What every process of a librarian needs: the data dir, the schema, the stores."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
@@ -55,7 +56,6 @@ def prepare(settings: LibrarianSettings) -> None:
         store.ensure_layout()
     with catalogue.session() as session:
         sync_stores(session, settings)
-    prepare_dagster_home(settings)
 
 
 def initialise(settings: LibrarianSettings) -> InitResult:

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.models import Event, Severity
+from librarian_dagster.catalogue.models import Event
+from librarian_dagster.states import Severity
 
 
 def record_event(

@@ -1,20 +1,22 @@
-"""Catalogue reads: search files (keyset-paged) and locate one file's copies."""
+"""Catalogue reads: is a name taken, search files (keyset-paged), locate one file's copies."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from librarian_dagster.catalogue.models import File, Instance, RemoteInstance
 from librarian_dagster.services.errors import InvalidRequest, NotFound
+from librarian_dagster.wire.files import FileQuery
 
-MAX_LIMIT = 1000
+
+def is_catalogued(session: Session, name: str) -> bool:
+    """Whether a file of this name exists (names are immutable: it is taken for good)."""
+    return session.scalar(select(File.id).where(File.name == name)) is not None
 
 
 def glob_to_like(pattern: str) -> str:
@@ -37,24 +39,11 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidRequest(f"invalid cursor {cursor!r}") from None
 
 
-@dataclass(frozen=True)
-class FileQuery:
-    name: str | None = None
-    uploader: str | None = None
-    source: str | None = None
-    created_since: datetime | None = None
-    created_until: datetime | None = None
-    limit: int = 100
-    cursor: str | None = None
-
-
 def search_files(session: Session, query: FileQuery) -> tuple[Sequence[File], str | None]:
-    """One page of matching files in catalogue order, and the cursor of the next page."""
-    if not 1 <= query.limit <= MAX_LIMIT:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    for moment in (query.created_since, query.created_until):
-        if moment is not None and moment.tzinfo is None:
-            raise InvalidRequest("times must carry a timezone (e.g. 2026-11-25T00:00:00Z)")
+    """One page of matching files in catalogue order, and the cursor of the next page.
+
+    The query's limit and times were checked when it was built (``wire.files.FileQuery``).
+    """
     statement = select(File).order_by(File.id).limit(query.limit + 1)
     if query.name:
         statement = statement.where(File.name.like(glob_to_like(query.name), escape="\\"))

@@ -6,13 +6,22 @@ relative path); it is finished when ``<book>.done`` appears beside it (the marke
 the producer's checksum, which ingest then verifies) or, with ``inbox_quiet_seconds``, when
 nothing in it changed for that long. Half-written books are never touched.
 
-Registering a book is three steps, each repaired by the next scan if interrupted:
+The work is split as sensors and runs split it. ``find_books`` is the sensor's part: it
+lists entries and markers, bounded, and walks into no book and moves nothing (with a quiet
+period it looks at the book's own mtime only). ``register_books`` is the run's part: it
+checks each book again (walking it for the quiet period), then registers it in three steps,
+each repaired by the next registration if interrupted:
+
 1. an ``inbox`` transfer is recorded as ``initiated`` with a fresh staging directory;
 2. the book is renamed from the inbox into that staging directory (same filesystem);
 3. the transfer becomes ``staged`` and the marker is removed.
-From there it is ingested like an upload. If verification fails, the book is renamed back
-into the inbox and its marker becomes ``<book>.failed`` holding the reason: the producer's
-data is never deleted, and it is not picked up again until someone writes a new ``.done``.
+
+From there it is ingested like an upload, in the same run. If verification fails, the book
+is renamed back into the inbox and its marker becomes ``<book>.failed`` holding the reason
+(``InboxHooks``); it is not picked up again until someone writes a new ``.done``. If it
+cannot go back (the producer wrote a new book of that name meanwhile, or the store has no
+inbox any more), it stays in staging and an event says where: the producer's data is never
+deleted.
 """
 
 from __future__ import annotations
@@ -20,44 +29,54 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import (
-    PENDING_STATUSES,
-    File,
-    IncomingTransfer,
-    Severity,
-    Store,
-    TransferKind,
-    TransferStatus,
-)
+from librarian_dagster.catalogue.models import IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
-from librarian_dagster.services.uploads import fail_transfer, staged_size
+from librarian_dagster.services.files import is_catalogued
+from librarian_dagster.services.incoming import Staging, fail, pending_for_name, stage_transfer
+from librarian_dagster.services.ingest_requests import StagedItem
+from librarian_dagster.services.stores import open_store
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
+from librarian_dagster.states import Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.checksums import Checksum, ChecksumError
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.posix import rename_noreplace
+from librarian_dagster.storage.tree import newest_mtime_and_size, scandir_sorted, tree_size
 
 DONE = ".done"
 FAILED = ".failed"
 INBOX_UPLOADER = "inbox"
-# A scan never looks at more candidates than this (the rest wait for the next tick).
+# A sensor tick never lists more candidates than this (the rest wait for the next tick).
 MAX_CANDIDATES = 10_000
 
 
-def _candidates(inbox: Path, depth: int) -> Iterator[tuple[str, Path]]:
-    """(name, path) of every entry exactly ``depth`` segments below the inbox."""
+@dataclass(frozen=True, order=True)
+class InboxBook:
+    """A book found in a store's inbox: the store and the book's path below the inbox."""
+
+    store: str
+    name: str
+
+
+def _entries(inbox: Path, depth: int) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(name, entry) of everything exactly ``depth`` segments below the inbox, in order."""
     level: list[tuple[str, Path]] = [("", inbox)]
     for current in range(depth):
         deeper: list[tuple[str, Path]] = []
         for prefix, directory in level:
             try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+                entries = scandir_sorted(directory)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in entries:
@@ -65,168 +84,256 @@ def _candidates(inbox: Path, depth: int) -> Iterator[tuple[str, Path]]:
                     continue
                 name = f"{prefix}{entry.name}"
                 if current == depth - 1:
-                    deeper.append((name, Path(entry.path)))
+                    yield name, entry
                 elif entry.is_dir(follow_symlinks=False):
                     deeper.append((f"{name}/", Path(entry.path)))
         level = deeper
-    yield from level[:MAX_CANDIDATES]
 
 
-def _newest_mtime(path: Path) -> float:
-    newest = os.lstat(path).st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for directory, dirnames, filenames in os.walk(path):
-            for entry in (*dirnames, *filenames):
-                with contextlib.suppress(FileNotFoundError):
-                    newest = max(newest, os.lstat(os.path.join(directory, entry)).st_mtime)
-    return newest
+def _marker(book: Path, suffix: str) -> Path:
+    return book.with_name(book.name + suffix)
 
 
-def _finished(path: Path, config: StoreSettings) -> bool:
-    if path.with_name(path.name + DONE).is_file():
+def _finished(book: Path, config: StoreSettings, *, walk: bool) -> bool:
+    """A ``.done`` marker, or (quiet period) no change for that long.
+
+    A book that failed (``.failed``) waits for a new ``.done``. Without ``walk`` only the
+    book's own mtime is looked at: what a sensor may afford; the run walks the whole book.
+    """
+    if _marker(book, DONE).is_file():
         return True
     quiet = config.inbox_quiet_seconds
-    return quiet is not None and time.time() - _newest_mtime(path) > quiet
+    if quiet is None or _marker(book, FAILED).exists():
+        return False
+    newest = newest_mtime_and_size(book)[0] if walk else os.lstat(book).st_mtime
+    return time.time() - newest > quiet
+
+
+def find_books(settings: LibrarianSettings, limit: int = MAX_CANDIDATES) -> list[InboxBook]:
+    """Books in the enabled stores' inboxes that look finished, at most ``limit``."""
+    found: list[InboxBook] = []
+    for config in settings.stores:
+        if config.inbox is None or not config.enabled:
+            continue
+        for name, entry in _entries(config.inbox, config.inbox_depth):
+            if len(found) >= limit:
+                return found
+            with contextlib.suppress(FileNotFoundError):  # taken away while we looked
+                if _finished(Path(entry.path), config, walk=False):
+                    found.append(InboxBook(config.name, name))
+    return found
+
+
+def has_interrupted(catalogue: Catalogue) -> bool:
+    """Whether a registration was interrupted between its steps 1 and 3."""
+    with catalogue.session() as session:
+        return session.scalar(_interrupted().limit(1)) is not None
+
+
+def _interrupted() -> Select[tuple[int]]:
+    return select(IncomingTransfer.id).where(
+        IncomingTransfer.kind == TransferKind.INBOX,
+        IncomingTransfer.status == TransferStatus.INITIATED,
+    )
 
 
 def _write_failed_marker(book: Path, reason: str) -> None:
-    marker = book.with_name(book.name + FAILED)
-    marker.write_text(reason + "\n")
+    _marker(book, FAILED).write_text(reason + "\n")
     with contextlib.suppress(FileNotFoundError):
-        book.with_name(book.name + DONE).unlink()
+        _marker(book, DONE).unlink()
 
 
 def _marker_checksum(book: Path) -> str | None:
     """The checksum in ``<book>.done`` (None when the marker is empty or absent)."""
     try:
-        text = book.with_name(book.name + DONE).read_text().strip()
+        text = _marker(book, DONE).read_text().strip()
     except FileNotFoundError:
         return None
     return str(Checksum.parse(text)) if text else None
 
 
+@dataclass
+class Registered:
+    """What a registration pass did: transfers now staged, and lines for the run's log."""
+
+    staged: list[StagedItem]
+    lines: list[str]
+
+
 def _register(
+    catalogue: Catalogue, settings: LibrarianSettings, config: StoreSettings, name: str
+) -> tuple[StagedItem | None, str | None]:
+    """Steps 1 to 3 for one book; (the staged transfer, log line), or Nones if not ours now."""
+    assert config.inbox is not None
+    book = config.inbox / name
+    if not os.path.lexists(book) or not _finished(book, config, walk=True):
+        return None, None
+    try:
+        name = validate_name(name)
+        checksum = _marker_checksum(book)
+    except (InvalidNameError, ChecksumError) as error:
+        _write_failed_marker(book, f"refused: {error}")
+        return None, f"inbox {name}: refused ({error})"
+    store = open_store(config)
+    try:
+        transfer_id, line = _record(catalogue, settings, config, store, name, book, checksum)
+    except IntegrityError:
+        return None, None  # another registration of this name got there first
+    if transfer_id is None:
+        return None, line
+    return _move_in(catalogue, transfer_id, book)
+
+
+def _record(
     catalogue: Catalogue,
     settings: LibrarianSettings,
     config: StoreSettings,
     store: LocalStore,
     name: str,
     book: Path,
-) -> str | None:
-    """Steps 1 to 3 for one finished book; returns a line for the log, or None if not ours now."""
-    try:
-        name = validate_name(name)
-        checksum = _marker_checksum(book)
-    except (InvalidNameError, ChecksumError) as error:
-        _write_failed_marker(book, f"refused: {error}")
-        return f"inbox {name}: refused ({error})"
+    checksum: str | None,
+) -> tuple[int | None, str | None]:
+    """Step 1: the ``initiated`` transfer and its staging directory, or why not."""
     with catalogue.session() as session:
-        if session.scalar(select(File.id).where(File.name == name)) is not None:
+        if is_catalogued(session, name):
             reason = f"{name!r} is already catalogued; names are immutable"
             _write_failed_marker(book, reason)
             record_event(session, Severity.WARNING, "inbox_refused", reason, subject=name)
-            return f"inbox {name}: {reason}"
-        if session.scalar(
-            select(IncomingTransfer.id).where(
-                IncomingTransfer.name == name, IncomingTransfer.status.in_(PENDING_STATUSES)
-            )
-        ):
-            return None  # being handled (an upload of that name, or a registration to repair)
+            return None, f"inbox {name}: {reason}"
+        if pending_for_name(session, name) is not None:
+            return None, None  # being handled (an upload of that name, or a registration)
         store_row = session.scalar(select(Store).where(Store.name == config.name))
         if store_row is None:
-            return None
-        size = staged_size(book) or 0
+            return None, None
         try:
-            staged = store.stage(name, size)
+            transfer = stage_transfer(
+                session,
+                store_row,
+                store,
+                kind=TransferKind.INBOX,
+                name=name,
+                size=tree_size(book) or 0,
+                checksum=checksum,
+                uploader=INBOX_UPLOADER,
+                source=settings.name,
+            )
         except StoreError as error:
             record_event(session, Severity.ERROR, "inbox_stage_failed", str(error), subject=name)
-            return f"inbox {name}: cannot stage ({error})"
-        transfer = IncomingTransfer(
-            kind=TransferKind.INBOX,
-            status=TransferStatus.INITIATED,
-            name=name,
-            size=size,
-            checksum=checksum,
-            uploader=INBOX_UPLOADER,
-            source=settings.name,
-            store_id=store_row.id,
-            staging_id=staged.staging_id,
-            staging_path=str(staged.data_path),
-        )
-        session.add(transfer)
-        session.flush()
-        transfer_id = transfer.id
-    return _move_in(catalogue, transfer_id, book)
+            return None, f"inbox {name}: cannot stage ({error})"
+        return transfer.id, None
 
 
-def _move_in(catalogue: Catalogue, transfer_id: int, book: Path) -> str:
-    """Steps 2 and 3: rename the book into staging, mark the transfer staged, drop the marker."""
+def _move_in(catalogue: Catalogue, transfer_id: int, book: Path) -> tuple[StagedItem | None, str]:
+    """Steps 2 and 3: rename the book into staging, mark the transfer staged, drop the marker.
+
+    The transfer is marked as requested (``launched_at``): the run doing this ingests it.
+    """
     with catalogue.session() as session:
         transfer = session.get(IncomingTransfer, transfer_id, with_for_update=True)
         assert transfer is not None
+        name = transfer.name
         data_path = Path(transfer.staging_path)
         if not os.path.lexists(data_path):
             if not os.path.lexists(book):
-                fail_transfer(transfer, "the inbox book vanished before it was staged")
-                return f"inbox {transfer.name}: vanished"
+                fail(transfer, "the inbox book vanished before it was staged")
+                return None, f"inbox {name}: vanished"
             os.rename(book, data_path)
-        transfer.size = staged_size(data_path) or 0
+        transfer.size = tree_size(data_path) or 0
         transfer.status = TransferStatus.STAGED
-        name = transfer.name
+        transfer.launched_at = datetime.now(UTC)
+        staged = StagedItem(transfer_id, name, transfer.size)
     with contextlib.suppress(FileNotFoundError):
-        book.with_name(book.name + DONE).unlink()
-    return f"inbox {name}: staged"
+        _marker(book, DONE).unlink()
+    return staged, f"inbox {name}: staged"
 
 
-def _repair(catalogue: Catalogue, settings: LibrarianSettings) -> list[str]:
+def _repair(catalogue: Catalogue, settings: LibrarianSettings) -> Registered:
     """Finish registrations interrupted between steps 1 and 3."""
     with catalogue.session() as session:
         rows = session.execute(
-            select(IncomingTransfer.id, IncomingTransfer.name, Store.name.label("store"))
+            _interrupted()
+            .add_columns(IncomingTransfer.name, Store.name.label("store"))
             .join(Store, Store.id == IncomingTransfer.store_id)
-            .where(
-                IncomingTransfer.kind == TransferKind.INBOX,
-                IncomingTransfer.status == TransferStatus.INITIATED,
-            )
             .limit(MAX_CANDIDATES)
         ).all()
-    lines = []
+    done = Registered([], [])
     for row in rows:
-        config = settings.store(row.store)
-        if config.inbox is None:
+        inbox = settings.store(row.store).inbox
+        if inbox is None:
             continue
-        lines.append(_move_in(catalogue, row.id, config.inbox / row.name))
-    return lines
+        staged, line = _move_in(catalogue, row.id, inbox / row.name)
+        done.lines.append(line)
+        if staged is not None:
+            done.staged.append(staged)
+    return done
 
 
-def scan_inboxes(catalogue: Catalogue, settings: LibrarianSettings) -> list[str]:
-    """One pass over every store's inbox; returns log lines of what it did."""
-    from librarian_dagster.services.stores import open_store
-
-    lines = _repair(catalogue, settings)
-    for config in settings.stores:
+def register_books(
+    catalogue: Catalogue, settings: LibrarianSettings, books: Sequence[InboxBook]
+) -> Registered:
+    """Finish interrupted registrations, then register each of ``books`` that is finished."""
+    done = _repair(catalogue, settings)
+    for book in books:
+        try:
+            config = settings.store(book.store)
+        except KeyError:
+            continue  # no longer configured
         if config.inbox is None or not config.enabled:
             continue
-        store = open_store(config)
-        for name, book in _candidates(config.inbox, config.inbox_depth):
-            if not _finished(book, config):
-                continue
-            line = _register(catalogue, settings, config, store, name, book)
-            if line:
-                lines.append(line)
-    return lines
+        staged, line = _register(catalogue, settings, config, book.name)
+        if line:
+            done.lines.append(line)
+        if staged is not None:
+            done.staged.append(staged)
+    return done
 
 
-def return_to_inbox(
-    settings: LibrarianSettings, store_name: str, name: str, data: Path, reason: str
-) -> None:
-    """Hand a book that failed verification back to the producer, with the reason."""
-    inbox = settings.store(store_name).inbox
-    if inbox is None or not os.path.lexists(data):
-        return
-    book = inbox / name
-    book.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(book):
-        return  # the producer wrote a new one meanwhile; keep ours in staging for a human
-    os.rename(data, book)
-    _write_failed_marker(book, reason)
+class InboxHooks:
+    """What ingest does at the end of an inbox book (``services.ingest.KindHooks``).
+
+    A refused book goes back to its producer, beside a ``.failed`` marker with the reason;
+    if it cannot (a new book of that name is there, or the inbox is gone), it stays in
+    staging and an event says where. Never deleted: the inbox copy may be the only one.
+    """
+
+    def __init__(self, settings: LibrarianSettings) -> None:
+        self._settings = settings
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+        """Nothing more to do: the marker went when the book was staged."""
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> None:
+        if not os.path.lexists(staging.data_path):
+            return  # handed back by an earlier attempt, or gone: nothing of ours to move
+        try:
+            inbox = self._settings.store(staging.store.name).inbox
+        except KeyError:
+            inbox = None
+        if inbox is None:
+            self._kept(session, transfer, staging, reason, "the store has no inbox any more")
+            return
+        book = inbox / transfer.name
+        book.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            rename_noreplace(staging.data_path, book)
+        except FileExistsError:
+            self._kept(session, transfer, staging, reason, "a new book of that name is there")
+            return
+        _write_failed_marker(book, reason)
+        staging.store.release_staging(staging.staging_id)
+
+    @staticmethod
+    def _kept(
+        session: Session, transfer: IncomingTransfer, staging: Staging, reason: str, why: str
+    ) -> None:
+        record_event(
+            session,
+            Severity.WARNING,
+            "inbox_book_kept",
+            f"{transfer.name!r} failed ({reason}) and was not handed back to the inbox ({why}); "
+            f"it is kept in staging at {staging.data_path}",
+            subject=transfer.name,
+            details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
+        )

@@ -11,8 +11,13 @@ interrupted and the next attempt finishes the job:
   holds the data; a later attempt verifies the stored copy against the expected checksum and
   records it.
 
-A verification failure marks the transfer ``failed`` with a reason the client shows, and
-removes the staged data (uploads) or hands it back (inbox books: see ``services.inbox``).
+A verification failure marks the transfer ``failed`` with a reason the client shows. What
+else happens depends on the transfer's kind, through its ``KindHooks``, run in the same
+transaction that records the outcome: an upload's bad data is removed
+(``uploads.UploadHooks``), an inbox book goes back to its producer or stays in staging with
+an event (``inbox.InboxHooks``), a clone will owe its sender a callback (outbox). A kind
+without hooks keeps its data in staging and says so in an event: ingest never deletes what
+it was not told it may.
 """
 
 from __future__ import annotations
@@ -23,24 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import (
-    FINAL_STATUSES,
-    File,
-    IncomingTransfer,
-    Instance,
-    Severity,
-    TransferKind,
-    TransferStatus,
-)
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
 from librarian_dagster.services.events import record_event
-from librarian_dagster.services.inbox import return_to_inbox
-from librarian_dagster.services.uploads import Staging, discard, fail_transfer, staged_size
+from librarian_dagster.services.inbox import InboxHooks
+from librarian_dagster.services.incoming import Staging, fail
+from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import FINAL_STATUSES, Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.checksums import (
     DEFAULT_ALGORITHM,
     Checksum,
@@ -49,11 +48,52 @@ from librarian_dagster.storage.checksums import (
 )
 from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.tree import tree_size
 
 # After this many claims a transfer that keeps crashing its runs is failed for good.
 MAX_ATTEMPTS = 5
 
 RunIsActive = Callable[[str], bool]
+
+
+class KindHooks(Protocol):
+    """What one kind of incoming transfer adds to the end of ingest.
+
+    Both run inside the transaction that records the outcome (after the claim was checked),
+    so what they write to the catalogue (an event, a callback in the outbox) commits with it
+    or not at all.
+    """
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None: ...
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> None: ...
+
+
+class KeepInStaging:
+    """For kinds without hooks of their own: keep the data, tell an operator where it is."""
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+        """Nothing to do."""
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> None:
+        record_event(
+            session,
+            Severity.WARNING,
+            "ingest_failed_data_kept",
+            f"{transfer.kind.value} {transfer.name!r} failed ({reason}); its data is kept in "
+            f"staging at {staging.data_path}",
+            subject=transfer.name,
+            details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
+        )
+
+
+def kind_hooks(settings: LibrarianSettings) -> dict[TransferKind, KindHooks]:
+    """The hooks of every kind that has its own (the others get ``KeepInStaging``)."""
+    return {TransferKind.UPLOAD: UploadHooks(), TransferKind.INBOX: InboxHooks(settings)}
 
 
 @dataclass(frozen=True)
@@ -114,7 +154,7 @@ def claim(
         ):
             return IngestOutcome(transfer_id, name, "skipped", f"run {transfer.run_id} has it")
         if transfer.attempts >= MAX_ATTEMPTS:
-            fail_transfer(transfer, f"gave up after {transfer.attempts} attempts; see the run logs")
+            fail(transfer, f"gave up after {transfer.attempts} attempts; see the run logs")
             record_event(
                 session,
                 Severity.ERROR,
@@ -147,7 +187,7 @@ def claim(
 
 def _verify(path: Path, claimed: ClaimedTransfer) -> Checksum:
     """One streaming read: the checksum of ``path``, checked against what was promised."""
-    size = staged_size(path)
+    size = tree_size(path)
     if size != claimed.size:
         raise VerificationFailed(f"size mismatch: declared {claimed.size} bytes, found {size}")
     algorithm = claimed.checksum.algorithm if claimed.checksum else DEFAULT_ALGORITHM
@@ -199,9 +239,17 @@ def _still_claimed(
 
 
 def _record(
-    catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, path: Path, checksum: Checksum
+    catalogue: Catalogue,
+    claimed: ClaimedTransfer,
+    run_id: str,
+    path: Path,
+    checksum: Checksum,
+    hooks: KindHooks,
 ) -> bool:
-    """File + Instance + transfer stored, in one transaction. False if the claim was lost."""
+    """File + Instance + transfer stored (+ the kind's hook), in one transaction.
+
+    False if the claim was lost.
+    """
     with catalogue.session() as session:
         transfer = _still_claimed(session, claimed, run_id)
         if transfer is None:
@@ -223,15 +271,24 @@ def _record(
         transfer.status = TransferStatus.STORED
         transfer.completed_at = now
         transfer.checksum = file.checksum
+        hooks.on_stored(session, transfer)
         return True
 
 
-def _fail(catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, reason: str) -> bool:
+def _fail(
+    catalogue: Catalogue,
+    claimed: ClaimedTransfer,
+    run_id: str,
+    reason: str,
+    staging: Staging,
+    hooks: KindHooks,
+) -> bool:
+    """Transfer failed + event + the kind's hook, in one transaction. False if not ours."""
     with catalogue.session() as session:
         transfer = _still_claimed(session, claimed, run_id)
         if transfer is None:
             return False
-        fail_transfer(transfer, reason)
+        fail(transfer, reason)
         record_event(
             session,
             Severity.WARNING,
@@ -240,16 +297,8 @@ def _fail(catalogue: Catalogue, claimed: ClaimedTransfer, run_id: str, reason: s
             subject=claimed.name,
             details={"transfer_id": claimed.transfer_id, "kind": claimed.kind.value},
         )
+        hooks.on_failed(session, transfer, staging, reason)
         return True
-
-
-def _dispose_failed_data(
-    claimed: ClaimedTransfer, store: LocalStore, reason: str, settings: LibrarianSettings | None
-) -> None:
-    """Uploads' bad data is removed; an inbox book goes back to its producer's inbox."""
-    if claimed.kind == TransferKind.INBOX and settings is not None:
-        return_to_inbox(settings, store.name, claimed.name, claimed.staging_path, reason)
-    discard(Staging(store, claimed.staging_id, claimed.staging_path))
 
 
 def ingest_transfer(
@@ -259,7 +308,7 @@ def ingest_transfer(
     *,
     run_id: str,
     run_is_active: RunIsActive,
-    settings: LibrarianSettings | None = None,
+    settings: LibrarianSettings,
 ) -> IngestOutcome:
     """Ingest one staged transfer. Unexpected errors propagate, leaving it for a retry."""
     started = time.monotonic()
@@ -267,14 +316,15 @@ def ingest_transfer(
     if isinstance(claimed, IngestOutcome):
         return claimed
     store = stores[claimed.store_name]
+    hooks = kind_hooks(settings).get(claimed.kind, KeepInStaging())
     try:
         path, checksum = _place(store, claimed)
     except (VerificationFailed, StoreError) as error:
         reason = str(error)
-        if _fail(catalogue, claimed, run_id, reason):
-            _dispose_failed_data(claimed, store, reason, settings)
+        staging = Staging(store, claimed.staging_id, claimed.staging_path)
+        _fail(catalogue, claimed, run_id, reason, staging, hooks)
         return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
-    if not _record(catalogue, claimed, run_id, path, checksum):
+    if not _record(catalogue, claimed, run_id, path, checksum, hooks):
         return IngestOutcome(transfer_id, claimed.name, "skipped", "another run took it over")
     return IngestOutcome(
         transfer_id,

@@ -1,9 +1,10 @@
-"""Turning staged transfers into ``ingest_books`` run requests: shared by sensor and API.
+"""Which staged transfers need ingesting, in what groups, and who already asked for it.
 
-Both the ingest sensor and the API's launch-at-commit path ask for runs the same way: group
-transfers into runs capped in books and bytes, give each run the same config and tags, and
-remember when a run was requested (``launched_at``) so the other path does not ask again
-until that request is overdue. No Dagster import here: the API uses this module too.
+Two paths ask for ingest: the API at commit (``services.ingest_launcher``) and the ingest
+sensor as the backstop. Both group transfers the same way (capped in books and bytes) and
+record when they asked (``launched_at``), so that the other path leaves those transfers
+alone until the request is overdue. How a group becomes a run is the orchestrator's
+business (``jobs/``); this module only reads and marks the catalogue.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, update
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer, TransferStatus
-
-INGEST_JOB = "ingest_books"
-INGEST_OP = "verify_and_store"
-BOOKS_PARTITIONS = "books"
-KIND_TAG = "librarian/kind"
-BOOKS_TAG = "librarian/books"
-LOCATION_NAME = "librarian"
-REPOSITORY_NAME = "__repository__"
+from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.states import TransferStatus
 
 
 @dataclass(frozen=True)
@@ -52,16 +46,6 @@ def group_for_runs(
     if current:
         groups.append(current)
     return groups
-
-
-def run_config(transfer_ids: Sequence[int]) -> dict[str, object]:
-    return {"ops": {INGEST_OP: {"config": {"transfer_ids": list(transfer_ids)}}}}
-
-
-def run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
-    first, last = group[0].name, group[-1].name
-    books = first if len(group) == 1 else f"{first} … {last} ({len(group)} books)"
-    return {KIND_TAG: "ingest", BOOKS_TAG: books[:200]}
 
 
 def _set_launched(catalogue: Catalogue, transfer_ids: Sequence[int], when: datetime | None) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.models import Store, StoreKind
+from librarian_dagster.catalogue.models import Store
 from librarian_dagster.services.errors import NotFound
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
+from librarian_dagster.states import StoreKind
 from librarian_dagster.storage.local_store import LocalStore
 
 

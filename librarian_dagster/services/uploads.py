@@ -1,36 +1,28 @@
 """Uploads: stage a name, receive its bytes, commit it for ingest, report, cancel.
 
-The life of an upload (an ``IncomingTransfer`` of kind ``upload``):
+The life of an upload (an incoming transfer of kind ``upload``, see ``services.incoming``):
 ``initiated`` (staging dir made) → ``staged`` (client committed; bytes and checksum known) →
 ``verifying`` (an ingest run claimed it) → ``stored`` | ``failed``; or ``cancelled``.
 
 Every function checks before it writes: a refused request leaves the catalogue and the stores
 as they were. Uploads belong to their uploader; other non-admin users get 404, not 403, so
-upload ids leak nothing.
+upload ids leak nothing. Most take the caller's session; ``receive_content`` takes the
+``Catalogue`` because it must not hold a transaction while the bytes arrive.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
+import io
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.models import (
-    PENDING_STATUSES,
-    File,
-    IncomingTransfer,
-    Store,
-    TransferKind,
-    TransferStatus,
-    UserLevel,
-)
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import IncomingTransfer, Store
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.errors import (
     Conflict,
@@ -38,19 +30,30 @@ from librarian_dagster.services.errors import (
     InvalidRequest,
     NotFound,
 )
-from librarian_dagster.storage.checksums import Checksum, ChecksumError
+from librarian_dagster.services.events import record_event
+from librarian_dagster.services.files import is_catalogued
+from librarian_dagster.services.incoming import (
+    Staging,
+    discard,
+    pending_for_name,
+    stage_transfer,
+    staging_of,
+)
+from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus, UserLevel
+from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum, ChecksumError
 from librarian_dagster.storage.errors import StagingNotFoundError, StoreFullError
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.movers.receive import (
+    TAR_MEDIA_TYPE,
+    ReceiveError,
+    receive_file,
+    receive_tar,
+)
 from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.posix import remove_if_present
+from librarian_dagster.storage.tree import tree_size
 
-
-@dataclass(frozen=True)
-class Staging:
-    """Where an upload's bytes go: the store, its staging directory and the data path."""
-
-    store: LocalStore
-    staging_id: str
-    data_path: Path
+log = logging.getLogger(__name__)
 
 
 def parse_checksum(text: str | None) -> str | None:
@@ -70,26 +73,6 @@ def check_name(name: str) -> str:
         raise InvalidRequest(f"invalid name: {error}") from None
 
 
-def staged_size(path: Path) -> int | None:
-    """Bytes of a staged file or tree (regular files only); None when nothing is there."""
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISDIR(top.st_mode):
-        return top.st_size
-    total = 0
-    pending = [str(path)]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total
-
-
 def _pending_initiated_bytes(session: Session, store_id: int) -> int:
     """Bytes promised to uploads whose data may not be in staging yet."""
     total = session.scalar(
@@ -107,7 +90,7 @@ def _choose_store(
     """The first enabled, ingestable local store with room for ``size`` bytes (else 507)."""
     rows = session.scalars(
         select(Store)
-        .where(Store.enabled, Store.ingestable, Store.declared, Store.kind == "local")
+        .where(Store.enabled, Store.ingestable, Store.declared, Store.kind == StoreKind.LOCAL)
         .order_by(Store.id)
     ).all()
     best_free = 0
@@ -141,14 +124,6 @@ def _owned(
     return transfer
 
 
-def _pending_for_name(session: Session, name: str) -> IncomingTransfer | None:
-    return session.scalar(
-        select(IncomingTransfer).where(
-            IncomingTransfer.name == name, IncomingTransfer.status.in_(PENDING_STATUSES)
-        )
-    )
-
-
 def stage_upload(
     session: Session,
     stores: dict[str, LocalStore],
@@ -167,9 +142,9 @@ def stage_upload(
         raise InvalidRequest("size must not be negative")
     if max_size is not None and size > max_size:
         raise InsufficientStorage(f"{size} bytes is over the upload limit of {max_size} bytes")
-    if session.scalar(select(File.id).where(File.name == name)) is not None:
+    if is_catalogued(session, name):
         raise Conflict(f"{name!r} is already catalogued; names are immutable")
-    pending = _pending_for_name(session, name)
+    pending = pending_for_name(session, name)
     if pending is not None:
         if pending.uploader != principal.name or pending.kind != TransferKind.UPLOAD:
             raise Conflict(f"{name!r} is already being uploaded by someone else")
@@ -181,36 +156,23 @@ def stage_upload(
         return pending, False
     row, store = _choose_store(session, stores, size)
     try:
-        staged = store.stage(name, size)
+        transfer = stage_transfer(
+            session,
+            row,
+            store,
+            kind=TransferKind.UPLOAD,
+            name=name,
+            size=size,
+            checksum=checksum,
+            uploader=principal.name,
+            source=source,
+        )
     except StoreFullError as error:
         raise InsufficientStorage(str(error)) from None
-    transfer = IncomingTransfer(
-        kind=TransferKind.UPLOAD,
-        status=TransferStatus.INITIATED,
-        name=name,
-        size=size,
-        checksum=checksum,
-        uploader=principal.name,
-        source=source,
-        store_id=row.id,
-        staging_id=staged.staging_id,
-        staging_path=str(staged.data_path),
-    )
-    session.add(transfer)
-    try:
-        session.flush()
-    except Exception:
-        store.discard_staging(staged.staging_id)
-        raise
     return transfer, True
 
 
-def staging_of(transfer: IncomingTransfer, stores: dict[str, LocalStore]) -> Staging:
-    store = stores[transfer.store.name]
-    return Staging(store, transfer.staging_id, Path(transfer.staging_path))
-
-
-def upload_for_content(
+def _for_content(
     session: Session, stores: dict[str, LocalStore], upload_id: int, principal: Principal
 ) -> tuple[IncomingTransfer, Staging]:
     """The upload whose bytes are about to be received (it must still be ``initiated``)."""
@@ -223,6 +185,50 @@ def upload_for_content(
     except StagingNotFoundError:
         raise Conflict(f"the staging directory of upload {upload_id} is gone") from None
     return transfer, staging
+
+
+def receive_content(
+    catalogue: Catalogue,
+    stores: dict[str, LocalStore],
+    upload_id: int,
+    principal: Principal,
+    body: BinaryIO | io.RawIOBase,
+    *,
+    media_type: str,
+    default_algorithm: str,
+) -> None:
+    """Write a streamed body into the upload's staging, hashing it as it is written.
+
+    A file for ``application/octet-stream``, a directory for ``application/x-tar``. The
+    bytes must be exactly the declared size and, when a checksum was declared at stage,
+    match it: otherwise they are removed and the request is refused (400), so a lying
+    client leaves nothing behind. A previous partial attempt is replaced. No transaction
+    is open while the bytes arrive.
+    """
+    with catalogue.session() as session:
+        transfer, staging = _for_content(session, stores, upload_id, principal)
+        declared_size, declared_checksum = transfer.size, transfer.checksum
+    expected = Checksum.parse(declared_checksum) if declared_checksum else None
+    algorithm = expected.algorithm if expected else default_algorithm
+    remove_if_present(staging.data_path)
+    stream = io.BufferedReader(body, CHUNK_SIZE)  # type: ignore[arg-type]
+    receive = receive_tar if media_type == TAR_MEDIA_TYPE else receive_file
+    try:
+        received = receive(stream, staging.data_path, algorithm, declared_size)
+        if received.size != declared_size:
+            raise ReceiveError(
+                f"size mismatch: declared {declared_size} bytes, received {received.size}"
+            )
+        if expected is not None and received.checksum != expected:
+            raise ReceiveError(
+                f"checksum mismatch: expected {expected}, received {received.checksum}"
+            )
+    except ReceiveError as error:
+        remove_if_present(staging.data_path)
+        raise InvalidRequest(str(error)) from None
+    except BaseException:
+        remove_if_present(staging.data_path)
+        raise
 
 
 def commit_upload(
@@ -257,7 +263,7 @@ def commit_upload(
         raise Conflict(
             f"the staging directory of upload {upload_id} is gone; cancel it and upload again"
         ) from None
-    size = staged_size(staging.data_path)
+    size = tree_size(staging.data_path)
     if size is None:
         raise InvalidRequest(f"nothing is staged at {staging.data_path}")
     if size != transfer.size:
@@ -281,31 +287,50 @@ def get_uploads(
     return [_owned(session, upload_id, principal) for upload_id in upload_ids]
 
 
-def fail_transfer(transfer: IncomingTransfer, reason: str) -> None:
-    transfer.status = TransferStatus.FAILED
-    transfer.failure_reason = reason
-    transfer.completed_at = datetime.now(UTC)
-
-
 def cancel_upload(
-    session: Session, stores: dict[str, LocalStore], upload_id: int, principal: Principal
-) -> Staging:
-    """Cancel an upload that no run has claimed yet.
+    catalogue: Catalogue, stores: dict[str, LocalStore], upload_id: int, principal: Principal
+) -> None:
+    """Cancel an upload that no run has claimed yet, and remove its staged data.
 
-    Returns its staging, which the caller removes with ``discard`` *after* the transaction
-    committed: if the commit fails, the data is still there for the upload to go on.
+    The data goes only *after* the cancellation committed: if the commit fails, it is still
+    there for the upload to go on.
     """
-    transfer = _owned(session, upload_id, principal, for_update=True)
-    if transfer.status not in (TransferStatus.INITIATED, TransferStatus.STAGED):
-        raise Conflict(f"upload {upload_id} is {transfer.status.value}; it cannot be cancelled")
-    transfer.status = TransferStatus.CANCELLED
-    transfer.failure_reason = f"cancelled by {principal.name}"
-    transfer.completed_at = datetime.now(UTC)
-    session.flush()
-    return staging_of(transfer, stores)
+    with catalogue.session() as session:
+        transfer = _owned(session, upload_id, principal, for_update=True)
+        if transfer.status not in (TransferStatus.INITIATED, TransferStatus.STAGED):
+            raise Conflict(f"upload {upload_id} is {transfer.status.value}; it cannot be cancelled")
+        transfer.status = TransferStatus.CANCELLED
+        transfer.failure_reason = f"cancelled by {principal.name}"
+        transfer.completed_at = datetime.now(UTC)
+        session.flush()
+        staging = staging_of(transfer, stores)
+    discard(staging)
 
 
-def discard(staging: Staging) -> None:
-    """Remove a staging directory and its data; a missing one is already discarded."""
-    with contextlib.suppress(StagingNotFoundError):
-        staging.store.discard_staging(staging.staging_id)
+class UploadHooks:
+    """What ingest does at the end of an upload (``services.ingest.KindHooks``).
+
+    A refused upload's bytes are the uploader's bad copy (the original is on their side):
+    they are removed. If removal fails, the failure is still recorded and an event says
+    where the data was left.
+    """
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+        """Nothing more to do: the client sees ``stored`` when it polls."""
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> None:
+        try:
+            discard(staging)
+        except OSError as error:
+            log.warning("could not remove the staged data of upload %d: %s", transfer.id, error)
+            record_event(
+                session,
+                Severity.WARNING,
+                "staging_not_removed",
+                f"the refused upload's data at {staging.data_path} could not be removed: "
+                f"{error.strerror or error}",
+                subject=transfer.name,
+                details={"transfer_id": transfer.id},
+            )

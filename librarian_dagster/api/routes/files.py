@@ -5,20 +5,51 @@ from __future__ import annotations
 from datetime import datetime
 
 from litestar import Router, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
+from pydantic import ValidationError
 
 from librarian_dagster.api.auth import requires
-from librarian_dagster.api.schemas import (
+from librarian_dagster.api.dependencies import CatalogueDep
+from librarian_dagster.catalogue.models import File
+from librarian_dagster.services import files
+from librarian_dagster.services.errors import InvalidRequest
+from librarian_dagster.states import UserLevel
+from librarian_dagster.wire import (
     API_PREFIX,
     FileInfo,
+    FileQuery,
     FileSearchResult,
     FileSummary,
     InstanceInfo,
     RemoteInstanceInfo,
 )
-from librarian_dagster.catalogue.models import File, UserLevel
-from librarian_dagster.services import files
+
+
+def file_query(
+    name: FromQuery[str | None] = None,
+    uploader: FromQuery[str | None] = None,
+    source: FromQuery[str | None] = None,
+    created_since: FromQuery[datetime | None] = None,
+    created_until: FromQuery[datetime | None] = None,
+    limit: FromQuery[int] = 100,
+    cursor: FromQuery[str | None] = None,
+) -> FileQuery:
+    """``wire.files.FileQuery`` from the query string: one parameter per field (a test checks)."""
+    try:
+        return FileQuery(
+            name=name,
+            uploader=uploader,
+            source=source,
+            created_since=created_since,
+            created_until=created_until,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def summary(file: File) -> FileSummary:
@@ -33,34 +64,21 @@ def summary(file: File) -> FileSummary:
     )
 
 
-@get("/files", operation_id="searchFiles", sync_to_thread=True)
-def search_files(
-    state: State,
-    name: FromQuery[str | None] = None,
-    uploader: FromQuery[str | None] = None,
-    source: FromQuery[str | None] = None,
-    created_since: FromQuery[datetime | None] = None,
-    created_until: FromQuery[datetime | None] = None,
-    limit: FromQuery[int] = 100,
-    cursor: FromQuery[str | None] = None,
-) -> FileSearchResult:
-    query = files.FileQuery(
-        name=name,
-        uploader=uploader,
-        source=source,
-        created_since=created_since,
-        created_until=created_until,
-        limit=limit,
-        cursor=cursor,
-    )
-    with state.catalogue.session() as session:
-        rows, next_cursor = files.search_files(session, query)
+@get(
+    "/files",
+    operation_id="searchFiles",
+    sync_to_thread=True,
+    dependencies={"filters": Provide(file_query, sync_to_thread=False)},
+)
+def search_files(catalogue: CatalogueDep, filters: NamedDependency[FileQuery]) -> FileSearchResult:
+    with catalogue.session() as session:
+        rows, next_cursor = files.search_files(session, filters)
         return FileSearchResult(files=[summary(row) for row in rows], next_cursor=next_cursor)
 
 
 @get("/files/{name:path}", operation_id="getFile", sync_to_thread=True)
-def get_file(state: State, name: FromPath[str]) -> FileInfo:
-    with state.catalogue.session() as session:
+def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
+    with catalogue.session() as session:
         file = files.get_file(session, name.lstrip("/"))
         return FileInfo(
             **summary(file).model_dump(),

@@ -6,44 +6,21 @@ no counts of files), only health.
 
 from __future__ import annotations
 
-import threading
-import time
-
 from litestar import Router, get
-from litestar.datastructures import State
 
 from librarian_dagster import __version__
-from librarian_dagster.api.schemas import API_PREFIX, CatalogueHealth, PingResponse, StoreHealth
+from librarian_dagster.api.dependencies import (
+    CatalogueDep,
+    LeftoverCountsDep,
+    SettingsDep,
+    StoresDep,
+)
+from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
-
-LEFTOVER_STAGING_SECONDS = 7 * 24 * 3600
-# Counting leftovers walks every staging tree; /ping is unauthenticated and probed often, so
-# a count is reused for this long (uploads a week old do not appear by the second).
-LEFTOVER_COUNT_SECONDS = 300.0
-
-
-class LeftoverCounts:
-    """Leftover staging per store, counted at most once per ``LEFTOVER_COUNT_SECONDS``.
-
-    One per app; the lock makes concurrent probes wait for one walk instead of each walking.
-    """
-
-    def __init__(self, ttl: float = LEFTOVER_COUNT_SECONDS) -> None:
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._counts: dict[str, tuple[float, int]] = {}
-
-    def count(self, store: LocalStore) -> int:
-        with self._lock:
-            counted = self._counts.get(store.name)
-            now = time.monotonic()
-            if counted is None or now - counted[0] > self._ttl:
-                counted = (now, len(store.leftover_staging(LEFTOVER_STAGING_SECONDS)))
-                self._counts[store.name] = counted
-            return counted[1]
+from librarian_dagster.wire import API_PREFIX, CatalogueHealth, PingResponse, StoreHealth
 
 
 def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
@@ -94,16 +71,20 @@ def store_health(
 
 
 @get("/ping", operation_id="ping", sync_to_thread=True, summary="Name, version and health")
-def ping(state: State) -> PingResponse:
-    settings: LibrarianSettings = state.settings
-    catalogue = catalogue_health(state.catalogue)
-    stores = store_health(settings, state.stores, state.leftover_counts)
+def ping(
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    stores: StoresDep,
+    leftover_counts: LeftoverCountsDep,
+) -> PingResponse:
+    catalogue_state = catalogue_health(catalogue)
+    store_states = store_health(settings, stores, leftover_counts)
     return PingResponse(
         name=settings.name,
         version=__version__,
-        healthy=catalogue.ok and all(store.ok for store in stores if store.enabled),
-        catalogue=catalogue,
-        stores=stores,
+        healthy=catalogue_state.ok and all(store.ok for store in store_states if store.enabled),
+        catalogue=catalogue_state,
+        stores=store_states,
     )
 
 

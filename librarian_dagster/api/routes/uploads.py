@@ -1,20 +1,15 @@
 """``/api/v2/uploads``: stage, stream content, commit, status, cancel (read_append).
 
 Thin: each handler opens one unit of work and calls ``services.uploads``. The content route
-streams the body to a worker thread that writes and hashes it (never buffered whole); its
-size limit is the upload's declared size, not the app-wide JSON limit.
+hands the body to ``services.uploads.receive_content`` in a worker thread, which writes and
+hashes it (never buffered whole); its size limit is the upload's declared size, not the
+app-wide JSON limit.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import shutil
-from pathlib import Path
-
 import anyio.to_thread
 from litestar import Request, Response, Router, delete, get, post, put
-from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import (
     HTTP_200_OK,
@@ -24,7 +19,14 @@ from litestar.status_codes import (
 )
 
 from librarian_dagster.api.auth import requires
-from librarian_dagster.api.schemas import (
+from librarian_dagster.api.dependencies import CatalogueDep, LauncherDep, SettingsDep, StoresDep
+from librarian_dagster.api.streams import AsyncBodyReader
+from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.services import uploads
+from librarian_dagster.services.ingest_requests import StagedItem
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
+from librarian_dagster.wire import (
     API_PREFIX,
     TransferManager,
     UploadCommit,
@@ -32,20 +34,6 @@ from librarian_dagster.api.schemas import (
     UploadInfo,
     UploadList,
     UploadStatusQuery,
-)
-from librarian_dagster.api.streams import AsyncBodyReader
-from librarian_dagster.catalogue.models import IncomingTransfer, UserLevel
-from librarian_dagster.services import uploads
-from librarian_dagster.services.accounts import Principal
-from librarian_dagster.services.errors import InvalidRequest
-from librarian_dagster.services.ingest_requests import StagedItem
-from librarian_dagster.settings import LibrarianSettings
-from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum
-from librarian_dagster.storage.receive import (
-    TAR_MEDIA_TYPE,
-    ReceiveError,
-    receive_file,
-    receive_tar,
 )
 
 
@@ -74,13 +62,16 @@ def upload_info(transfer: IncomingTransfer, settings: LibrarianSettings) -> Uplo
 
 @post("/uploads", operation_id="stageUpload", sync_to_thread=True, status_code=HTTP_201_CREATED)
 def stage_upload(
-    request: Request, state: State, data: JSONBody[UploadCreate]
+    request: Request,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    stores: StoresDep,
+    data: JSONBody[UploadCreate],
 ) -> Response[UploadInfo]:
-    settings: LibrarianSettings = state.settings
-    with state.catalogue.session() as session:
+    with catalogue.session() as session:
         transfer, created = uploads.stage_upload(
             session,
-            state.stores,
+            stores,
             name=data.name,
             size=data.size,
             checksum=data.checksum,
@@ -92,60 +83,38 @@ def stage_upload(
     return Response(info, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
-def _remove_partial(path: Path) -> None:
-    """Drop what an interrupted or refused content upload left at the data path."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
-
-
-def _receive(
-    state: State, upload_id: int, principal: Principal, body: io.RawIOBase, media_type: str
-) -> UploadInfo:
-    settings: LibrarianSettings = state.settings
-    with state.catalogue.session() as session:
-        transfer, staging = uploads.upload_for_content(session, state.stores, upload_id, principal)
-        declared_size, declared_checksum = transfer.size, transfer.checksum
-    expected = Checksum.parse(declared_checksum) if declared_checksum else None
-    algorithm = expected.algorithm if expected else settings.checksum.algorithm
-    _remove_partial(staging.data_path)
-    stream = io.BufferedReader(body, CHUNK_SIZE)
-    receive = receive_tar if media_type == TAR_MEDIA_TYPE else receive_file
-    try:
-        received = receive(stream, staging.data_path, algorithm, declared_size)
-        if received.size != declared_size:
-            raise ReceiveError(
-                f"size mismatch: declared {declared_size} bytes, received {received.size}"
-            )
-        if expected is not None and received.checksum != expected:
-            raise ReceiveError(
-                f"checksum mismatch: expected {expected}, received {received.checksum}"
-            )
-    except ReceiveError as error:
-        _remove_partial(staging.data_path)
-        raise InvalidRequest(str(error)) from None
-    except BaseException:
-        _remove_partial(staging.data_path)
-        raise
-    with state.catalogue.session() as session:
-        return upload_info(uploads.get_upload(session, upload_id, principal), settings)
-
-
 @put(
     "/uploads/{upload_id:int}/content",
     operation_id="putUploadContent",
     request_max_body_size=None,
     summary="Stream a file (application/octet-stream) or a directory (application/x-tar)",
 )
-async def put_content(request: Request, state: State, upload_id: FromPath[int]) -> UploadInfo:
+async def put_content(
+    request: Request,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    stores: StoresDep,
+    upload_id: FromPath[int],
+) -> UploadInfo:
     media_type = (
         request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
     )
     body = AsyncBodyReader(request.stream())
-    return await anyio.to_thread.run_sync(
-        _receive, state, upload_id, request.user, body, media_type
-    )
+
+    def receive() -> UploadInfo:
+        uploads.receive_content(
+            catalogue,
+            stores,
+            upload_id,
+            request.user,
+            body,
+            media_type=media_type,
+            default_algorithm=settings.checksum.algorithm,
+        )
+        with catalogue.session() as session:
+            return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
+
+    return await anyio.to_thread.run_sync(receive)
 
 
 @post(
@@ -155,14 +124,18 @@ async def put_content(request: Request, state: State, upload_id: FromPath[int]) 
     status_code=HTTP_202_ACCEPTED,
 )
 def commit_upload(
-    request: Request, state: State, upload_id: FromPath[int], data: JSONBody[UploadCommit]
+    request: Request,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    stores: StoresDep,
+    launcher: LauncherDep,
+    upload_id: FromPath[int],
+    data: JSONBody[UploadCommit],
 ) -> UploadInfo:
-    settings: LibrarianSettings = state.settings
-    launcher = state.get("ingest_launcher")
-    with state.catalogue.session() as session:
+    with catalogue.session() as session:
         transfer = uploads.commit_upload(
             session,
-            state.stores,
+            stores,
             upload_id,
             data.checksum,
             request.user,
@@ -175,16 +148,23 @@ def commit_upload(
 
 
 @get("/uploads/{upload_id:int}", operation_id="getUpload", sync_to_thread=True)
-def get_upload(request: Request, state: State, upload_id: FromPath[int]) -> UploadInfo:
-    with state.catalogue.session() as session:
-        return upload_info(uploads.get_upload(session, upload_id, request.user), state.settings)
+def get_upload(
+    request: Request, settings: SettingsDep, catalogue: CatalogueDep, upload_id: FromPath[int]
+) -> UploadInfo:
+    with catalogue.session() as session:
+        return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
 
 
 @post("/uploads/status", operation_id="getUploads", sync_to_thread=True, status_code=HTTP_200_OK)
-def get_uploads(request: Request, state: State, data: JSONBody[UploadStatusQuery]) -> UploadList:
-    with state.catalogue.session() as session:
+def get_uploads(
+    request: Request,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    data: JSONBody[UploadStatusQuery],
+) -> UploadList:
+    with catalogue.session() as session:
         found = uploads.get_uploads(session, data.upload_ids, request.user)
-        return UploadList(uploads=[upload_info(t, state.settings) for t in found])
+        return UploadList(uploads=[upload_info(t, settings) for t in found])
 
 
 @delete(
@@ -193,10 +173,10 @@ def get_uploads(request: Request, state: State, data: JSONBody[UploadStatusQuery
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
 )
-def cancel_upload(request: Request, state: State, upload_id: FromPath[int]) -> None:
-    with state.catalogue.session() as session:
-        staging = uploads.cancel_upload(session, state.stores, upload_id, request.user)
-    uploads.discard(staging)
+def cancel_upload(
+    request: Request, catalogue: CatalogueDep, stores: StoresDep, upload_id: FromPath[int]
+) -> None:
+    uploads.cancel_upload(catalogue, stores, upload_id, request.user)
 
 
 def router() -> Router:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from litestar import Router, delete, get, patch, post
-from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from librarian_dagster.api.auth import requires
-from librarian_dagster.api.schemas import API_PREFIX, UserCreate, UserInfo, UserList, UserUpdate
-from librarian_dagster.catalogue.models import User, UserLevel
+from librarian_dagster.api.dependencies import CatalogueDep, SettingsDep
+from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
-from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import UserLevel
+from librarian_dagster.wire import API_PREFIX, UserCreate, UserInfo, UserList, UserUpdate
 
 
 def _info(user: User) -> UserInfo:
@@ -24,24 +24,26 @@ def _info(user: User) -> UserInfo:
 
 
 @get("/users", operation_id="listUsers", sync_to_thread=True)
-def list_users(state: State) -> UserList:
-    with state.catalogue.session() as session:
+def list_users(catalogue: CatalogueDep) -> UserList:
+    with catalogue.session() as session:
         return UserList(users=[_info(user) for user in accounts.list_users(session)])
 
 
 @post("/users", operation_id="createUser", sync_to_thread=True, status_code=HTTP_201_CREATED)
-def create_user(state: State, data: JSONBody[UserCreate]) -> UserInfo:
-    settings: LibrarianSettings = state.settings
+def create_user(
+    settings: SettingsDep, catalogue: CatalogueDep, data: JSONBody[UserCreate]
+) -> UserInfo:
     hasher = accounts.password_hasher(settings.security)
-    with state.catalogue.session() as session:
+    with catalogue.session() as session:
         user = accounts.create_user(session, hasher, data.name, data.password, data.level)
         return _info(user)
 
 
 @patch("/users/{name:str}", operation_id="updateUser", sync_to_thread=True)
-def update_user(state: State, name: FromPath[str], data: JSONBody[UserUpdate]) -> UserInfo:
-    settings: LibrarianSettings = state.settings
-    with state.catalogue.session() as session:
+def update_user(
+    settings: SettingsDep, catalogue: CatalogueDep, name: FromPath[str], data: JSONBody[UserUpdate]
+) -> UserInfo:
+    with catalogue.session() as session:
         user = accounts.get_user(session, name)
         if data.password is not None:
             user = accounts.set_password(
@@ -58,8 +60,8 @@ def update_user(state: State, name: FromPath[str], data: JSONBody[UserUpdate]) -
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
 )
-def delete_user(state: State, name: FromPath[str]) -> None:
-    with state.catalogue.session() as session:
+def delete_user(catalogue: CatalogueDep, name: FromPath[str]) -> None:
+    with catalogue.session() as session:
         accounts.delete_user(session, name)
 
 

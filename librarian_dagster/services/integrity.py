@@ -18,14 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import (
-    CorruptFile,
-    CorruptionStatus,
-    File,
-    Instance,
-    Severity,
-)
+from librarian_dagster.catalogue.models import CorruptFile, File, Instance
 from librarian_dagster.services.events import record_event
+from librarian_dagster.states import CorruptionStatus, Severity
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, hash_path
 from librarian_dagster.storage.local_store import LocalStore
 

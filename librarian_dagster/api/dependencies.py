@@ -1,0 +1,56 @@
+"""What route handlers are given: typed dependencies, provided once per app.
+
+Handlers declare what they use (``catalogue: CatalogueDep``) instead of reaching into the
+app's state by name, so a typo is an error at start-up and a handler's signature says what
+it touches. Values are the app's own objects, passed as they are (not validated per
+request).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+
+from librarian_dagster.api.health import LeftoverCounts
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.services.ingest_launcher import IngestLauncher
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage.local_store import LocalStore
+
+SettingsDep = NamedDependency[SkipValidation[LibrarianSettings]]
+CatalogueDep = NamedDependency[SkipValidation[Catalogue]]
+StoresDep = NamedDependency[SkipValidation[dict[str, LocalStore]]]
+LauncherDep = NamedDependency[SkipValidation[IngestLauncher | None]]
+LeftoverCountsDep = NamedDependency[SkipValidation[LeftoverCounts]]
+
+
+def _constant(value: Any) -> Provide:
+    return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+
+def app_dependencies(
+    settings: LibrarianSettings,
+    catalogue: Catalogue,
+    stores: dict[str, LocalStore],
+    launcher: IngestLauncher | None,
+) -> dict[str, Provide]:
+    """The dependencies of every route: settings, catalogue, stores, the ingest launcher."""
+    return {
+        "settings": _constant(settings),
+        "catalogue": _constant(catalogue),
+        "stores": _constant(stores),
+        "launcher": _constant(launcher),
+        "leftover_counts": _constant(LeftoverCounts()),
+    }
+
+
+__all__ = [
+    "CatalogueDep",
+    "LauncherDep",
+    "LeftoverCountsDep",
+    "SettingsDep",
+    "StoresDep",
+    "app_dependencies",
+]

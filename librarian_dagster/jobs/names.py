@@ -1,0 +1,33 @@
+"""The names Dagster knows a librarian's pieces by: location, jobs, ops, partitions, tags.
+
+Plain strings in one place, importable without Dagster: ``dagster_instance`` writes them
+into ``workspace.yaml`` and ``dagster.yaml`` (the run queue limits ingest runs by the kind
+tag), the API's launchers name the job they ask for, and users script against them. Job and
+op names are pinned by SPEC §6; tags are how runs are told apart in the UI and the queue.
+"""
+
+LOCATION_NAME = "librarian"
+# A Definitions object's repository is always called this (the GraphQL API needs it).
+REPOSITORY_NAME = "__repository__"
+BOOKS_PARTITIONS = "books"
+
+INGEST_JOB = "ingest_books"
+INGEST_OP = "verify_and_store"
+
+# What kind of work a run does; the run queue limits concurrent runs per kind.
+KIND_TAG = "librarian/kind"
+INGEST_KIND = "ingest"
+# Which books a run is about, for people reading the runs list.
+BOOKS_TAG = "librarian/books"
+# Where an ingest run's books come from when not from uploads ("inbox"), and which inbox
+# books it registers (a digest of their names): the sensor asks once for the same books.
+SOURCE_TAG = "librarian/source"
+INBOX_SOURCE = "inbox"
+INBOX_TAG = "librarian/inbox"
+
+# Runs executed inside the API process (``jobs.api_executor``) and their liveness.
+EXECUTOR_TAG = "librarian/executor"
+API_EXECUTOR = "api"
+PROCESS_TAG = "librarian/process"
+# Set by the API's runner once execute_in_process has returned (or raised).
+FINISHED_TAG = "librarian/finished"

@@ -1,0 +1,99 @@
+"""Incoming transfers: bytes on their way into one of our stores, whatever brought them.
+
+Uploads, inbox books, and soon clone batches and SneakerNet drives all take one path: an
+``incoming_transfers`` row (kind, name, size, store, a private staging directory) →
+the data lands in staging → ``services.ingest`` verifies and stores it → ``stored`` or
+``failed``. This module is the part they share: ``stage_transfer`` (the staging directory
+and the row, together), ``fail``, ``discard``, ``pending_for_name``. Each kind keeps only
+its own steps in its own module (``uploads``, ``inbox``) and its hooks for the end of
+ingest (``services.ingest.KindHooks``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from librarian_dagster.catalogue.models import IncomingTransfer, Store
+from librarian_dagster.states import PENDING_STATUSES, TransferKind, TransferStatus
+from librarian_dagster.storage.errors import StagingNotFoundError
+from librarian_dagster.storage.local_store import LocalStore
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where a transfer's bytes go: the store, its staging directory and the data path."""
+
+    store: LocalStore
+    staging_id: str
+    data_path: Path
+
+
+def stage_transfer(
+    session: Session,
+    store_row: Store,
+    store: LocalStore,
+    *,
+    kind: TransferKind,
+    name: str,
+    size: int,
+    checksum: str | None,
+    uploader: str,
+    source: str,
+) -> IncomingTransfer:
+    """Reserve a staging directory in ``store`` and record the transfer as ``initiated``.
+
+    In the caller's transaction. The store refuses (``StoreFullError``) before anything is
+    created; if the row cannot be written, the new staging directory is removed again.
+    """
+    staged = store.stage(name, size)
+    transfer = IncomingTransfer(
+        kind=kind,
+        status=TransferStatus.INITIATED,
+        name=name,
+        size=size,
+        checksum=checksum,
+        uploader=uploader,
+        source=source,
+        store_id=store_row.id,
+        staging_id=staged.staging_id,
+        staging_path=str(staged.data_path),
+    )
+    session.add(transfer)
+    try:
+        session.flush()
+    except BaseException:
+        store.discard_staging(staged.staging_id)
+        raise
+    return transfer
+
+
+def staging_of(transfer: IncomingTransfer, stores: dict[str, LocalStore]) -> Staging:
+    store = stores[transfer.store.name]
+    return Staging(store, transfer.staging_id, Path(transfer.staging_path))
+
+
+def pending_for_name(session: Session, name: str) -> IncomingTransfer | None:
+    """The one transfer of this name that is not final yet, if any (a unique index)."""
+    return session.scalar(
+        select(IncomingTransfer).where(
+            IncomingTransfer.name == name, IncomingTransfer.status.in_(PENDING_STATUSES)
+        )
+    )
+
+
+def fail(transfer: IncomingTransfer, reason: str) -> None:
+    transfer.status = TransferStatus.FAILED
+    transfer.failure_reason = reason
+    transfer.completed_at = datetime.now(UTC)
+
+
+def discard(staging: Staging) -> None:
+    """Remove a staging directory and its data; a missing one is already discarded."""
+    with contextlib.suppress(StagingNotFoundError):
+        staging.store.discard_staging(staging.staging_id)

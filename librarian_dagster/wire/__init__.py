@@ -1,0 +1,54 @@
+"""Wire models: the JSON bodies (and the search query) of the REST API, one per flow.
+
+Shared by the server (``api/``, ``services/``) and the client (``client/``, ``cli/``).
+Importing them loads pydantic and ``librarian_dagster.states`` only: no SQLAlchemy, no
+Litestar, no Dagster (a test keeps it so). Request models forbid unknown fields.
+"""
+
+from librarian_dagster.wire.common import API_PREFIX, Problem, RequestModel, ResponseModel
+from librarian_dagster.wire.files import (
+    MAX_PAGE,
+    FileInfo,
+    FileQuery,
+    FileSearchResult,
+    FileSummary,
+    InstanceInfo,
+    RemoteInstanceInfo,
+)
+from librarian_dagster.wire.ping import CatalogueHealth, PingResponse, StoreHealth
+from librarian_dagster.wire.uploads import (
+    TransferManager,
+    UploadCommit,
+    UploadCreate,
+    UploadInfo,
+    UploadList,
+    UploadStatusQuery,
+)
+from librarian_dagster.wire.users import UserCreate, UserInfo, UserList, UserUpdate
+
+__all__ = [
+    "API_PREFIX",
+    "MAX_PAGE",
+    "CatalogueHealth",
+    "FileInfo",
+    "FileQuery",
+    "FileSearchResult",
+    "FileSummary",
+    "InstanceInfo",
+    "PingResponse",
+    "Problem",
+    "RemoteInstanceInfo",
+    "RequestModel",
+    "ResponseModel",
+    "StoreHealth",
+    "TransferManager",
+    "UploadCommit",
+    "UploadCreate",
+    "UploadInfo",
+    "UploadList",
+    "UploadStatusQuery",
+    "UserCreate",
+    "UserInfo",
+    "UserList",
+    "UserUpdate",
+]

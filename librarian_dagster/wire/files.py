@@ -1,0 +1,88 @@
+"""``/files``: search the catalogue and locate one file's copies (read_only).
+
+``FileQuery`` is the one definition of the search filters: the route builds it from the query
+string, ``services.files.search_files`` runs it, ``LibrarianClient`` and ``librarian search``
+send it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from librarian_dagster.wire.common import RequestModel, ResponseModel
+
+# Files per page of GET /files (the limit's upper bound).
+MAX_PAGE = 1000
+
+
+class FileQuery(RequestModel):
+    """Filters and paging of a file search; unset (or empty) filters match everything."""
+
+    name: str | None = Field(default=None, description="Name glob: * and ? are wildcards.")
+    uploader: str | None = None
+    source: str | None = Field(default=None, description="The librarian the file came from.")
+    created_since: datetime | None = Field(default=None, description="Created at or after.")
+    created_until: datetime | None = Field(default=None, description="Created before.")
+    limit: Annotated[int, Field(description=f"Files per page, 1 to {MAX_PAGE}.")] = 100
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+
+    @field_validator("limit")
+    @classmethod
+    def _page_size(cls, limit: int) -> int:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+        return limit
+
+    @field_validator("created_since", "created_until")
+    @classmethod
+    def _zoned(cls, moment: datetime | None) -> datetime | None:
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError("times must carry a timezone (e.g. 2026-11-25T00:00:00Z)")
+        return moment
+
+    def params(self) -> dict[str, str | int]:
+        """The query string that carries this query (unset and empty filters left out)."""
+        return {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in self.model_dump().items()
+            if value not in (None, "")
+        }
+
+
+class InstanceInfo(ResponseModel):
+    store: str
+    path: str
+    available: bool
+    created_at: datetime
+    verified_at: datetime | None = None
+
+
+class RemoteInstanceInfo(ResponseModel):
+    librarian: str
+    store: str
+    created_at: datetime
+    verified_at: datetime | None = None
+
+
+class FileSummary(ResponseModel):
+    name: str
+    size: int
+    checksum: str
+    is_directory: bool
+    uploader: str
+    source: str
+    created_at: datetime
+
+
+class FileInfo(FileSummary):
+    instances: list[InstanceInfo]
+    remote_instances: list[RemoteInstanceInfo]
+
+
+class FileSearchResult(ResponseModel):
+    files: list[FileSummary]
+    # Pass as ``cursor`` to get the next page; None when this was the last one.
+    next_cursor: str | None = None

@@ -1,0 +1,32 @@
+"""``GET /ping``: name, version and the health of the catalogue and the stores."""
+
+from __future__ import annotations
+
+from librarian_dagster.wire.common import ResponseModel
+
+
+class StoreHealth(ResponseModel):
+    name: str
+    kind: str
+    enabled: bool
+    ingestable: bool
+    ok: bool
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+    leftover_staging: int | None = None
+    error: str | None = None
+
+
+class CatalogueHealth(ResponseModel):
+    ok: bool
+    backend: str
+    revision: str | None = None
+    error: str | None = None
+
+
+class PingResponse(ResponseModel):
+    name: str
+    version: str
+    healthy: bool
+    catalogue: CatalogueHealth
+    stores: list[StoreHealth]
