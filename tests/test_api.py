@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -14,9 +15,11 @@ from litestar.testing import TestClient
 
 from librarian_dagster.api.health import LEFTOVER_STAGING_SECONDS, LeftoverCounts
 from librarian_dagster.api.routes import ping as ping_routes
+from librarian_dagster.api.routes.files import file_query
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.wire import FileQuery
 from tests.api_helpers import PASSWORD, api_client, credentials
 
 ADMIN = credentials(UserLevel.ADMIN)
@@ -111,6 +114,20 @@ def test_openapi_schema_is_public(client: TestClient) -> None:
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert "/api/v2/ping" in paths and "/api/v2/users" in paths
+
+
+def test_the_search_route_takes_exactly_the_file_query_fields(client: TestClient) -> None:
+    """One definition of the search filters (``wire.files.FileQuery``): the route's query
+    string, its OpenAPI description and the client's request all follow it."""
+    operation = client.get("/schema/openapi.json").json()["paths"]["/api/v2/files"]["get"]
+    documented = [p["name"] for p in operation["parameters"] if p["in"] == "query"]
+    assert sorted(documented) == sorted(FileQuery.model_fields)
+    assert list(inspect.signature(file_query).parameters) == list(FileQuery.model_fields)
+    auth = credentials(UserLevel.READ_ONLY)
+    refused = client.get("/api/v2/files", params={"limit": 5000}, auth=auth)
+    assert refused.status_code == 400 and "limit must be between 1 and 1000" in refused.text
+    naive = client.get("/api/v2/files", params={"created_since": "2026-01-01T00:00"}, auth=auth)
+    assert naive.status_code == 400 and "created_since" in naive.text
 
 
 def test_user_lifecycle(client: TestClient) -> None:

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.catalogue.models import Event, IncomingTransfer
 from librarian_dagster.services import inbox as inbox_module
-from librarian_dagster.services.inbox import find_books, register_books
+from librarian_dagster.services.inbox import InboxBook, find_books, register_books
+from librarian_dagster.services.ingest import ingest_transfer
+from librarian_dagster.services.ingest_launcher import InlineIngestLauncher
+from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import TransferKind
 from librarian_dagster.storage.checksums import hash_path
@@ -155,4 +158,106 @@ def test_already_catalogued_name_is_refused_and_left(site: Site, tmp_path: Path)
     lines = scan(site)
     assert lines and "already catalogued" in lines[0]
     assert (day / "obs").read_bytes() == b"second" and (day / "obs.failed").exists()
+    assert inbox_transfers(site) == []
+
+
+# -- a refused inbox book is never deleted (the three ways it used to be) ----------------
+
+
+def events_of(site: Site, kind: str) -> list[Event]:
+    with site.catalogue.session() as session:
+        return list(session.scalars(select(Event).where(Event.kind == kind)))
+
+
+def registered_with_wrong_checksum(site: Site, tmp_path: Path, content: bytes) -> tuple[int, Path]:
+    """An inbox book staged with a marker whose checksum it does not have."""
+    day = tmp_path / "inbox" / "day"
+    day.mkdir(parents=True, exist_ok=True)
+    (day / "obs").write_bytes(content)
+    (day / "obs.done").write_text("xxh3_128:" + "f" * 32 + "\n")
+    assert scan(site) == ["inbox day/obs: staged"]
+    ((transfer_id, _, _),) = inbox_transfers(site)
+    with site.catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, transfer_id)
+        assert transfer is not None
+        return transfer_id, Path(transfer.staging_path)
+
+
+def test_a_new_book_of_that_name_in_the_inbox_keeps_both(site: Site, tmp_path: Path) -> None:
+    """The producer wrote a new book of the same name meanwhile: neither copy is lost."""
+    transfer_id, staged = registered_with_wrong_checksum(site, tmp_path, b"first attempt")
+    (tmp_path / "inbox" / "day" / "obs").write_bytes(b"the producer's new book")
+    outcome = site.ingest(transfer_id)
+    assert outcome.status == "failed" and "checksum mismatch" in (outcome.reason or "")
+    assert (tmp_path / "inbox" / "day" / "obs").read_bytes() == b"the producer's new book"
+    assert staged.read_bytes() == b"first attempt"  # ours stays in staging
+    (event,) = events_of(site, "inbox_book_kept")
+    assert str(staged) in event.message and "a new book of that name" in event.message
+    assert not (tmp_path / "inbox" / "day" / "obs.failed").exists()
+
+
+def test_a_store_without_an_inbox_any_more_keeps_the_book_in_staging(
+    make_settings: Callable[..., LibrarianSettings], site: Site, tmp_path: Path
+) -> None:
+    transfer_id, staged = registered_with_wrong_checksum(site, tmp_path, b"producer bytes")
+    without_inbox = make_settings(database_url=site.settings.database_url)
+    assert without_inbox.store("main").inbox is None
+    outcome = ingest_transfer(
+        site.catalogue,
+        site.stores,
+        transfer_id,
+        run_id="run-1",
+        run_is_active=lambda _: False,
+        settings=without_inbox,
+    )
+    assert outcome.status == "failed"
+    assert staged.read_bytes() == b"producer bytes"
+    (event,) = events_of(site, "inbox_book_kept")
+    assert "no inbox any more" in event.message
+
+
+def test_every_launcher_hands_a_refused_book_back(site: Site, tmp_path: Path) -> None:
+    """The inline launcher (tests, single-process tools) used to ingest without settings."""
+    transfer_id, _ = registered_with_wrong_checksum(site, tmp_path, b"inline bytes")
+    launcher = InlineIngestLauncher(site.catalogue, site.stores, site.settings)
+    launcher.request([StagedItem(transfer_id, "day/obs", len(b"inline bytes"))])
+    deadline = time.monotonic() + 30
+    while inbox_transfers(site)[0][2] != "failed":
+        assert time.monotonic() < deadline, "the launcher did not ingest"
+        time.sleep(0.02)
+    day = tmp_path / "inbox" / "day"
+    assert (day / "obs").read_bytes() == b"inline bytes"
+    assert "checksum mismatch" in (day / "obs.failed").read_text()
+    assert site.staging_listing() == []
+
+
+def test_a_refused_book_waits_for_a_new_marker_even_with_a_quiet_period(
+    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path, inbox_quiet_seconds=60)
+    book = tmp_path / "inbox" / "linked"
+    book.mkdir()
+    (book / "data").write_bytes(b"1")
+    (book / "link").symlink_to("data")
+    old = time.time() - 120
+    for path in (book / "data", book / "link", book):
+        os.utime(path, (old, old), follow_symlinks=False)
+    assert scan(site) == ["inbox linked: staged"]
+    ((transfer_id, _, _),) = inbox_transfers(site)
+    assert site.ingest(transfer_id).status == "failed"
+    assert "symlink" in (tmp_path / "inbox" / "linked.failed").read_text()
+    os.utime(book, (old, old))
+    assert find_books(site.settings) == []  # not retried every quiet period
+    (tmp_path / "inbox" / "linked.done").write_text("")
+    assert find_books(site.settings) == [InboxBook("main", "linked")]
+
+
+def test_the_sensors_part_moves_and_walks_nothing(site: Site, tmp_path: Path) -> None:
+    book = tmp_path / "inbox" / "day" / "obs"
+    book.mkdir(parents=True)
+    (book / "a").write_bytes(b"a")
+    (book.parent / "obs.done").write_text("")
+    before = sorted(str(p) for p in (tmp_path / "inbox").rglob("*"))
+    assert find_books(site.settings) == [InboxBook("main", "day/obs")]
+    assert sorted(str(p) for p in (tmp_path / "inbox").rglob("*")) == before
     assert inbox_transfers(site) == []

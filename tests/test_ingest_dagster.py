@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,9 +15,10 @@ from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.definitions import defs
 from librarian_dagster.jobs.ingest import ingest_run_config
-from librarian_dagster.jobs.names import BOOKS_PARTITIONS
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INBOX_TAG, SOURCE_TAG
 from librarian_dagster.sensors.ingest import ingest_sensor
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
 
 
@@ -163,3 +165,95 @@ def test_checksum_check_passes_then_catches_corruption(
     (evaluation,) = second.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["corrupt"].value == ["check/me"]
+
+
+def inbox_site(
+    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+) -> Site:
+    (tmp_path / "inbox").mkdir()
+    return open_site(
+        make_settings(database_url=database_url, extra_toml=f'inbox = "{tmp_path / "inbox"}"')
+    )
+
+
+def inbox_requests(result: dg.SensorResult | dg.SkipReason) -> list[dg.RunRequest]:
+    if not isinstance(result, dg.SensorResult):
+        return []
+    return [r for r in result.run_requests or [] if INBOX_TAG in r.tags]
+
+
+def test_the_sensor_finds_inbox_books_and_its_run_stores_them(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path)
+    book = make_book(tmp_path / "inbox", "obs_0001")
+    (tmp_path / "inbox" / "obs_0001.done").write_text("")
+    expected = hash_path(book)
+    result = ingest_sensor(
+        dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+    )
+    (request,) = inbox_requests(result)
+    config = request.run_config["ops"]["verify_and_store"]["config"]
+    assert config == {"transfer_ids": [], "inbox_books": [{"store": "main", "name": "obs_0001"}]}
+    assert request.tags[SOURCE_TAG] == "inbox"
+    assert book.is_dir() and (tmp_path / "inbox" / "obs_0001.done").exists()  # moved nothing
+    run = defs.resolve_job_def("ingest_books").execute_in_process(
+        run_config=request.run_config,
+        instance=instance,
+        resources=dagster_resources(site),
+        tags=request.tags,
+    )
+    assert run.success
+    assert not book.exists() and hash_path(site.store.path_for("obs_0001")) == expected
+    assert instance.get_materialized_partitions(BOOK_KEY) == {"obs_0001"}
+    # Registered and stored by that run: nothing is left for the next tick.
+    again = ingest_sensor(
+        dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+    )
+    assert isinstance(again, dg.SkipReason) or not again.run_requests
+
+
+def add_inbox_run(
+    instance: dg.DagsterInstance, request: dg.RunRequest, status: dg.DagsterRunStatus
+) -> None:
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="ingest_books",
+            run_id=str(uuid.uuid4()),
+            status=status,
+            tags=dict(request.tags),
+        )
+    )
+
+
+def test_the_sensor_asks_once_for_the_same_inbox_books(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path)
+    (tmp_path / "inbox" / "a.dat").write_bytes(b"a")
+    (tmp_path / "inbox" / "a.dat.done").write_text("")
+
+    def tick() -> list[dg.RunRequest]:
+        return inbox_requests(
+            ingest_sensor(
+                dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+            )
+        )
+
+    (first,) = tick()
+    add_inbox_run(instance, first, dg.DagsterRunStatus.STARTED)
+    (tmp_path / "inbox" / "b.dat").write_bytes(b"b")
+    (tmp_path / "inbox" / "b.dat.done").write_text("")
+    assert tick() == []  # one inbox run at a time: b waits for it
+    (running,) = instance.get_runs()
+    instance.report_run_failed(running, "as if it died before registering anything")
+    (second,) = tick()  # a and b now
+    assert len(second.run_config["ops"]["verify_and_store"]["config"]["inbox_books"]) == 2
+    add_inbox_run(instance, second, dg.DagsterRunStatus.FAILURE)
+    assert tick() == []  # the same books are not asked for again at once

@@ -25,7 +25,7 @@ import re
 import stat
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from librarian_dagster.states import StoreKind
@@ -38,6 +38,7 @@ from librarian_dagster.storage.errors import (
     StoreError,
     StoreFullError,
 )
+from librarian_dagster.storage.health import StoreHealth, store_health, usable_bytes
 from librarian_dagster.storage.names import InvalidNameError, validate_name
 from librarian_dagster.storage.tree import newest_mtime_and_size, scandir_sorted
 
@@ -82,30 +83,6 @@ class LeftoverStaging:
     path: Path
     age_seconds: float
     bytes: int
-
-
-@dataclass(frozen=True)
-class StoreHealth:
-    """What ``/ping`` reports about a store, cheap enough to compute on every call."""
-
-    name: str
-    kind: str
-    root: str
-    exists: bool
-    writable: bool
-    staging_present: bool
-    store_present: bool
-    free_bytes: int
-    total_bytes: int
-
-    @property
-    def ok(self) -> bool:
-        """Usable: the layout is there and we can write to it."""
-        return self.exists and self.writable and self.staging_present and self.store_present
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-ready view."""
-        return asdict(self)
 
 
 class LocalStore:
@@ -279,33 +256,11 @@ class LocalStore:
 
     def free_bytes(self) -> int:
         """Bytes an upload may still use: free space for unprivileged users minus the reserve."""
-        vfs = os.statvfs(self.root)
-        return max(0, vfs.f_bavail * vfs.f_frsize - self.reserve_bytes)
+        return usable_bytes(os.statvfs(self.root), self.reserve_bytes)
 
     def health(self) -> StoreHealth:
         """A snapshot for monitoring; never raises for a missing or broken root."""
-        try:
-            vfs: os.statvfs_result | None = os.statvfs(self.root)
-        except OSError:
-            vfs = None
-        dirs = (self.root, self.staging_dir, self.store_dir)
-        writable = (
-            vfs is not None
-            and not vfs.f_flag & os.ST_RDONLY
-            and all(os.access(d, os.W_OK) for d in dirs)
-        )
-        free = max(0, vfs.f_bavail * vfs.f_frsize - self.reserve_bytes) if vfs else 0
-        return StoreHealth(
-            name=self.name,
-            kind=self.kind,
-            root=str(self.root),
-            exists=self.root.is_dir(),
-            writable=writable,
-            staging_present=posix.is_real_dir(self.staging_dir),
-            store_present=posix.is_real_dir(self.store_dir),
-            free_bytes=free,
-            total_bytes=vfs.f_blocks * vfs.f_frsize if vfs else 0,
-        )
+        return store_health(self)
 
     # -- helpers ----------------------------------------------------------------------
 
