@@ -191,8 +191,9 @@ def test_a_new_book_of_that_name_in_the_inbox_keeps_both(site: Site, tmp_path: P
     assert outcome.status == "failed" and "checksum mismatch" in (outcome.reason or "")
     assert (tmp_path / "inbox" / "day" / "obs").read_bytes() == b"the producer's new book"
     assert staged.read_bytes() == b"first attempt"  # ours stays in staging
-    (event,) = events_of(site, "inbox_book_kept")
-    assert str(staged) in event.message and "a new book of that name" in event.message
+    (event,) = events_of(site, "failed_data_kept")
+    assert str(staged) in event.message
+    assert "a new book of that name is in the inbox" in event.message
     assert not (tmp_path / "inbox" / "day" / "obs.failed").exists()
 
 
@@ -212,7 +213,7 @@ def test_a_store_without_an_inbox_any_more_keeps_the_book_in_staging(
     )
     assert outcome.status == "failed"
     assert staged.read_bytes() == b"producer bytes"
-    (event,) = events_of(site, "inbox_book_kept")
+    (event,) = events_of(site, "failed_data_kept")
     assert "no inbox any more" in event.message
 
 

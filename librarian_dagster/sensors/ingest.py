@@ -80,6 +80,8 @@ def _inbox_request(
 ) -> dg.RunRequest | None:
     """One run registering the finished inbox books (and interrupted registrations), or None."""
     settings = catalogue.settings
+    if not any(config.inbox is not None for config in settings.stores):
+        return None  # no inbox, nothing to look for (and no query on every tick)
     books = inbox.find_books(settings)
     if not books and not inbox.has_interrupted(catalogue.catalogue):
         return None

@@ -42,7 +42,13 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
-from librarian_dagster.services.incoming import Staging, fail, pending_for_name, stage_transfer
+from librarian_dagster.services.incoming import (
+    Staging,
+    fail,
+    keep_in_staging,
+    pending_for_name,
+    stage_transfer,
+)
 from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.services.stores import open_store
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
@@ -312,28 +318,16 @@ class InboxHooks:
         except KeyError:
             inbox = None
         if inbox is None:
-            self._kept(session, transfer, staging, reason, "the store has no inbox any more")
+            why = "the store has no inbox any more"
+            keep_in_staging(session, transfer, staging, reason, why)
             return
         book = inbox / transfer.name
         book.parent.mkdir(parents=True, exist_ok=True)
         try:
             rename_noreplace(staging.data_path, book)
         except FileExistsError:
-            self._kept(session, transfer, staging, reason, "a new book of that name is there")
+            why = "a new book of that name is in the inbox"
+            keep_in_staging(session, transfer, staging, reason, why)
             return
         _write_failed_marker(book, reason)
         staging.store.release_staging(staging.staging_id)
-
-    @staticmethod
-    def _kept(
-        session: Session, transfer: IncomingTransfer, staging: Staging, reason: str, why: str
-    ) -> None:
-        record_event(
-            session,
-            Severity.WARNING,
-            "inbox_book_kept",
-            f"{transfer.name!r} failed ({reason}) and was not handed back to the inbox ({why}); "
-            f"it is kept in staging at {staging.data_path}",
-            subject=transfer.name,
-            details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
-        )

@@ -4,9 +4,9 @@ Uploads, inbox books, and soon clone batches and SneakerNet drives all take one 
 ``incoming_transfers`` row (kind, name, size, store, a private staging directory) →
 the data lands in staging → ``services.ingest`` verifies and stores it → ``stored`` or
 ``failed``. This module is the part they share: ``stage_transfer`` (the staging directory
-and the row, together), ``fail``, ``discard``, ``pending_for_name``. Each kind keeps only
-its own steps in its own module (``uploads``, ``inbox``) and its hooks for the end of
-ingest (``services.ingest.KindHooks``).
+and the row, together), ``fail``, ``discard``, ``keep_in_staging``, ``pending_for_name``.
+Each kind keeps only its own steps in its own module (``uploads``, ``inbox``) and its hooks
+for the end of ingest (``services.ingest.KindHooks``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.models import IncomingTransfer, Store
-from librarian_dagster.states import PENDING_STATUSES, TransferKind, TransferStatus
+from librarian_dagster.services.events import record_event
+from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.errors import StagingNotFoundError
 from librarian_dagster.storage.local_store import LocalStore
 
@@ -97,3 +98,18 @@ def discard(staging: Staging) -> None:
     """Remove a staging directory and its data; a missing one is already discarded."""
     with contextlib.suppress(StagingNotFoundError):
         staging.store.discard_staging(staging.staging_id)
+
+
+def keep_in_staging(
+    session: Session, transfer: IncomingTransfer, staging: Staging, reason: str, why: str
+) -> None:
+    """A failed transfer's data stays in staging; an event tells an operator where and why."""
+    record_event(
+        session,
+        Severity.WARNING,
+        "failed_data_kept",
+        f"{transfer.kind.value} {transfer.name!r} failed ({reason}); its data is kept in "
+        f"staging at {staging.data_path}: {why}",
+        subject=transfer.name,
+        details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
+    )

@@ -36,7 +36,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
-from librarian_dagster.services.incoming import Staging, fail
+from librarian_dagster.services.incoming import Staging, fail, keep_in_staging
 from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import FINAL_STATUSES, Severity, TransferKind, TransferStatus
@@ -80,15 +80,8 @@ class KeepInStaging:
     def on_failed(
         self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
     ) -> None:
-        record_event(
-            session,
-            Severity.WARNING,
-            "ingest_failed_data_kept",
-            f"{transfer.kind.value} {transfer.name!r} failed ({reason}); its data is kept in "
-            f"staging at {staging.data_path}",
-            subject=transfer.name,
-            details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
-        )
+        why = f"ingest has no hooks for {transfer.kind.value} transfers yet"
+        keep_in_staging(session, transfer, staging, reason, why)
 
 
 def kind_hooks(settings: LibrarianSettings) -> dict[TransferKind, KindHooks]:
