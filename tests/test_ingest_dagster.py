@@ -17,6 +17,7 @@ from librarian_dagster.definitions import defs
 from librarian_dagster.jobs.ingest import ingest_run_config
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INBOX_TAG, SOURCE_TAG
 from librarian_dagster.sensors.ingest import ingest_sensor
+from librarian_dagster.services import inbox
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
@@ -197,7 +198,11 @@ def test_the_sensor_finds_inbox_books_and_its_run_stores_them(
     )
     (request,) = inbox_requests(result)
     config = request.run_config["ops"]["verify_and_store"]["config"]
-    assert config == {"transfer_ids": [], "inbox_books": [{"store": "main", "name": "obs_0001"}]}
+    assert config == {
+        "transfer_ids": [],
+        "register_inbox": True,
+        "inbox_books": [{"store": "main", "name": "obs_0001"}],
+    }
     assert request.tags[SOURCE_TAG] == "inbox"
     assert book.is_dir() and (tmp_path / "inbox" / "obs_0001.done").exists()  # moved nothing
     run = defs.resolve_job_def("ingest_books").execute_in_process(
@@ -257,3 +262,30 @@ def test_the_sensor_asks_once_for_the_same_inbox_books(
     assert len(second.run_config["ops"]["verify_and_store"]["config"]["inbox_books"]) == 2
     add_inbox_run(instance, second, dg.DagsterRunStatus.FAILURE)
     assert tick() == []  # the same books are not asked for again at once
+
+
+def test_an_interrupted_inbox_registration_gets_a_run_that_finishes_it(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path)
+    (tmp_path / "inbox" / "obs").write_bytes(b"interrupted")
+    (tmp_path / "inbox" / "obs.done").write_text("")
+    # A run killed between recording the transfer and renaming the book into staging:
+    monkeypatch.setattr(inbox.os, "rename", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        inbox.register_books(site.catalogue, site.settings, inbox.find_books(site.settings))
+    monkeypatch.undo()
+    (tmp_path / "inbox" / "obs.done").unlink()  # and the producer's marker is gone too
+    (request,) = inbox_requests(
+        ingest_sensor(dg.build_sensor_context(instance=instance, resources=dagster_resources(site)))
+    )
+    assert request.run_config["ops"]["verify_and_store"]["config"]["inbox_books"] == []
+    run = defs.resolve_job_def("ingest_books").execute_in_process(
+        run_config=request.run_config, instance=instance, resources=dagster_resources(site)
+    )
+    assert run.success and site.store.exists("obs")
+    assert not (tmp_path / "inbox" / "obs").exists()

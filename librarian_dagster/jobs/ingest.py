@@ -39,17 +39,26 @@ class InboxBookConfig(dg.Config):
 
 class IngestConfig(dg.Config):
     transfer_ids: list[int] = Field(description="Incoming transfers (staged) to verify and store.")
+    register_inbox: bool = Field(
+        default=False,
+        description="First finish interrupted inbox registrations and register inbox_books.",
+    )
     inbox_books: list[InboxBookConfig] = Field(
         default=[], description="Inbox books to register (rename into staging) and then store."
     )
 
 
 def ingest_run_config(
-    transfer_ids: Sequence[int], inbox_books: Sequence[inbox.InboxBook] = ()
+    transfer_ids: Sequence[int], inbox_books: Sequence[inbox.InboxBook] | None = None
 ) -> dict[str, object]:
-    """The run config of an ``ingest_books`` run for these transfers and inbox books."""
+    """The run config of an ``ingest_books`` run for these transfers.
+
+    With ``inbox_books`` (even none) it is an inbox run: it also finishes interrupted inbox
+    registrations and registers those books. Other runs do not look at inboxes at all.
+    """
     config: dict[str, object] = {"transfer_ids": list(transfer_ids)}
-    if inbox_books:
+    if inbox_books is not None:
+        config["register_inbox"] = True
         config["inbox_books"] = [{"store": b.store, "name": b.name} for b in inbox_books]
     return {"ops": {INGEST_OP: {"config": config}}}
 
@@ -112,7 +121,9 @@ def ingest_books_op(
     catalogue: CatalogueResource,
     stores: StoresResource,
 ) -> None:
-    transfer_ids = [*config.transfer_ids, *_register_inbox_books(context, catalogue, config)]
+    transfer_ids = list(config.transfer_ids)
+    if config.register_inbox:
+        transfer_ids += _register_inbox_books(context, catalogue, config)
     all_stores = stores.all()
     errors: list[str] = []
     for transfer_id in transfer_ids:
