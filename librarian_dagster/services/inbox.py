@@ -172,8 +172,11 @@ def _register(
     """Steps 1 to 3 for one book; (the staged transfer, log line), or Nones if not ours now."""
     assert config.inbox is not None
     book = config.inbox / name
-    if not os.path.lexists(book) or not _finished(book, config, walk=True):
-        return None, None
+    try:
+        if not os.path.lexists(book) or not _finished(book, config, walk=True):
+            return None, None
+    except FileNotFoundError:
+        return None, None  # taken away while we looked
     try:
         name = validate_name(name)
         checksum = _marker_checksum(book)
