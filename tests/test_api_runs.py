@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.dagster_instance import prepare_dagster_home
 from librarian_dagster.jobs import api_executor
 from librarian_dagster.jobs.ingest_launchers import InProcessRunLauncher
 from librarian_dagster.jobs.names import (
@@ -204,3 +205,20 @@ def test_launcher_hands_a_batch_back_to_the_sensor_when_it_cannot_run_it(
 
     wait_for(handed_back)
     assert site.status(upload_id)[0] == "staged"
+
+
+def test_the_api_instance_needs_its_own_config_file(
+    make_settings: Callable[..., LibrarianSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without api-instance.yaml Dagster would open a default instance: refuse instead."""
+    settings = make_settings()
+    home = settings.dagster_home
+    home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with pytest.raises(RuntimeError, match=r"api-instance\.yaml is missing"):
+        api_executor.api_instance()
+    prepare_dagster_home(settings)
+    with api_executor.api_instance() as instance:
+        assert type(instance.compute_log_manager).__name__ == "NoOpComputeLogManager"
+        assert instance.root_directory == str(home)

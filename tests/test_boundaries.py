@@ -121,6 +121,12 @@ def test_wire_models_and_states_import_no_orm_web_or_orchestrator(name: str, pat
     assert not bad, f"{name} imports {bad}"
 
 
+def test_the_dagster_names_need_no_dagster() -> None:
+    """The CLI writes them into dagster.yaml without loading Dagster."""
+    assert imports_of(PACKAGE / "jobs" / "names.py") == set()
+    assert not loaded_after("import librarian_dagster.jobs.names") & set(ORCHESTRATION)
+
+
 @pytest.mark.parametrize("name,path", list(modules("client")), ids=lambda v: str(v))
 def test_the_client_imports_no_orm_server_or_orchestrator(name: str, path: Path) -> None:
     forbidden = ("sqlalchemy", "litestar", *ORCHESTRATION, f"{TOP}.catalogue", f"{TOP}.api")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from librarian_dagster.catalogue.models import Event, IncomingTransfer
 from librarian_dagster.services import inbox as inbox_module
 from librarian_dagster.services.inbox import InboxBook, find_books, register_books
-from librarian_dagster.services.ingest import ingest_transfer
+from librarian_dagster.services.ingest import MAX_ATTEMPTS, ingest_transfer
 from librarian_dagster.services.ingest_launcher import InlineIngestLauncher
 from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.settings import LibrarianSettings
@@ -253,12 +253,100 @@ def test_a_refused_book_waits_for_a_new_marker_even_with_a_quiet_period(
     assert find_books(site.settings) == [InboxBook("main", "linked")]
 
 
-def test_the_sensors_part_moves_and_walks_nothing(site: Site, tmp_path: Path) -> None:
+@pytest.mark.parametrize("finished_by", ["marker", "quiet period"])
+def test_the_sensors_part_moves_and_walks_nothing(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    finished_by: str,
+) -> None:
+    site = inbox_site(make_settings, database_url, tmp_path, inbox_depth=2, inbox_quiet_seconds=60)
     book = tmp_path / "inbox" / "day" / "obs"
-    book.mkdir(parents=True)
-    (book / "a").write_bytes(b"a")
-    (book.parent / "obs.done").write_text("")
+    (book / "deep").mkdir(parents=True)
+    (book / "deep" / "a").write_bytes(b"a")
+    if finished_by == "marker":
+        (book.parent / "obs.done").write_text("")
+    else:
+        old = time.time() - 120
+        os.utime(book, (old, old))
     before = sorted(str(p) for p in (tmp_path / "inbox").rglob("*"))
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the sensor's part walked into a book or moved one")
+
+    for name in ("newest_mtime_and_size", "tree_size", "walk"):
+        monkeypatch.setattr(inbox_module, name, forbidden, raising=False)
+    monkeypatch.setattr(inbox_module.os, "rename", forbidden)
     assert find_books(site.settings) == [InboxBook("main", "day/obs")]
+    assert inbox_module.not_pending(site.catalogue, [InboxBook("main", "day/obs")])
+    monkeypatch.undo()
     assert sorted(str(p) for p in (tmp_path / "inbox").rglob("*")) == before
     assert inbox_transfers(site) == []
+
+
+def interrupted_registration(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A registration killed after step 1: the transfer is recorded, the book not moved."""
+    day = tmp_path / "inbox" / "day"
+    day.mkdir(parents=True, exist_ok=True)
+    (day / "obs").write_bytes(b"abc")
+    (day / "obs.done").write_text("")
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt("killed between recording and moving")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(inbox_module.os, "rename", killed)
+        with pytest.raises(KeyboardInterrupt):
+            scan(site)
+    ((transfer_id, _, status),) = inbox_transfers(site)
+    assert status == "initiated" and inbox_module.has_interrupted(site.catalogue)
+    return transfer_id
+
+
+def test_a_late_repair_never_undoes_a_finished_registration(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two inbox runs: B read the transfer as interrupted, A finished and stored it since."""
+    transfer_id = interrupted_registration(site, tmp_path, monkeypatch)
+    book = tmp_path / "inbox" / "day" / "obs"
+    assert scan(site) == ["inbox day/obs: staged"]  # run A repairs it...
+    assert site.ingest(transfer_id).status == "stored"  # ...and stores it
+    assert inbox_module._move_in(site.catalogue, transfer_id, book) == (None, None)  # B, late
+    assert inbox_transfers(site) == [(transfer_id, "day/obs", "stored")]
+    assert not inbox_module.has_interrupted(site.catalogue)
+
+
+def test_a_repair_without_an_inbox_ends_the_registration(
+    make_settings: Callable[..., LibrarianSettings],
+    site: Site,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transfer_id = interrupted_registration(site, tmp_path, monkeypatch)
+    without_inbox = make_settings(database_url=site.settings.database_url)
+    done = register_books(site.catalogue, without_inbox, [])
+    assert done.staged == [] and "no inbox any more" in done.lines[0]
+    assert inbox_transfers(site) == [(transfer_id, "day/obs", "failed")]
+    assert (tmp_path / "inbox" / "day" / "obs").read_bytes() == b"abc"  # left where it was
+    assert not inbox_module.has_interrupted(site.catalogue)  # no inbox run forever
+
+
+def test_a_book_that_keeps_crashing_runs_goes_back_to_its_producer(
+    site: Site, tmp_path: Path
+) -> None:
+    day = tmp_path / "inbox" / "day"
+    day.mkdir(parents=True)
+    (day / "obs").write_bytes(b"crashes every run")
+    (day / "obs.done").write_text("")
+    ((item,),) = [register_books(site.catalogue, site.settings, find_books(site.settings)).staged]
+    with site.catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, item.transfer_id)
+        assert transfer is not None
+        transfer.attempts = MAX_ATTEMPTS
+    outcome = site.ingest(item.transfer_id)
+    assert outcome.status == "failed" and "gave up" in (outcome.reason or "")
+    assert (day / "obs").read_bytes() == b"crashes every run"
+    assert "gave up" in (day / "obs.failed").read_text()
+    (event,) = events_of(site, "ingest_gave_up")
+    assert event.subject == "day/obs"

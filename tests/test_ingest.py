@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from librarian_dagster.catalogue.models import File, Instance
+from librarian_dagster.catalogue.models import Event, File, Instance
 from librarian_dagster.services import ingest as ingest_module
 from librarian_dagster.services import uploads
 from librarian_dagster.services.accounts import Principal
@@ -191,11 +191,16 @@ def test_second_stage_of_a_pending_name_resumes(site: Site, tmp_path: Path) -> N
 
 
 def test_no_room_is_507_and_creates_nothing(
-    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     site = open_site(make_settings(database_url=database_url))
     source = tmp_path / "f"
     source.write_bytes(b"x")
+    # A fixed amount of free space: the real one moves while other processes write and delete.
+    monkeypatch.setattr(local_store.LocalStore, "free_bytes", lambda _store: 1_000_000)
     with pytest.raises(InsufficientStorage), site.catalogue.session() as session:
         uploads.stage_upload(
             session,
@@ -222,6 +227,17 @@ def test_no_room_is_507_and_creates_nothing(
             max_size=10,
         )
     assert site.staging_listing() == []
+    with site.catalogue.session() as session:  # what exactly fits is taken
+        _, created = uploads.stage_upload(
+            session,
+            site.stores,
+            name="just/fits",
+            size=site.store.free_bytes(),
+            checksum=None,
+            principal=UPLOADER,
+            source="s",
+        )
+    assert created and len(site.staging_listing()) == 1
 
 
 def test_crash_before_rename_is_recovered_by_a_rerun(
@@ -307,3 +323,45 @@ def test_symlink_in_staged_book_fails_cleanly(site: Site, tmp_path: Path) -> Non
     outcome = site.ingest(upload_id)
     assert outcome.status == "failed"
     assert file_count(site) == 0 and site.store_listing() == [] and site.staging_listing() == []
+
+
+def test_a_refused_upload_is_removed_only_after_its_failure_committed(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a big tree must not hold the catalogue's write lock (all of SQLite's)."""
+    book = make_book(tmp_path)
+    upload_id = site.stage("refused/tree", book)
+    site.copy_in(upload_id, book)
+    site.commit(upload_id, "xxh3_128:" + "1" * 32)
+    seen: list[str] = []
+    real_discard = uploads.discard
+
+    def discard(staging: object) -> None:
+        # Another connection can write now, and sees the failure already committed.
+        with site.catalogue.session() as session:
+            seen.append(uploads.get_upload(session, upload_id, UPLOADER).status.value)
+        real_discard(staging)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(uploads, "discard", discard)
+    assert site.ingest(upload_id).status == "failed"
+    assert seen == ["failed"] and site.staging_listing() == []
+
+
+def test_a_refused_upload_that_cannot_be_removed_is_still_failed_and_said(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"payload")
+    upload_id = site.stage("refused/stuck", source)
+    site.copy_in(upload_id, source)
+    site.commit(upload_id, "xxh3_128:" + "1" * 32)
+
+    def broken(_staging: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(uploads, "discard", broken)
+    assert site.ingest(upload_id).status == "failed"
+    assert site.status(upload_id)[0] == "failed" and len(site.staging_listing()) == 1
+    with site.catalogue.session() as session:
+        (event,) = session.scalars(select(Event).where(Event.kind == "staging_not_removed"))
+        assert "Permission denied" in event.message and event.subject == "refused/stuck"

@@ -15,7 +15,7 @@ from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.definitions import defs
 from librarian_dagster.jobs.ingest import ingest_run_config
-from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INBOX_TAG, SOURCE_TAG
+from librarian_dagster.jobs.names import BOOKS_PARTITIONS, BOOKS_TAG, INBOX_TAG, SOURCE_TAG
 from librarian_dagster.sensors.ingest import ingest_sensor
 from librarian_dagster.services import inbox
 from librarian_dagster.settings import LibrarianSettings
@@ -289,3 +289,43 @@ def test_an_interrupted_inbox_registration_gets_a_run_that_finishes_it(
     )
     assert run.success and site.store.exists("obs")
     assert not (tmp_path / "inbox" / "obs").exists()
+
+
+def test_the_inbox_run_ingests_one_capped_group_and_hands_the_rest_to_the_sensor(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    site = open_site(
+        make_settings(
+            database_url=database_url,
+            extra_toml=f'inbox = "{tmp_path / "inbox"}"\n[ingest]\nmax_books_per_run = 2',
+        )
+    )
+    for i in range(5):
+        (tmp_path / "inbox" / f"b{i}").write_bytes(b"x" * (i + 1))
+        (tmp_path / "inbox" / f"b{i}.done").write_text("")
+    # A book of that name is being uploaded: the sensor leaves it to that upload.
+    pending = tmp_path / "pending-source"
+    pending.write_bytes(b"upload")
+    site.stage("b4", pending)
+    (request,) = inbox_requests(
+        ingest_sensor(dg.build_sensor_context(instance=instance, resources=dagster_resources(site)))
+    )
+    listed = request.run_config["ops"]["verify_and_store"]["config"]["inbox_books"]
+    assert [book["name"] for book in listed] == ["b0", "b1", "b2", "b3"]
+    run = defs.resolve_job_def("ingest_books").execute_in_process(
+        run_config=request.run_config, instance=instance, resources=dagster_resources(site)
+    )
+    assert run.success
+    assert instance.get_materialized_partitions(BOOK_KEY) == {"b0", "b1"}
+    # b2 and b3 are staged and nobody's yet: the sensor's next tick asks for a capped run.
+    result = ingest_sensor(
+        dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+    )
+    ((_, names),) = [
+        (r, r.tags[BOOKS_TAG]) for r in result.run_requests or [] if INBOX_TAG not in r.tags
+    ]
+    assert names == "b2 … b3 (2 books)"

@@ -30,16 +30,33 @@ from librarian_dagster.storage.movers.protocol import (
 
 
 class InlineMover:
+    """Copies at ``submit``; with ``deferred`` a task stays active until ``run_pending``."""
+
     name = "inline"
 
-    def __init__(self) -> None:
+    def __init__(self, *, deferred: bool = False) -> None:
         self._ids = itertools.count(1)
         self._reports: dict[str, TaskReport] = {}
+        self._pending: dict[str, Sequence[MoveItem]] = {}
+        self._deferred = deferred
 
     def submit(self, items: Sequence[MoveItem], *, label: str) -> str:
         if not items:
             raise MoverError(f"{label}: nothing to move")
         task_id = f"inline-{next(self._ids)}"
+        if self._deferred:
+            self._pending[task_id] = items
+            self._reports[task_id] = TaskReport(task_id, TaskStatus.ACTIVE)
+        else:
+            self._move(task_id, items)
+        return task_id
+
+    def run_pending(self) -> None:
+        for task_id, items in list(self._pending.items()):
+            del self._pending[task_id]
+            self._move(task_id, items)
+
+    def _move(self, task_id: str, items: Sequence[MoveItem]) -> None:
         results, moved = [], 0
         for item in items:
             try:
@@ -57,7 +74,6 @@ class InlineMover:
             fault="some items failed" if failed else None,
             bytes_moved=moved,
         )
-        return task_id
 
     def status(self, task_id: str) -> TaskReport:
         try:
@@ -68,6 +84,7 @@ class InlineMover:
     def cancel(self, task_id: str) -> None:
         report = self.status(task_id)
         if not report.status.final:
+            self._pending.pop(task_id, None)
             self._reports[task_id] = TaskReport(task_id, TaskStatus.CANCELLED, report.items)
 
 
@@ -122,6 +139,20 @@ def test_unknown_tasks_and_cancel_of_a_final_task(tmp_path: Path) -> None:
         TaskStatus.FAILED,
         TaskStatus.CANCELLED,
     ]
+
+
+def test_an_active_task_can_be_cancelled_and_then_moves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "s"
+    source.write_bytes(b"s")
+    mover = InlineMover(deferred=True)
+    kept = mover.submit([MoveItem(str(source), str(tmp_path / "kept"))], label="kept")
+    dropped = mover.submit([MoveItem(str(source), str(tmp_path / "dropped"))], label="dropped")
+    assert mover.status(dropped).status == TaskStatus.ACTIVE and not TaskStatus.ACTIVE.final
+    mover.cancel(dropped)
+    mover.run_pending()
+    assert mover.status(dropped).status == TaskStatus.CANCELLED
+    assert mover.status(kept).status == TaskStatus.SUCCEEDED
+    assert (tmp_path / "kept").exists() and not (tmp_path / "dropped").exists()
 
 
 def test_the_mover_resource_says_which_movers_exist(

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.migrate import upgrade
 from librarian_dagster.catalogue.models import CallbackOutbox, Librarian
 from librarian_dagster.services import outbox
 
@@ -106,3 +107,22 @@ def test_backoff_values() -> None:
     assert outbox.backoff(1) == outbox.BACKOFF_FIRST
     assert outbox.backoff(2) == 2 * outbox.BACKOFF_FIRST
     assert outbox.backoff(1000) == outbox.BACKOFF_MAX
+
+
+@pytest.mark.postgres
+def test_two_deliverers_at_once_never_take_the_same_callback(postgres_schema_url: str) -> None:
+    catalogue = Catalogue(postgres_schema_url)
+    upgrade(catalogue.engine)
+    try:
+        peer = add_peer(catalogue, "site-b")
+        with catalogue.session() as session:
+            for i in range(4):
+                outbox.enqueue(session, peer, "/r", {"n": i})
+        with catalogue.session() as first:  # still open: its rows are locked, not yet leased
+            taken_first = outbox.take_due(first, limit=2)
+            with catalogue.session() as second:
+                taken_second = outbox.take_due(second)
+        assert [cb.payload["n"] for cb in taken_first] == [0, 1]
+        assert [cb.payload["n"] for cb in taken_second] == [2, 3]  # skipped, did not wait
+    finally:
+        catalogue.dispose()

@@ -36,6 +36,7 @@ from librarian_dagster.wire import (
     Problem,
     UploadInfo,
     UploadList,
+    first_problem,
 )
 
 DEFAULT_TIMEOUT = 60.0
@@ -71,8 +72,7 @@ def file_query(
             limit=max(1, min(page_size, MAX_PAGE)),
         )
     except ValidationError as error:
-        message = error.errors()[0]["msg"].removeprefix("Value error, ")
-        raise LibrarianError(f"invalid search: {message}") from None
+        raise LibrarianError(f"invalid search: {first_problem(error)}") from None
 
 
 def _problem_error(response: httpx.Response, context: str = "") -> LibrarianError:

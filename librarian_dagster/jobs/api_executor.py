@@ -37,6 +37,11 @@ def api_instance() -> dg.DagsterInstance:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         raise RuntimeError("DAGSTER_HOME is not set")
+    if not os.path.isfile(os.path.join(home, API_INSTANCE_FILE)):
+        # Without it Dagster would quietly open a default instance: the wrong storage.
+        raise RuntimeError(
+            f"{home}/{API_INSTANCE_FILE} is missing; `librarian serve` (or init) writes it"
+        )
     return dg.DagsterInstance.from_config(home, config_filename=API_INSTANCE_FILE)
 
 

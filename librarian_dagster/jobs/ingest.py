@@ -29,7 +29,7 @@ from librarian_dagster.resources.librarian import CatalogueResource, StoresResou
 from librarian_dagster.services import inbox
 from librarian_dagster.services.files import is_catalogued
 from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
-from librarian_dagster.services.ingest_requests import StagedItem
+from librarian_dagster.services.ingest_requests import StagedItem, clear_launched, group_for_runs
 
 
 class InboxBookConfig(dg.Config):
@@ -93,15 +93,29 @@ def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
 def _register_inbox_books(
     context: dg.OpExecutionContext, catalogue: CatalogueResource, config: IngestConfig
 ) -> list[int]:
-    """Rename the listed inbox books into staging; their transfer ids, partitions added."""
+    """Rename the listed inbox books into staging; the transfer ids this run ingests.
+
+    Every book is registered (a rename each), but this run ingests only the first group,
+    capped in books and bytes like any ingest run; the others are handed to the sensor at
+    once (``launched_at`` cleared), which asks for capped runs for them, as for uploads.
+    """
     books = [inbox.InboxBook(book.store, book.name) for book in config.inbox_books]
     registered = inbox.register_books(catalogue.catalogue, catalogue.settings, books)
     for line in registered.lines:
         context.log.info(line)
-    if registered.staged:
-        names = sorted({item.name for item in registered.staged})
-        context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, names)
-    return [item.transfer_id for item in registered.staged]
+    if not registered.staged:
+        return []
+    names = sorted({item.name for item in registered.staged})
+    context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, names)
+    limits = catalogue.settings.ingest
+    first, *rest = group_for_runs(
+        registered.staged, limits.max_books_per_run, limits.max_bytes_per_run
+    )
+    later = [item.transfer_id for group in rest for item in group]
+    if later:
+        clear_launched(catalogue.catalogue, later)
+        context.log.info(f"{len(later)} more inbox books are left to the sensor's next runs")
+    return [item.transfer_id for item in first]
 
 
 def _drop_partition(

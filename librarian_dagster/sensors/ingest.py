@@ -8,11 +8,13 @@ usually launched a run at commit already, and then the sensor leaves those books
 the request is overdue. The cursor is the highest transfer id requested so far (a
 high-water mark, shown in the UI).
 
-Inbox books: the sensor only lists entries and markers (``services.inbox.find_books``); the
+Inbox books: the sensor only lists entries and markers (``services.inbox.find_books``), at
+most ``max_transfers_per_tick``, and leaves out names a transfer is handling already; the
 run renames them into staging and ingests them. One inbox run at a time: none is requested
-while another is queued or running (unless that one is overdue), nor for the same books
-within ``relaunch_after_seconds`` (or the quiet period, if shorter) of the last request, so
-a book that is not finished after all is looked at again later, not every second.
+while another is queued or running (Dagster's run monitoring fails one whose worker died),
+nor for the same books within ``relaunch_after_seconds`` (or the quiet period, if shorter)
+of the last request, so a book that is not finished after all is looked at again later, not
+every second.
 """
 
 import hashlib
@@ -82,16 +84,14 @@ def _inbox_request(
     settings = catalogue.settings
     if not any(config.inbox is not None for config in settings.stores):
         return None  # no inbox, nothing to look for (and no query on every tick)
-    books = inbox.find_books(settings)
+    found = inbox.find_books(settings, limit=settings.ingest.max_transfers_per_tick)
+    books = inbox.not_pending(catalogue.catalogue, found)
     if not books and not inbox.has_interrupted(catalogue.catalogue):
         return None
-    now = datetime.now(UTC)
-    overdue = now - timedelta(seconds=settings.ingest.relaunch_after_seconds)
-    in_flight = dg.RunsFilter(
-        tags={SOURCE_TAG: INBOX_SOURCE}, statuses=ACTIVE_RUN_STATUSES, created_after=overdue
-    )
+    in_flight = dg.RunsFilter(tags={SOURCE_TAG: INBOX_SOURCE}, statuses=ACTIVE_RUN_STATUSES)
     if context.instance.get_runs(in_flight, limit=1):
         return None  # it registers what it was asked to; what came since waits for it
+    now = datetime.now(UTC)
     digest = hashlib.sha256(
         "\n".join(f"{book.store}/{book.name}" for book in books).encode()
     ).hexdigest()[:16]

@@ -43,6 +43,7 @@ from librarian_dagster.catalogue.models import IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
 from librarian_dagster.services.incoming import (
+    AfterCommit,
     Staging,
     fail,
     keep_in_staging,
@@ -52,7 +53,7 @@ from librarian_dagster.services.incoming import (
 from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.services.stores import open_store
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
-from librarian_dagster.states import Severity, TransferKind, TransferStatus
+from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.checksums import Checksum, ChecksumError
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
@@ -130,6 +131,22 @@ def find_books(settings: LibrarianSettings, limit: int = MAX_CANDIDATES) -> list
     return found
 
 
+def not_pending(catalogue: Catalogue, books: Sequence[InboxBook]) -> list[InboxBook]:
+    """The books whose name no transfer is handling now (an upload, a registration)."""
+    if not books:
+        return []
+    with catalogue.session() as session:
+        busy = set(
+            session.scalars(
+                select(IncomingTransfer.name).where(
+                    IncomingTransfer.name.in_([book.name for book in books]),
+                    IncomingTransfer.status.in_(PENDING_STATUSES),
+                )
+            )
+        )
+    return [book for book in books if book.name not in busy]
+
+
 def has_interrupted(catalogue: Catalogue) -> bool:
     """Whether a registration was interrupted between its steps 1 and 3."""
     with catalogue.session() as session:
@@ -205,6 +222,8 @@ def _record(
     """Step 1: the ``initiated`` transfer and its staging directory, or why not."""
     with catalogue.session() as session:
         if is_catalogued(session, name):
+            if not os.path.lexists(book):
+                return None, None  # another run just registered and stored it
             reason = f"{name!r} is already catalogued; names are immutable"
             _write_failed_marker(book, reason)
             record_event(session, Severity.WARNING, "inbox_refused", reason, subject=name)
@@ -232,32 +251,52 @@ def _record(
         return transfer.id, None
 
 
-def _move_in(catalogue: Catalogue, transfer_id: int, book: Path) -> tuple[StagedItem | None, str]:
+def _move_in(
+    catalogue: Catalogue, transfer_id: int, book: Path | None
+) -> tuple[StagedItem | None, str | None]:
     """Steps 2 and 3: rename the book into staging, mark the transfer staged, drop the marker.
 
-    The transfer is marked as requested (``launched_at``): the run doing this ingests it.
+    Only for a transfer still ``initiated``: another registration (an overlapping run) may
+    have finished it since it was read, and then this does nothing. ``book`` None: the store
+    has no inbox any more, so only a book already in staging can be taken on. The transfer
+    is marked as requested (``launched_at``): the run doing this ingests it.
     """
     with catalogue.session() as session:
         transfer = session.get(IncomingTransfer, transfer_id, with_for_update=True)
-        assert transfer is not None
+        if transfer is None or transfer.status != TransferStatus.INITIATED:
+            return None, None
         name = transfer.name
         data_path = Path(transfer.staging_path)
         if not os.path.lexists(data_path):
-            if not os.path.lexists(book):
-                fail(transfer, "the inbox book vanished before it was staged")
-                return None, f"inbox {name}: vanished"
+            if book is None or not os.path.lexists(book):
+                reason = (
+                    "the inbox book vanished before it was staged"
+                    if book is not None
+                    else "its store has no inbox any more; the book was not moved"
+                )
+                fail(transfer, reason)
+                record_event(session, Severity.WARNING, "inbox_not_staged", reason, subject=name)
+                return None, f"inbox {name}: not staged ({reason})"
             os.rename(book, data_path)
         transfer.size = tree_size(data_path) or 0
         transfer.status = TransferStatus.STAGED
         transfer.launched_at = datetime.now(UTC)
         staged = StagedItem(transfer_id, name, transfer.size)
-    with contextlib.suppress(FileNotFoundError):
-        _marker(book, DONE).unlink()
+    if book is not None:
+        with contextlib.suppress(FileNotFoundError):
+            _marker(book, DONE).unlink()
     return staged, f"inbox {name}: staged"
 
 
+def _inbox_of(settings: LibrarianSettings, store: str) -> Path | None:
+    try:
+        return settings.store(store).inbox
+    except KeyError:  # the store is no longer configured
+        return None
+
+
 def _repair(catalogue: Catalogue, settings: LibrarianSettings) -> Registered:
-    """Finish registrations interrupted between steps 1 and 3."""
+    """Finish registrations interrupted between steps 1 and 3 (or end them, saying why)."""
     with catalogue.session() as session:
         rows = session.execute(
             _interrupted()
@@ -267,11 +306,10 @@ def _repair(catalogue: Catalogue, settings: LibrarianSettings) -> Registered:
         ).all()
     done = Registered([], [])
     for row in rows:
-        inbox = settings.store(row.store).inbox
-        if inbox is None:
-            continue
-        staged, line = _move_in(catalogue, row.id, inbox / row.name)
-        done.lines.append(line)
+        inbox = _inbox_of(settings, row.store)
+        staged, line = _move_in(catalogue, row.id, inbox / row.name if inbox else None)
+        if line:
+            done.lines.append(line)
         if staged is not None:
             done.staged.append(staged)
     return done
@@ -313,9 +351,14 @@ class InboxHooks:
 
     def on_failed(
         self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
-    ) -> None:
+    ) -> AfterCommit | None:
+        """Hand the book back now, in the transaction: a rename, quick and not repeated.
+
+        If the transaction then fails to commit, the book is already back with its marker
+        and the next attempt finds nothing in staging to hand back: nothing is lost.
+        """
         if not os.path.lexists(staging.data_path):
-            return  # handed back by an earlier attempt, or gone: nothing of ours to move
+            return None  # handed back by an earlier attempt, or gone: nothing of ours to move
         try:
             inbox = self._settings.store(staging.store.name).inbox
         except KeyError:
@@ -323,7 +366,7 @@ class InboxHooks:
         if inbox is None:
             why = "the store has no inbox any more"
             keep_in_staging(session, transfer, staging, reason, why)
-            return
+            return None
         book = inbox / transfer.name
         book.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -331,6 +374,7 @@ class InboxHooks:
         except FileExistsError:
             why = "a new book of that name is in the inbox"
             keep_in_staging(session, transfer, staging, reason, why)
-            return
+            return None
         _write_failed_marker(book, reason)
         staging.store.release_staging(staging.staging_id)
+        return None

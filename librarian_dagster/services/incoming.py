@@ -6,19 +6,22 @@ the data lands in staging → ``services.ingest`` verifies and stores it → ``s
 ``failed``. This module is the part they share: ``stage_transfer`` (the staging directory
 and the row, together), ``fail``, ``discard``, ``keep_in_staging``, ``pending_for_name``.
 Each kind keeps only its own steps in its own module (``uploads``, ``inbox``) and its hooks
-for the end of ingest (``services.ingest.KindHooks``).
+for the end of ingest (``KindHooks``, called by ``services.ingest``).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
 from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
@@ -113,3 +116,39 @@ def keep_in_staging(
         subject=transfer.name,
         details={"transfer_id": transfer.id, "staging_path": str(staging.data_path)},
     )
+
+
+# Work a hook leaves for after the outcome has committed (given the catalogue, for events).
+AfterCommit = Callable[[Catalogue], None]
+
+
+class KindHooks(Protocol):
+    """What one kind of incoming transfer adds to the end of ingest.
+
+    Both are called inside the transaction that records the outcome (after the claim was
+    checked), so what they write to the catalogue (an event, a callback in the outbox)
+    commits with it or not at all. File work that is quick and harmless to find done by a
+    later attempt (renaming a book back to its producer) may happen there too; slow work
+    (removing a big tree) goes into the ``AfterCommit`` that ``on_failed`` returns, so that no
+    write lock (SQLite's is the whole database) is held while it runs.
+    """
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None: ...
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> AfterCommit | None: ...
+
+
+class KeepInStaging:
+    """For kinds without hooks of their own: keep the data, tell an operator where it is."""
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+        """Nothing to do."""
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> AfterCommit | None:
+        why = f"ingest has no hooks for {transfer.kind.value} transfers yet"
+        keep_in_staging(session, transfer, staging, reason, why)
+        return None

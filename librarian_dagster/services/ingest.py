@@ -11,13 +11,14 @@ interrupted and the next attempt finishes the job:
   holds the data; a later attempt verifies the stored copy against the expected checksum and
   records it.
 
-A verification failure marks the transfer ``failed`` with a reason the client shows. What
-else happens depends on the transfer's kind, through its ``KindHooks``, run in the same
-transaction that records the outcome: an upload's bad data is removed
-(``uploads.UploadHooks``), an inbox book goes back to its producer or stays in staging with
-an event (``inbox.InboxHooks``), a clone will owe its sender a callback (outbox). A kind
-without hooks keeps its data in staging and says so in an event: ingest never deletes what
-it was not told it may.
+A verification failure marks the transfer ``failed`` with a reason the client shows, and so
+does a transfer that keeps crashing its runs (after ``MAX_ATTEMPTS``): both go through
+``_fail``, the one failure path. What else happens depends on the transfer's kind, through
+its ``KindHooks``, called in the transaction that records the outcome: an upload's bad data
+is removed once that transaction has committed (``uploads.UploadHooks``), an inbox book goes
+back to its producer or stays in staging with an event (``inbox.InboxHooks``), a clone will
+owe its sender a callback (outbox). A kind without hooks keeps its data in staging and says
+so in an event: ingest never deletes what it was not told it may.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -36,7 +37,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
-from librarian_dagster.services.incoming import Staging, fail, keep_in_staging
+from librarian_dagster.services.incoming import KeepInStaging, KindHooks, Staging, fail
 from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import FINAL_STATUSES, Severity, TransferKind, TransferStatus
@@ -54,34 +55,6 @@ from librarian_dagster.storage.tree import tree_size
 MAX_ATTEMPTS = 5
 
 RunIsActive = Callable[[str], bool]
-
-
-class KindHooks(Protocol):
-    """What one kind of incoming transfer adds to the end of ingest.
-
-    Both run inside the transaction that records the outcome (after the claim was checked),
-    so what they write to the catalogue (an event, a callback in the outbox) commits with it
-    or not at all.
-    """
-
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None: ...
-
-    def on_failed(
-        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
-    ) -> None: ...
-
-
-class KeepInStaging:
-    """For kinds without hooks of their own: keep the data, tell an operator where it is."""
-
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
-        """Nothing to do."""
-
-    def on_failed(
-        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
-    ) -> None:
-        why = f"ingest has no hooks for {transfer.kind.value} transfers yet"
-        keep_in_staging(session, transfer, staging, reason, why)
 
 
 def kind_hooks(settings: LibrarianSettings) -> dict[TransferKind, KindHooks]:
@@ -121,6 +94,8 @@ class ClaimedTransfer:
     staging_path: Path
     uploader: str
     source: str
+    # Claimed only to be failed: its runs kept crashing (MAX_ATTEMPTS).
+    gave_up: bool = False
 
 
 class VerificationFailed(Exception):
@@ -146,19 +121,11 @@ def claim(
             and run_is_active(transfer.run_id)
         ):
             return IngestOutcome(transfer_id, name, "skipped", f"run {transfer.run_id} has it")
-        if transfer.attempts >= MAX_ATTEMPTS:
-            fail(transfer, f"gave up after {transfer.attempts} attempts; see the run logs")
-            record_event(
-                session,
-                Severity.ERROR,
-                "ingest_gave_up",
-                transfer.failure_reason or "",
-                subject=name,
-            )
-            return IngestOutcome(transfer_id, name, "failed", transfer.failure_reason)
+        gave_up = transfer.attempts >= MAX_ATTEMPTS
         transfer.status = TransferStatus.VERIFYING
         transfer.run_id = run_id
-        transfer.attempts += 1
+        if not gave_up:
+            transfer.attempts += 1
         try:
             expected = Checksum.parse(transfer.checksum) if transfer.checksum else None
         except ChecksumError:
@@ -175,6 +142,7 @@ def claim(
             staging_path=Path(transfer.staging_path),
             uploader=transfer.uploader,
             source=transfer.source,
+            gave_up=gave_up,
         )
 
 
@@ -276,7 +244,12 @@ def _fail(
     staging: Staging,
     hooks: KindHooks,
 ) -> bool:
-    """Transfer failed + event + the kind's hook, in one transaction. False if not ours."""
+    """Transfer failed + event + the kind's hook, in one transaction. False if not ours.
+
+    What the hook leaves for later runs once that transaction has committed.
+    """
+    severity = Severity.ERROR if claimed.gave_up else Severity.WARNING
+    kind = "ingest_gave_up" if claimed.gave_up else "ingest_failed"
     with catalogue.session() as session:
         transfer = _still_claimed(session, claimed, run_id)
         if transfer is None:
@@ -284,14 +257,16 @@ def _fail(
         fail(transfer, reason)
         record_event(
             session,
-            Severity.WARNING,
-            "ingest_failed",
+            severity,
+            kind,
             reason,
             subject=claimed.name,
             details={"transfer_id": claimed.transfer_id, "kind": claimed.kind.value},
         )
-        hooks.on_failed(session, transfer, staging, reason)
-        return True
+        after_commit = hooks.on_failed(session, transfer, staging, reason)
+    if after_commit is not None:
+        after_commit(catalogue)
+    return True
 
 
 def ingest_transfer(
@@ -310,11 +285,13 @@ def ingest_transfer(
         return claimed
     store = stores[claimed.store_name]
     hooks = kind_hooks(settings).get(claimed.kind, KeepInStaging())
+    staging = Staging(store, claimed.staging_id, claimed.staging_path)
     try:
+        if claimed.gave_up:
+            raise VerificationFailed(f"gave up after {MAX_ATTEMPTS} attempts; see the run logs")
         path, checksum = _place(store, claimed)
     except (VerificationFailed, StoreError) as error:
         reason = str(error)
-        staging = Staging(store, claimed.staging_id, claimed.staging_path)
         _fail(catalogue, claimed, run_id, reason, staging, hooks)
         return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
     if not _record(catalogue, claimed, run_id, path, checksum, hooks):

@@ -6,8 +6,9 @@ The life of an upload (an incoming transfer of kind ``upload``, see ``services.i
 
 Every function checks before it writes: a refused request leaves the catalogue and the stores
 as they were. Uploads belong to their uploader; other non-admin users get 404, not 403, so
-upload ids leak nothing. Most take the caller's session; ``receive_content`` takes the
-``Catalogue`` because it must not hold a transaction while the bytes arrive.
+upload ids leak nothing. Most take the caller's session; ``receive_content`` and
+``cancel_upload`` take the ``Catalogue``: no transaction may be open while the bytes arrive,
+and a cancelled upload's data goes only after the cancellation has committed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from librarian_dagster.services.errors import (
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
 from librarian_dagster.services.incoming import (
+    AfterCommit,
     Staging,
     discard,
     pending_for_name,
@@ -308,11 +310,13 @@ def cancel_upload(
 
 
 class UploadHooks:
-    """What ingest does at the end of an upload (``services.ingest.KindHooks``).
+    """What ingest does at the end of an upload (``incoming.KindHooks``).
 
     A refused upload's bytes are the uploader's bad copy (the original is on their side):
-    they are removed. If removal fails, the failure is still recorded and an event says
-    where the data was left.
+    they are removed, after the failure has committed (a big tree takes a while, and the
+    write lock must not wait for it). If that removal fails or never happens (a crash), the
+    failure stands and the data is a leftover in staging (``/ping`` counts those); a failed
+    removal also leaves an event saying where.
     """
 
     def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
@@ -320,17 +324,23 @@ class UploadHooks:
 
     def on_failed(
         self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
-    ) -> None:
-        try:
-            discard(staging)
-        except OSError as error:
-            log.warning("could not remove the staged data of upload %d: %s", transfer.id, error)
-            record_event(
-                session,
-                Severity.WARNING,
-                "staging_not_removed",
-                f"the refused upload's data at {staging.data_path} could not be removed: "
-                f"{error.strerror or error}",
-                subject=transfer.name,
-                details={"transfer_id": transfer.id},
-            )
+    ) -> AfterCommit:
+        upload_id, name = transfer.id, transfer.name
+
+        def remove(catalogue: Catalogue) -> None:
+            try:
+                discard(staging)
+            except OSError as error:
+                log.warning("could not remove the staged data of upload %d: %s", upload_id, error)
+                with catalogue.session() as session:
+                    record_event(
+                        session,
+                        Severity.WARNING,
+                        "staging_not_removed",
+                        f"the refused upload's data at {staging.data_path} could not be "
+                        f"removed: {error.strerror or error}",
+                        subject=name,
+                        details={"transfer_id": upload_id},
+                    )
+
+        return remove

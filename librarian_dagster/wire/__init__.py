@@ -5,7 +5,13 @@ Importing them loads pydantic and ``librarian_dagster.states`` only: no SQLAlche
 Litestar, no Dagster (a test keeps it so). Request models forbid unknown fields.
 """
 
-from librarian_dagster.wire.common import API_PREFIX, Problem, RequestModel, ResponseModel
+from librarian_dagster.wire.common import (
+    API_PREFIX,
+    Problem,
+    RequestModel,
+    ResponseModel,
+    first_problem,
+)
 from librarian_dagster.wire.files import (
     MAX_PAGE,
     FileInfo,
@@ -51,4 +57,5 @@ __all__ = [
     "UserInfo",
     "UserList",
     "UserUpdate",
+    "first_problem",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 API_PREFIX = "/api/v2"
 
@@ -24,3 +24,11 @@ class Problem(ResponseModel):
     title: str
     status: int
     detail: str | None = None
+
+
+def first_problem(error: ValidationError) -> str:
+    """The first thing wrong with a model's input, in one line: ``field: what is wrong``."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message

@@ -23,6 +23,7 @@ from librarian_dagster.wire import (
     FileSummary,
     InstanceInfo,
     RemoteInstanceInfo,
+    first_problem,
 )
 
 
@@ -47,9 +48,7 @@ def file_query(
             cursor=cursor,
         )
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise InvalidRequest(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise InvalidRequest(first_problem(error)) from None
 
 
 def summary(file: File) -> FileSummary:
