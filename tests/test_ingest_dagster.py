@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -329,3 +330,32 @@ def test_the_inbox_run_ingests_one_capped_group_and_hands_the_rest_to_the_sensor
         (r, r.tags[BOOKS_TAG]) for r in result.run_requests or [] if INBOX_TAG not in r.tags
     ]
     assert names == "b2 … b3 (2 books)"
+
+
+def test_an_inbox_run_that_never_ends_does_not_hold_the_inbox_back_for_ever(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    """Its worker was killed with -9: Dagster still says "started", for ever."""
+    (tmp_path / "inbox").mkdir()
+    site = open_site(
+        make_settings(
+            database_url=database_url,
+            extra_toml=f'inbox = "{tmp_path / "inbox"}"\n[ingest]\nrelaunch_after_seconds = 1',
+        )
+    )
+    (tmp_path / "inbox" / "a.dat").write_bytes(b"a")
+    (tmp_path / "inbox" / "a.dat.done").write_text("")
+
+    def tick() -> list[dg.RunRequest]:
+        context = dg.build_sensor_context(instance=instance, resources=dagster_resources(site))
+        return inbox_requests(ingest_sensor(context))
+
+    (first,) = tick()
+    add_inbox_run(instance, first, dg.DagsterRunStatus.STARTED)
+    assert tick() == []
+    time.sleep(1.2)
+    (again,) = tick()
+    assert again.tags[INBOX_TAG] == first.tags[INBOX_TAG]

@@ -11,10 +11,11 @@ high-water mark, shown in the UI).
 Inbox books: the sensor only lists entries and markers (``services.inbox.find_books``), at
 most ``max_transfers_per_tick``, and leaves out names a transfer is handling already; the
 run renames them into staging and ingests them. One inbox run at a time: none is requested
-while another is queued or running (Dagster's run monitoring fails one whose worker died),
-nor for the same books within ``relaunch_after_seconds`` (or the quiet period, if shorter)
-of the last request, so a book that is not finished after all is looked at again later, not
-every second.
+while another is queued or running (unless that one is older than
+``relaunch_after_seconds``: its worker may have died without Dagster knowing), nor for the
+same books within ``relaunch_after_seconds`` (or the quiet period, if shorter) of the last
+request, so a book that is not finished after all is looked at again later, not every
+second.
 """
 
 import hashlib
@@ -88,10 +89,16 @@ def _inbox_request(
     books = inbox.not_pending(catalogue.catalogue, found)
     if not books and not inbox.has_interrupted(catalogue.catalogue):
         return None
-    in_flight = dg.RunsFilter(tags={SOURCE_TAG: INBOX_SOURCE}, statuses=ACTIVE_RUN_STATUSES)
+    now = datetime.now(UTC)
+    # A run worker killed with -9 stays "started" for Dagster (the default run launcher has no
+    # health check): only a run younger than relaunch_after_seconds holds the next one back.
+    # Two inbox runs overlapping is safe (a registration step acts only once), just wasted.
+    overdue = now - timedelta(seconds=settings.ingest.relaunch_after_seconds)
+    in_flight = dg.RunsFilter(
+        tags={SOURCE_TAG: INBOX_SOURCE}, statuses=ACTIVE_RUN_STATUSES, created_after=overdue
+    )
     if context.instance.get_runs(in_flight, limit=1):
         return None  # it registers what it was asked to; what came since waits for it
-    now = datetime.now(UTC)
     digest = hashlib.sha256(
         "\n".join(f"{book.store}/{book.name}" for book in books).encode()
     ).hexdigest()[:16]
