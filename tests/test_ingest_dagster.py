@@ -170,12 +170,15 @@ def test_checksum_check_passes_then_catches_corruption(
 
 
 def inbox_site(
-    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    tmp_path: Path,
+    ingest: str = "",
 ) -> Site:
+    """A site whose store has an inbox; ``ingest``: lines of an ``[ingest]`` section."""
     (tmp_path / "inbox").mkdir()
-    return open_site(
-        make_settings(database_url=database_url, extra_toml=f'inbox = "{tmp_path / "inbox"}"')
-    )
+    extra = f'inbox = "{tmp_path / "inbox"}"' + (f"\n[ingest]\n{ingest}" if ingest else "")
+    return open_site(make_settings(database_url=database_url, extra_toml=extra))
 
 
 def inbox_requests(result: dg.SensorResult | dg.SkipReason) -> list[dg.RunRequest]:
@@ -298,13 +301,7 @@ def test_the_inbox_run_ingests_one_capped_group_and_hands_the_rest_to_the_sensor
     instance: dg.DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "inbox").mkdir()
-    site = open_site(
-        make_settings(
-            database_url=database_url,
-            extra_toml=f'inbox = "{tmp_path / "inbox"}"\n[ingest]\nmax_books_per_run = 2',
-        )
-    )
+    site = inbox_site(make_settings, database_url, tmp_path, ingest="max_books_per_run = 2")
     for i in range(5):
         (tmp_path / "inbox" / f"b{i}").write_bytes(b"x" * (i + 1))
         (tmp_path / "inbox" / f"b{i}.done").write_text("")
@@ -339,13 +336,7 @@ def test_an_inbox_run_that_never_ends_does_not_hold_the_inbox_back_for_ever(
     tmp_path: Path,
 ) -> None:
     """Its worker was killed with -9: Dagster still says "started", for ever."""
-    (tmp_path / "inbox").mkdir()
-    site = open_site(
-        make_settings(
-            database_url=database_url,
-            extra_toml=f'inbox = "{tmp_path / "inbox"}"\n[ingest]\nrelaunch_after_seconds = 1',
-        )
-    )
+    site = inbox_site(make_settings, database_url, tmp_path, ingest="relaunch_after_seconds = 1")
     (tmp_path / "inbox" / "a.dat").write_bytes(b"a")
     (tmp_path / "inbox" / "a.dat.done").write_text("")
 
