@@ -359,10 +359,7 @@ class InboxHooks:
         """
         if not os.path.lexists(staging.data_path):
             return None  # handed back by an earlier attempt, or gone: nothing of ours to move
-        try:
-            inbox = self._settings.store(staging.store.name).inbox
-        except KeyError:
-            inbox = None
+        inbox = _inbox_of(self._settings, staging.store.name)
         if inbox is None:
             why = "the store has no inbox any more"
             keep_in_staging(session, transfer, staging, reason, why)
