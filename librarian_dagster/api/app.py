@@ -7,6 +7,7 @@ CLI does, so the API, the CLI and Dagster always agree on configuration.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from http import HTTPStatus
 
@@ -20,10 +21,12 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from librarian_dagster import __version__
 from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
 from librarian_dagster.api.dependencies import app_dependencies
+from librarian_dagster.api.login_throttle import LoginThrottle
+from librarian_dagster.api.requests import LibrarianRequest
 from librarian_dagster.api.routes import files, ping, uploads, users
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
-from librarian_dagster.services.errors import ServiceError
+from librarian_dagster.services.errors import ServiceError, TooManyRequests
 from librarian_dagster.services.ingest_launcher import IngestLauncher
 from librarian_dagster.services.stores import open_stores
 from librarian_dagster.settings import LibrarianSettings, load_settings
@@ -45,7 +48,10 @@ def _problem(status: int, title: str, detail: str) -> Response[dict[str, object]
 def _service_error(request: Request, error: ServiceError) -> Response[dict[str, object]]:
     if error.status >= 500:  # no room in any store, a dependency down: operators should know
         log.warning("%s %s: %d %s", request.method, request.url.path, error.status, error.detail)
-    return _problem(error.status, error.title, error.detail)
+    response = _problem(error.status, error.title, error.detail)
+    if isinstance(error, TooManyRequests):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
 
 
 def _http_error(request: Request, error: HTTPException) -> Response[dict[str, object]]:
@@ -105,7 +111,10 @@ def create_app(
         dependencies=app_dependencies(settings, catalogue, open_stores(settings), launcher),
         middleware=[
             DefineMiddleware(
-                BasicAuthMiddleware, authenticator=authenticator, exclude=UNAUTHENTICATED_PATHS
+                BasicAuthMiddleware,
+                authenticator=authenticator,
+                throttle=LoginThrottle(free=settings.api.login_failures_before_delay),
+                exclude=UNAUTHENTICATED_PATHS,
             )
         ],
         exception_handlers={
@@ -116,6 +125,7 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title=f"librarian {settings.name}", version=__version__, path="/schema"
         ),
+        request_class=LibrarianRequest,
         request_max_body_size=settings.api.max_json_body_bytes,
         # Litestar's own logger only: the process (uvicorn, a test) owns the root logger.
         # Refusals (401, 403, 409, ...) are answers, not errors: no traceback in the log for

@@ -4,8 +4,15 @@ Every request but ``/api/v2/ping`` and the OpenAPI schema must carry Basic crede
 argon2 verification costs ~0.1 s of CPU, so a successful one is remembered for a short time,
 keyed by an HMAC (with a per-process random key) of the user name, the password *and the
 stored hash*: a password change or a deleted account invalidates the cache entry by itself,
-in this process and in any other that changed the catalogue. The verification itself runs in
-a worker thread so it never blocks the event loop.
+in this process and in any other that changed the catalogue. The cache remembers only that
+the password was right: the level is read from the catalogue on every request, so a
+promotion or demotion counts from the next request.
+
+Threads: the catalogue read runs on anyio's default pool; argon2 runs on a limiter of its own
+(as many verifications at once as there are CPUs), and uploads' body reads on theirs, so no
+flood of one kind can take the threads another needs. Failed logins are throttled per user
+name and per client address (``login_throttle``), after the cache is consulted, so a cached
+valid request never waits for a guesser.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
+import os
 import secrets
 import threading
 import time
@@ -28,9 +37,11 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 from sqlalchemy import select
 
+from librarian_dagster.api.login_throttle import LoginThrottle
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services.accounts import Principal, verify_password
+from librarian_dagster.services.errors import TooManyRequests
 from librarian_dagster.states import UserLevel
 
 REALM = 'Basic realm="librarian", charset="UTF-8"'
@@ -46,25 +57,34 @@ class Authenticator:
         self._hasher = hasher
         self._ttl = ttl_seconds
         self._key = secrets.token_bytes(32)
-        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._cache: dict[bytes, float] = {}
         self._lock = threading.Lock()
+        self.verify_limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
 
     def _cache_key(self, name: str, password: str, password_hash: str) -> bytes:
         message = "\x00".join((name, password, password_hash)).encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def authenticate(self, name: str, password: str) -> Principal | None:
-        """The caller's principal, or None for an unknown user or a wrong password."""
+    def cached(self, name: str, password: str) -> Principal | None:
+        """The principal, with its current level, if these credentials were verified lately."""
+        if self._ttl <= 0:
+            return None
         with self._catalogue.session() as session:
             row = session.execute(
                 select(User.password_hash, User.level).where(User.name == name)
             ).first()
-            if row is not None and self._ttl > 0:
-                key = self._cache_key(name, password, row.password_hash)
-                with self._lock:
-                    cached = self._cache.get(key)
-                if cached is not None and cached[0] > time.monotonic():
-                    return cached[1]
+        if row is None:
+            return None
+        key = self._cache_key(name, password, row.password_hash)
+        with self._lock:
+            expires = self._cache.get(key)
+        if expires is None or expires <= time.monotonic():
+            return None
+        return Principal(name=name, level=row.level)
+
+    def verify(self, name: str, password: str) -> Principal | None:
+        """The caller's principal, or None for an unknown user or a wrong password (argon2)."""
+        with self._catalogue.session() as session:
             user = verify_password(session, self._hasher, name, password)
             if user is None:
                 return None
@@ -74,8 +94,12 @@ class Authenticator:
                 with self._lock:
                     if len(self._cache) >= _CACHE_LIMIT:
                         self._cache.clear()
-                    self._cache[key] = (time.monotonic() + self._ttl, principal)
+                    self._cache[key] = time.monotonic() + self._ttl
             return principal
+
+    def authenticate(self, name: str, password: str) -> Principal | None:
+        """``cached`` or else ``verify``, in the calling thread (for the CLI and tests)."""
+        return self.cached(name, password) or self.verify(name, password)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -95,10 +119,16 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 
 class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
     def __init__(
-        self, app: ASGIApp, authenticator: Authenticator, exclude: list[str] | None = None
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        throttle: LoginThrottle,
+        exclude: list[str] | None = None,
     ) -> None:
-        super().__init__(app=app, exclude=exclude)
+        # Only OPTIONS goes unauthenticated (Litestar's default also lets HEAD through).
+        super().__init__(app=app, exclude=exclude, exclude_http_methods=["OPTIONS"])
         self._authenticator = authenticator
+        self._throttle = throttle
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         credentials = parse_basic(connection.headers.get("authorization"))
@@ -106,11 +136,30 @@ class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException(
                 detail="HTTP Basic credentials required", headers={"WWW-Authenticate": REALM}
             )
-        principal = await anyio.to_thread.run_sync(self._authenticator.authenticate, *credentials)
+        name, password = credentials
+        principal = await anyio.to_thread.run_sync(self._authenticator.cached, name, password)
+        if principal is not None:
+            return AuthenticationResult(user=principal, auth=None)
+        address = connection.client.host if connection.client else "unknown"
+        keys = (f"user:{name}", f"address:{address}")
+        wait = self._throttle.retry_after(keys)
+        if wait > 0:
+            raise TooManyRequests(
+                f"too many failed logins for this user or address; retry in {math.ceil(wait)} s",
+                retry_after=wait,
+            )
+        principal = await anyio.to_thread.run_sync(
+            self._authenticator.verify,
+            name,
+            password,
+            limiter=self._authenticator.verify_limiter,
+        )
         if principal is None:
+            self._throttle.failed(keys)
             raise NotAuthorizedException(
                 detail="wrong user name or password", headers={"WWW-Authenticate": REALM}
             )
+        self._throttle.succeeded(keys[0])
         return AuthenticationResult(user=principal, auth=None)
 
 
@@ -121,6 +170,8 @@ def requires(level: UserLevel) -> Guard:
     """A guard that lets through callers at ``level`` or above (403 otherwise)."""
 
     def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            return  # Litestar's own answer (204 + Allow); the middleware does not authenticate it
         principal: Principal = connection.user
         if not principal.level.allows(level):
             raise PermissionDeniedException(

@@ -14,6 +14,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from librarian_dagster.api.health import LeftoverCounts
+from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.services.ingest_launcher import IngestLauncher
 from librarian_dagster.settings import LibrarianSettings
@@ -24,6 +25,7 @@ CatalogueDep = NamedDependency[SkipValidation[Catalogue]]
 StoresDep = NamedDependency[SkipValidation[dict[str, LocalStore]]]
 LauncherDep = NamedDependency[SkipValidation[IngestLauncher | None]]
 LeftoverCountsDep = NamedDependency[SkipValidation[LeftoverCounts]]
+UploadSlotsDep = NamedDependency[SkipValidation[UploadSlots]]
 
 
 def _constant(value: Any) -> Provide:
@@ -43,6 +45,9 @@ def app_dependencies(
         "stores": _constant(stores),
         "launcher": _constant(launcher),
         "leftover_counts": _constant(LeftoverCounts()),
+        "upload_slots": _constant(
+            UploadSlots(settings.api.max_uploads_per_user, settings.api.max_concurrent_uploads)
+        ),
     }
 
 
@@ -52,5 +57,6 @@ __all__ = [
     "LeftoverCountsDep",
     "SettingsDep",
     "StoresDep",
+    "UploadSlotsDep",
     "app_dependencies",
 ]

@@ -3,6 +3,9 @@
 Streamed uploads are written by ordinary blocking code (``storage.movers.receive``) running in a
 worker thread; this reader pulls the next chunk from the event loop only when the thread asks
 for it, so the body is never buffered beyond one chunk and backpressure reaches the client.
+
+A client that stops sending holds that thread: after ``idle_timeout`` seconds without a byte
+the read fails with 408, the partial data is removed by the caller, and the thread is free.
 """
 
 from __future__ import annotations
@@ -10,25 +13,41 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 
+import anyio
 import anyio.from_thread
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
+
+
+class BodyIdleTimeout(HTTPException):
+    status_code = HTTP_408_REQUEST_TIMEOUT
 
 
 class AsyncBodyReader(io.RawIOBase):
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout: float) -> None:
         self._chunks = chunks
+        self._idle_timeout = idle_timeout
         self._pending = memoryview(b"")
         self._done = False
 
     def readable(self) -> bool:
         return True
 
+    async def _next(self) -> bytes:
+        with anyio.fail_after(self._idle_timeout):
+            return await self._chunks.__anext__()
+
     def _next_chunk(self) -> bool:
         while not self._done and not self._pending:
             try:
-                chunk = anyio.from_thread.run(self._chunks.__anext__)
+                chunk = anyio.from_thread.run(self._next)
             except StopAsyncIteration:
                 self._done = True
                 return False
+            except TimeoutError:
+                raise BodyIdleTimeout(
+                    detail=f"the body sent nothing for {self._idle_timeout:g} s; send it again"
+                ) from None
             self._pending = memoryview(chunk)
         return bool(self._pending)
 

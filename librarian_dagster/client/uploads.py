@@ -40,7 +40,7 @@ from librarian_dagster.client.transfer import LocalBook, body_for, scan_book
 from librarian_dagster.states import FINAL_STATUSES, TransferStatus
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, Progress, hash_path
 from librarian_dagster.storage.movers.copy import copy_and_hash
-from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_name
 from librarian_dagster.storage.posix import remove_if_present
 from librarian_dagster.wire import UploadCommit, UploadCreate, UploadInfo
 
@@ -96,7 +96,7 @@ class UploadItem:
 def prepare(local: Path | str, dest: PurePath | str) -> UploadItem:
     """Check the name and scan the local book: refuse bad input before staging anything."""
     local = Path(local)
-    name = as_name(dest)
+    name = normalise_name(as_name(dest))
     try:
         validate_name(name)
     except InvalidNameError as error:

@@ -96,6 +96,16 @@ def _admin_count(session: Session) -> int:
     return session.scalar(select(func.count()).where(User.level == UserLevel.ADMIN)) or 0
 
 
+def refuse_self_lockout(actor: str, name: str, what: str, *, force: bool) -> None:
+    """An admin demoting or deleting their own account must say so (``force``), else 409.
+
+    One slip (or a fuzzer with admin credentials) must not lock the operator out; the last
+    admin is protected separately and always.
+    """
+    if actor == name and not force:
+        raise Conflict(f"refusing to {what} your own account {name!r}; pass force=true to do it")
+
+
 def delete_user(session: Session, name: str) -> None:
     user = get_user(session, name)
     if user.level == UserLevel.ADMIN and _admin_count(session) <= 1:

@@ -42,3 +42,21 @@ class InsufficientStorage(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     title = "Unavailable"
+
+
+class TooLarge(ServiceError):
+    """Over a size limit that no store's free space would change (413)."""
+
+    status = 413
+    title = "Content too large"
+
+
+class TooManyRequests(ServiceError):
+    """Over a per-user or per-client limit; ``retry_after`` says when to try again (429)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

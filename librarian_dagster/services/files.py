@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from librarian_dagster.catalogue.models import File, Instance, RemoteInstance
 from librarian_dagster.services.errors import InvalidRequest, NotFound
+from librarian_dagster.storage.names import normalise_name
+from librarian_dagster.wire.common import MAX_ID
 from librarian_dagster.wire.files import FileQuery
 
 
@@ -32,9 +34,13 @@ def encode_cursor(file_id: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("f:"):
+        digits = text.removeprefix("f:")
+        if digits == text or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
             raise ValueError(text)
-        return int(text[2:])
+        file_id = int(digits)
+        if not 0 <= file_id <= MAX_ID:
+            raise ValueError(text)
+        return file_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(f"invalid cursor {cursor!r}") from None
 
@@ -64,7 +70,11 @@ def search_files(session: Session, query: FileQuery) -> tuple[Sequence[File], st
 
 
 def get_file(session: Session, name: str) -> File:
-    """A file with its instances (and their stores) and remote instances (and peers)."""
+    """A file with its instances (and their stores) and remote instances (and peers).
+
+    The name is looked up in NFC, the form every name is catalogued in.
+    """
+    name = normalise_name(name)
     file = session.scalar(
         select(File)
         .where(File.name == name)

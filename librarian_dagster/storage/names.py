@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["MAX_NAME_BYTES", "MAX_SEGMENT_BYTES", "InvalidNameError", "validate_name"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "InvalidNameError",
+    "normalise_name",
+    "validate_name",
+]
 
 #: Longest segment most POSIX filesystems accept (NAME_MAX).
 MAX_SEGMENT_BYTES = 255
@@ -26,23 +32,56 @@ _FORBIDDEN_SUBSTRINGS: dict[str, str] = {
 }
 _SHOWN_CHARS = 60
 
+# Characters that look like a path separator or a dot but are not one: a name holding them
+# reads like another name (``2026/11`` with a division slash is not in directory ``2026``).
+# Compatibility forms of "/", "\\" and "." (fullwidth, small, leaders) are found through NFKC.
+_LOOKALIKE_SEPARATORS = frozenset(
+    "\u2215\u2044\u2571\u2572\u29f5\u29f8\u29f9\u2216\ufe68\u27cb\u27cd\u2cf9\u2cfa"
+)
+# Categories refused outright: controls, format characters (bidi overrides, zero-width
+# characters, soft hyphens: invisible, or reordering what is shown), line and paragraph
+# separators, surrogates.
+_REFUSED_CATEGORIES = {
+    "Cc": "the control character",
+    "Cf": "the invisible format character",
+    "Zl": "the line separator",
+    "Zp": "the paragraph separator",
+    "Cs": "the lone surrogate",
+}
+
 
 class InvalidNameError(ValueError):
     """A catalogue name that cannot be used safely; the message names the problem."""
 
 
-def validate_name(name: str) -> str:
+def normalise_name(name: str) -> str:
+    """The NFC form of a name as a user typed it: what the API and the client send.
+
+    "café" typed on macOS (NFD) and on Linux (NFC) is one book; entry points normalise, and
+    :func:`validate_name` then refuses any name still not in NFC, so two spellings of one
+    name can never become two books.
+    """
+    return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
+
+
+def validate_name(name: str, *, require_nfc: bool = True) -> str:
     """Return ``name`` as a relative POSIX path, or raise :class:`InvalidNameError`.
 
-    Only names already in canonical form are accepted (no empty, "." or ".."
+    Only names already in canonical form are accepted (NFC, no empty, "." or ".."
     segments), so the returned name is the given one: silently rewriting a name
-    would let two different requests address the same book.
+    would let two different requests address the same book. ``require_nfc=False`` is for
+    paths *inside* a book (a tar member), which are kept byte for byte as the client
+    hashed them.
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"a name must be a str, not {type(name).__name__}")
     if not name:
         raise InvalidNameError("the name is empty")
     _check_characters(name)
+    if require_nfc and not unicodedata.is_normalized("NFC", name):
+        raise InvalidNameError(
+            f"{_show(name)} is not in Unicode NFC form; send {_show(normalise_name(name))}"
+        )
     if len(_utf8(name)) > MAX_NAME_BYTES:
         raise InvalidNameError(f"{_show(name)} is longer than {MAX_NAME_BYTES} UTF-8 bytes")
     if name.startswith("/"):
@@ -55,8 +94,17 @@ def validate_name(name: str) -> str:
 def _check_characters(name: str) -> None:
     """Refuse characters that a filesystem, a log line or Dagster cannot hold safely."""
     for char in name:
-        if unicodedata.category(char) == "Cc":
-            raise InvalidNameError(f"{_show(name)} contains the control character {char!r}")
+        if char.isascii() and char.isprintable():
+            continue
+        label = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if label is not None:
+            raise InvalidNameError(f"{_show(name)} contains {label} {_codepoint(char)}")
+        compatible = unicodedata.normalize("NFKC", char)
+        if char in _LOOKALIKE_SEPARATORS or any(c in compatible for c in "/\\."):
+            raise InvalidNameError(
+                f"{_show(name)} contains {_codepoint(char)}, which looks like a separator "
+                "or a dot; use '/' or '.'"
+            )
     for substring, label in _FORBIDDEN_SUBSTRINGS.items():
         if substring in name:
             raise InvalidNameError(f"{_show(name)} contains {label}")
@@ -75,6 +123,11 @@ def _check_segment(name: str, segment: str) -> None:
         raise InvalidNameError(
             f"{_show(name)} has a segment longer than {MAX_SEGMENT_BYTES} UTF-8 bytes"
         )
+
+
+def _codepoint(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
 
 
 def _utf8(text: str) -> bytes:

@@ -7,6 +7,11 @@ Litestar, no Dagster (a test keeps it so). Request models forbid unknown fields.
 
 from librarian_dagster.wire.common import (
     API_PREFIX,
+    MAX_ID,
+    ByteCount,
+    Id,
+    JsonBool,
+    JsonInt,
     Problem,
     RequestModel,
     ResponseModel,
@@ -34,13 +39,18 @@ from librarian_dagster.wire.users import UserCreate, UserInfo, UserList, UserUpd
 
 __all__ = [
     "API_PREFIX",
+    "MAX_ID",
     "MAX_PAGE",
+    "ByteCount",
     "CatalogueHealth",
     "FileInfo",
     "FileQuery",
     "FileSearchResult",
     "FileSummary",
+    "Id",
     "InstanceInfo",
+    "JsonBool",
+    "JsonInt",
     "PingResponse",
     "Problem",
     "RemoteInstanceInfo",

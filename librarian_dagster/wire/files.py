@@ -7,7 +7,7 @@ send it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -16,18 +16,39 @@ from librarian_dagster.wire.common import RequestModel, ResponseModel
 
 # Files per page of GET /files (the limit's upper bound).
 MAX_PAGE = 1000
+# A name glob is at most as long as a name (in characters; names are at most 1024 UTF-8
+# bytes) and holds few wildcards: LIKE matching costs grow with each ``%``.
+MAX_GLOB_CHARS = 1024
+MAX_GLOB_WILDCARDS = 32
+# Longest uploader or source filter: account and librarian names are at most 64 characters.
+MAX_FILTER_CHARS = 256
 
 
 class FileQuery(RequestModel):
     """Filters and paging of a file search; unset (or empty) filters match everything."""
 
-    name: str | None = Field(default=None, description="Name glob: * and ? are wildcards.")
-    uploader: str | None = None
-    source: str | None = Field(default=None, description="The librarian the file came from.")
+    name: str | None = Field(
+        default=None,
+        max_length=MAX_GLOB_CHARS,
+        description=f"Name glob: * and ? are wildcards (at most {MAX_GLOB_WILDCARDS}).",
+    )
+    uploader: str | None = Field(default=None, max_length=MAX_FILTER_CHARS)
+    source: str | None = Field(
+        default=None, max_length=MAX_FILTER_CHARS, description="The librarian the file came from."
+    )
     created_since: datetime | None = Field(default=None, description="Created at or after.")
     created_until: datetime | None = Field(default=None, description="Created before.")
     limit: Annotated[int, Field(description=f"Files per page, 1 to {MAX_PAGE}.")] = 100
-    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+    cursor: str | None = Field(
+        default=None, max_length=64, description="next_cursor of the previous page."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _few_wildcards(cls, pattern: str | None) -> str | None:
+        if pattern is not None and pattern.count("*") + pattern.count("?") > MAX_GLOB_WILDCARDS:
+            raise ValueError(f"a name glob may hold at most {MAX_GLOB_WILDCARDS} wildcards")
+        return pattern
 
     @field_validator("limit")
     @classmethod
@@ -39,9 +60,14 @@ class FileQuery(RequestModel):
     @field_validator("created_since", "created_until")
     @classmethod
     def _zoned(cls, moment: datetime | None) -> datetime | None:
-        if moment is not None and moment.tzinfo is None:
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
             raise ValueError("times must carry a timezone (e.g. 2026-11-25T00:00:00Z)")
-        return moment
+        try:  # the catalogue compares in UTC; 0001-01-01T00:00+14:00 has no UTC equivalent
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("time is outside the years 1 to 9999 once converted to UTC") from None
 
     def params(self) -> dict[str, str | int]:
         """The query string that carries this query (unset and empty filters left out)."""

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from librarian_dagster.states import TransferStatus
-from librarian_dagster.wire.common import RequestModel, ResponseModel
+from librarian_dagster.wire.common import ByteCount, Id, RequestModel, ResponseModel
 
 CHECKSUM_FIELD = Field(
     default=None,
@@ -21,7 +21,7 @@ class UploadCreate(RequestModel):
     """Stage an upload: the name it will have, its size (bytes; sum of files for a directory)."""
 
     name: Annotated[str, Field(min_length=1, max_length=4096)]
-    size: Annotated[int, Field(ge=0)]
+    size: ByteCount
     checksum: str | None = CHECKSUM_FIELD
 
 
@@ -62,7 +62,7 @@ class UploadInfo(ResponseModel):
 class UploadStatusQuery(RequestModel):
     """Several uploads' status in one request (clients waiting on many uploads)."""
 
-    upload_ids: list[int] = Field(min_length=1, max_length=10_000)
+    upload_ids: list[Id] = Field(min_length=1, max_length=10_000)
 
 
 class UploadList(ResponseModel):

@@ -8,9 +8,11 @@ app-wide JSON limit.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio.to_thread
 from litestar import Request, Response, Router, delete, get, post, put
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_201_CREATED,
@@ -19,7 +21,13 @@ from litestar.status_codes import (
 )
 
 from librarian_dagster.api.auth import requires
-from librarian_dagster.api.dependencies import CatalogueDep, LauncherDep, SettingsDep, StoresDep
+from librarian_dagster.api.dependencies import (
+    CatalogueDep,
+    LauncherDep,
+    SettingsDep,
+    StoresDep,
+    UploadSlotsDep,
+)
 from librarian_dagster.api.streams import AsyncBodyReader
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.services import uploads
@@ -28,6 +36,7 @@ from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
 from librarian_dagster.wire import (
     API_PREFIX,
+    MAX_ID,
     TransferManager,
     UploadCommit,
     UploadCreate,
@@ -35,6 +44,9 @@ from librarian_dagster.wire import (
     UploadList,
     UploadStatusQuery,
 )
+
+# An upload id in a path: 1 to 2^63-1 (400 otherwise), so no id overflows the catalogue.
+UploadId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="The upload's id.")]
 
 
 def upload_info(transfer: IncomingTransfer, settings: LibrarianSettings) -> UploadInfo:
@@ -94,12 +106,13 @@ async def put_content(
     settings: SettingsDep,
     catalogue: CatalogueDep,
     stores: StoresDep,
-    upload_id: FromPath[int],
+    upload_slots: UploadSlotsDep,
+    upload_id: UploadId,
 ) -> UploadInfo:
     media_type = (
         request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
     )
-    body = AsyncBodyReader(request.stream())
+    body = AsyncBodyReader(request.stream(), settings.api.body_idle_timeout_seconds)
 
     def receive() -> UploadInfo:
         uploads.receive_content(
@@ -114,7 +127,8 @@ async def put_content(
         with catalogue.session() as session:
             return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
 
-    return await anyio.to_thread.run_sync(receive)
+    with upload_slots.hold(upload_id, request.user.name):
+        return await anyio.to_thread.run_sync(receive, limiter=upload_slots.limiter)
 
 
 @post(
@@ -129,7 +143,7 @@ def commit_upload(
     catalogue: CatalogueDep,
     stores: StoresDep,
     launcher: LauncherDep,
-    upload_id: FromPath[int],
+    upload_id: UploadId,
     data: JSONBody[UploadCommit],
 ) -> UploadInfo:
     with catalogue.session() as session:
@@ -149,7 +163,7 @@ def commit_upload(
 
 @get("/uploads/{upload_id:int}", operation_id="getUpload", sync_to_thread=True)
 def get_upload(
-    request: Request, settings: SettingsDep, catalogue: CatalogueDep, upload_id: FromPath[int]
+    request: Request, settings: SettingsDep, catalogue: CatalogueDep, upload_id: UploadId
 ) -> UploadInfo:
     with catalogue.session() as session:
         return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
@@ -174,7 +188,7 @@ def get_uploads(
     status_code=HTTP_204_NO_CONTENT,
 )
 def cancel_upload(
-    request: Request, catalogue: CatalogueDep, stores: StoresDep, upload_id: FromPath[int]
+    request: Request, catalogue: CatalogueDep, stores: StoresDep, upload_id: UploadId
 ) -> None:
     uploads.cancel_upload(catalogue, stores, upload_id, request.user)
 

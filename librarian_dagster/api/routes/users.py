@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from litestar import Router, delete, get, patch, post
-from litestar.params import FromPath, JSONBody
+from litestar import Request, Router, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from librarian_dagster.api.auth import requires
@@ -41,8 +41,16 @@ def create_user(
 
 @patch("/users/{name:str}", operation_id="updateUser", sync_to_thread=True)
 def update_user(
-    settings: SettingsDep, catalogue: CatalogueDep, name: FromPath[str], data: JSONBody[UserUpdate]
+    request: Request,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    name: FromPath[str],
+    data: JSONBody[UserUpdate],
+    force: FromQuery[bool] = False,
 ) -> UserInfo:
+    """Change a password or a level; demoting yourself needs ``force=true``."""
+    if data.level is not None and data.level != UserLevel.ADMIN:
+        accounts.refuse_self_lockout(request.user.name, name, "demote", force=force)
     with catalogue.session() as session:
         user = accounts.get_user(session, name)
         if data.password is not None:
@@ -60,7 +68,11 @@ def update_user(
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
 )
-def delete_user(catalogue: CatalogueDep, name: FromPath[str]) -> None:
+def delete_user(
+    request: Request, catalogue: CatalogueDep, name: FromPath[str], force: FromQuery[bool] = False
+) -> None:
+    """Delete an account; deleting your own needs ``force=true``."""
+    accounts.refuse_self_lockout(request.user.name, name, "delete", force=force)
     with catalogue.session() as session:
         accounts.delete_user(session, name)
 

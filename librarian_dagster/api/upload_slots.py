@@ -1,0 +1,59 @@
+"""Who is streaming an upload body right now: one writer per upload, a few per user.
+
+A body in flight holds a worker thread (it is written by blocking code) and a slot here until
+it ends. Three limits keep one client from stopping the API for the others:
+
+- one writer per upload: a second ``PUT`` to an upload whose body is still arriving gets
+  409 (before, both answered 200 and the first one's bytes were silently replaced);
+- ``per_user`` bodies at once per user (429 beyond, with ``Retry-After``);
+- ``total`` bodies at once overall, on a thread limiter of their own, so stalled uploads can
+  never take the threads that authentication and the other routes run on.
+
+In memory, per API process (the librarian runs one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+
+from librarian_dagster.services.errors import Conflict, TooManyRequests
+
+
+class UploadSlots:
+    def __init__(self, per_user: int, total: int) -> None:
+        self._per_user = per_user
+        self._active: set[int] = set()
+        self._by_user: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.limiter = anyio.CapacityLimiter(total)
+
+    @contextmanager
+    def hold(self, upload_id: int, user: str) -> Iterator[None]:
+        """Hold the slot of this upload (and one of the user's) while its body arrives."""
+        with self._lock:
+            if upload_id in self._active:
+                raise Conflict(
+                    f"upload {upload_id} is already receiving a body; wait for that request "
+                    "to end (or cancel the upload) before sending again"
+                )
+            if self._by_user[user] >= self._per_user:
+                raise TooManyRequests(
+                    f"{user!r} is already sending {self._per_user} upload bodies at once; "
+                    "send this one when one of them ends",
+                    retry_after=5,
+                )
+            self._active.add(upload_id)
+            self._by_user[user] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active.discard(upload_id)
+                self._by_user[user] -= 1
+                if self._by_user[user] <= 0:
+                    del self._by_user[user]
