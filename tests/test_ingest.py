@@ -23,6 +23,7 @@ from librarian_dagster.services.errors import (
     InsufficientStorage,
     InvalidRequest,
     NotFound,
+    TooLarge,
 )
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
@@ -213,7 +214,7 @@ def test_no_room_is_507_and_creates_nothing(
         )
     assert site.staging_listing() == []
     with (
-        pytest.raises(InsufficientStorage, match="upload limit"),
+        pytest.raises(TooLarge, match="upload limit"),
         site.catalogue.session() as session,
     ):
         uploads.stage_upload(

@@ -15,13 +15,13 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from librarian_dagster import __version__
 from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
 from librarian_dagster.api.dependencies import app_dependencies
 from librarian_dagster.api.login_throttle import LoginThrottle
+from librarian_dagster.api.openapi import PROBLEM_JSON, document_problems, openapi_config
 from librarian_dagster.api.requests import LibrarianRequest
 from librarian_dagster.api.routes import files, ping, uploads, users
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
@@ -33,8 +33,6 @@ from librarian_dagster.settings import LibrarianSettings, load_settings
 from librarian_dagster.wire import API_PREFIX
 
 log = logging.getLogger(__name__)
-
-PROBLEM_JSON = "application/problem+json"
 
 
 def _problem(status: int, title: str, detail: str) -> Response[dict[str, object]]:
@@ -106,7 +104,7 @@ def create_app(
     authenticator = Authenticator(
         catalogue, password_hasher(settings.security), settings.api.auth_cache_seconds
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[ping.router(), users.router(), uploads.router(), files.router()],
         dependencies=app_dependencies(settings, catalogue, open_stores(settings), launcher),
         middleware=[
@@ -122,9 +120,7 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        openapi_config=OpenAPIConfig(
-            title=f"librarian {settings.name}", version=__version__, path="/schema"
-        ),
+        openapi_config=openapi_config(f"librarian {settings.name}", __version__),
         request_class=LibrarianRequest,
         request_max_body_size=settings.api.max_json_body_bytes,
         # Litestar's own logger only: the process (uvicorn, a test) owns the root logger.
@@ -133,6 +129,8 @@ def create_app(
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         debug=False,
     )
+    document_problems(app, unauthenticated=[f"{API_PREFIX}/ping"])
+    return app
 
 
 __all__ = ["API_PREFIX", "create_app"]

@@ -60,3 +60,8 @@ class TooManyRequests(ServiceError):
     def __init__(self, detail: str, retry_after: float = 1.0) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    title = "Unsupported media type"

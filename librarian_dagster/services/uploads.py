@@ -30,6 +30,8 @@ from librarian_dagster.services.errors import (
     InsufficientStorage,
     InvalidRequest,
     NotFound,
+    TooLarge,
+    UnsupportedMediaType,
 )
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
@@ -46,6 +48,7 @@ from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum, ChecksumEr
 from librarian_dagster.storage.errors import StagingNotFoundError, StoreFullError
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.movers.receive import (
+    FILE_MEDIA_TYPE,
     TAR_MEDIA_TYPE,
     ReceiveError,
     receive_file,
@@ -143,7 +146,7 @@ def stage_upload(
     if size < 0:
         raise InvalidRequest("size must not be negative")
     if max_size is not None and size > max_size:
-        raise InsufficientStorage(f"{size} bytes is over the upload limit of {max_size} bytes")
+        raise TooLarge(f"{size} bytes is over the upload limit of {max_size} bytes")
     if is_catalogued(session, name):
         raise Conflict(f"{name!r} is already catalogued; names are immutable")
     pending = pending_for_name(session, name)
@@ -207,6 +210,11 @@ def receive_content(
     client leaves nothing behind. A previous partial attempt is replaced. No transaction
     is open while the bytes arrive.
     """
+    if media_type not in (FILE_MEDIA_TYPE, TAR_MEDIA_TYPE):
+        raise UnsupportedMediaType(
+            f"send {FILE_MEDIA_TYPE} for a file or {TAR_MEDIA_TYPE} for a directory, "
+            f"not {media_type}"
+        )
     with catalogue.session() as session:
         transfer, staging = _for_content(session, stores, upload_id, principal)
         declared_size, declared_checksum = transfer.size, transfer.checksum

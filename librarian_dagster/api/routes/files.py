@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from librarian_dagster.api.auth import requires
 from librarian_dagster.api.dependencies import CatalogueDep
+from librarian_dagster.api.openapi import problems
 from librarian_dagster.catalogue.models import File
 from librarian_dagster.services import files
 from librarian_dagster.services.errors import InvalidRequest
@@ -75,7 +76,7 @@ def search_files(catalogue: CatalogueDep, filters: NamedDependency[FileQuery]) -
         return FileSearchResult(files=[summary(row) for row in rows], next_cursor=next_cursor)
 
 
-@get("/files/{name:path}", operation_id="getFile", sync_to_thread=True)
+@get("/files/{name:path}", operation_id="getFile", sync_to_thread=True, responses=problems(404))
 def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
     with catalogue.session() as session:
         file = files.get_file(session, name.lstrip("/"))

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import anyio.to_thread
 from litestar import Request, Response, Router, delete, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import (
     HTTP_200_OK,
@@ -28,12 +29,14 @@ from librarian_dagster.api.dependencies import (
     StoresDep,
     UploadSlotsDep,
 )
+from librarian_dagster.api.openapi import problems, streamed_body
 from librarian_dagster.api.streams import AsyncBodyReader
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.services import uploads
 from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
+from librarian_dagster.storage.movers.receive import FILE_MEDIA_TYPE, TAR_MEDIA_TYPE
 from librarian_dagster.wire import (
     API_PREFIX,
     MAX_ID,
@@ -72,7 +75,16 @@ def upload_info(transfer: IncomingTransfer, settings: LibrarianSettings) -> Uplo
     )
 
 
-@post("/uploads", operation_id="stageUpload", sync_to_thread=True, status_code=HTTP_201_CREATED)
+@post(
+    "/uploads",
+    operation_id="stageUpload",
+    sync_to_thread=True,
+    status_code=HTTP_201_CREATED,
+    responses={
+        200: ResponseSpec(UploadInfo, description="An upload of this name was resumed"),
+        **problems(409, 413, 507),
+    },
+)
 def stage_upload(
     request: Request,
     settings: SettingsDep,
@@ -100,6 +112,8 @@ def stage_upload(
     operation_id="putUploadContent",
     request_max_body_size=None,
     summary="Stream a file (application/octet-stream) or a directory (application/x-tar)",
+    operation_class=streamed_body(FILE_MEDIA_TYPE, TAR_MEDIA_TYPE),
+    responses=problems(404, 408, 409, 415, 429, 507),
 )
 async def put_content(
     request: Request,
@@ -136,6 +150,7 @@ async def put_content(
     operation_id="commitUpload",
     sync_to_thread=True,
     status_code=HTTP_202_ACCEPTED,
+    responses=problems(404, 409),
 )
 def commit_upload(
     request: Request,
@@ -161,7 +176,12 @@ def commit_upload(
     return info
 
 
-@get("/uploads/{upload_id:int}", operation_id="getUpload", sync_to_thread=True)
+@get(
+    "/uploads/{upload_id:int}",
+    operation_id="getUpload",
+    sync_to_thread=True,
+    responses=problems(404),
+)
 def get_upload(
     request: Request, settings: SettingsDep, catalogue: CatalogueDep, upload_id: UploadId
 ) -> UploadInfo:
@@ -169,7 +189,13 @@ def get_upload(
         return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
 
 
-@post("/uploads/status", operation_id="getUploads", sync_to_thread=True, status_code=HTTP_200_OK)
+@post(
+    "/uploads/status",
+    operation_id="getUploads",
+    sync_to_thread=True,
+    status_code=HTTP_200_OK,
+    responses=problems(404),
+)
 def get_uploads(
     request: Request,
     settings: SettingsDep,
@@ -186,6 +212,7 @@ def get_uploads(
     operation_id="cancelUpload",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
+    responses=problems(404, 409),
 )
 def cancel_upload(
     request: Request, catalogue: CatalogueDep, stores: StoresDep, upload_id: UploadId

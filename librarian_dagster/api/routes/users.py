@@ -8,6 +8,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from librarian_dagster.api.auth import requires
 from librarian_dagster.api.dependencies import CatalogueDep, SettingsDep
+from librarian_dagster.api.openapi import problems
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
 from librarian_dagster.states import UserLevel
@@ -29,7 +30,13 @@ def list_users(catalogue: CatalogueDep) -> UserList:
         return UserList(users=[_info(user) for user in accounts.list_users(session)])
 
 
-@post("/users", operation_id="createUser", sync_to_thread=True, status_code=HTTP_201_CREATED)
+@post(
+    "/users",
+    operation_id="createUser",
+    sync_to_thread=True,
+    status_code=HTTP_201_CREATED,
+    responses=problems(409),
+)
 def create_user(
     settings: SettingsDep, catalogue: CatalogueDep, data: JSONBody[UserCreate]
 ) -> UserInfo:
@@ -39,7 +46,12 @@ def create_user(
         return _info(user)
 
 
-@patch("/users/{name:str}", operation_id="updateUser", sync_to_thread=True)
+@patch(
+    "/users/{name:str}",
+    operation_id="updateUser",
+    sync_to_thread=True,
+    responses=problems(404, 409),
+)
 def update_user(
     request: Request,
     settings: SettingsDep,
@@ -67,6 +79,7 @@ def update_user(
     operation_id="deleteUser",
     sync_to_thread=True,
     status_code=HTTP_204_NO_CONTENT,
+    responses=problems(404, 409),
 )
 def delete_user(
     request: Request, catalogue: CatalogueDep, name: FromPath[str], force: FromQuery[bool] = False
