@@ -134,8 +134,20 @@ class IngestSettings(_Section):
     # queue wait, no worker process start: ~0.4 s of Dagster overhead instead of ~2 s);
     # "queue" submits them to Dagster's run queue like the sensor's runs.
     commit_runs: Literal["api", "queue"] = "api"
-    # Largest single upload accepted (507 beyond); books are 10-20 GB, so 1 TiB is generous.
+    # Largest single upload accepted (413 beyond); books are 10-20 GB, so 1 TiB is generous.
     max_upload_bytes: Annotated[int, Field(ge=1)] = 1024**4
+    # An upload staged but sent no bytes for this long is failed and its staging removed;
+    # until then its declared size stays reserved.
+    stage_expiry_hours: Annotated[float, Field(gt=0)] = 24.0
+    # What one user's uncommitted uploads may reserve at once (507 beyond): a share of the
+    # ingestable stores' free space, and an absolute cap.
+    max_reserved_fraction_per_user: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_reserved_bytes_per_user: Annotated[int, Field(ge=1)] = 16 * 1024**4
+    # Entries (files and directories) one directory book may hold, and the declared bytes
+    # each entry beyond the first 1,000 needs: a "0-byte" tar of 20,000 empty directories
+    # is refused instead of writing their metadata.
+    max_entries_per_book: Annotated[int, Field(ge=1)] = 1_000_000
+    min_bytes_per_entry: Annotated[int, Field(ge=0)] = 64
 
 
 class GlobusSettings(_Section):

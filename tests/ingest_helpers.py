@@ -58,6 +58,7 @@ class Site:
                 checksum=checksum,
                 principal=UPLOADER,
                 source=self.settings.name,
+                ingest=self.settings.ingest,
             )
             return transfer.id
 

@@ -92,6 +92,7 @@ def test_size_that_lies_is_refused_at_commit(site: Site, tmp_path: Path) -> None
             checksum=None,
             principal=UPLOADER,
             source="s",
+            ingest=site.settings.ingest,
         )
         upload_id = transfer.id
     site.copy_in(upload_id, source)
@@ -188,6 +189,7 @@ def test_second_stage_of_a_pending_name_resumes(site: Site, tmp_path: Path) -> N
             checksum=None,
             principal=other,
             source="s",
+            ingest=site.settings.ingest,
         )
 
 
@@ -211,6 +213,7 @@ def test_no_room_is_507_and_creates_nothing(
             checksum=None,
             principal=UPLOADER,
             source="s",
+            ingest=site.settings.ingest,
         )
     assert site.staging_listing() == []
     with (
@@ -225,7 +228,7 @@ def test_no_room_is_507_and_creates_nothing(
             checksum=None,
             principal=UPLOADER,
             source="s",
-            max_size=10,
+            ingest=site.settings.ingest.model_copy(update={"max_upload_bytes": 10}),
         )
     assert site.staging_listing() == []
     with site.catalogue.session() as session:  # what exactly fits is taken
@@ -237,6 +240,7 @@ def test_no_room_is_507_and_creates_nothing(
             checksum=None,
             principal=UPLOADER,
             source="s",
+            ingest=site.settings.ingest.model_copy(update={"max_reserved_fraction_per_user": 1.0}),
         )
     assert created and len(site.staging_listing()) == 1
 

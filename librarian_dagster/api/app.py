@@ -20,10 +20,12 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from librarian_dagster import __version__
 from librarian_dagster.api.auth import UNAUTHENTICATED_PATHS, Authenticator, BasicAuthMiddleware
 from librarian_dagster.api.dependencies import app_dependencies
+from librarian_dagster.api.housekeeping import housekeeping
 from librarian_dagster.api.login_throttle import LoginThrottle
 from librarian_dagster.api.openapi import PROBLEM_JSON, document_problems, openapi_config
 from librarian_dagster.api.requests import LibrarianRequest
 from librarian_dagster.api.routes import files, ping, uploads, users
+from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
 from librarian_dagster.services.errors import ServiceError, TooManyRequests
@@ -104,9 +106,14 @@ def create_app(
     authenticator = Authenticator(
         catalogue, password_hasher(settings.security), settings.api.auth_cache_seconds
     )
+    stores = open_stores(settings)
+    slots = UploadSlots(settings.api.max_uploads_per_user, settings.api.max_concurrent_uploads)
     app = Litestar(
         route_handlers=[ping.router(), users.router(), uploads.router(), files.router()],
-        dependencies=app_dependencies(settings, catalogue, open_stores(settings), launcher),
+        dependencies=app_dependencies(settings, catalogue, stores, launcher, slots),
+        lifespan=[housekeeping(settings, catalogue, stores, slots)],
+        # The pool's idle connections go with the app (the engine stays usable).
+        on_shutdown=[catalogue.dispose],
         middleware=[
             DefineMiddleware(
                 BasicAuthMiddleware,

@@ -37,6 +37,7 @@ def app_dependencies(
     catalogue: Catalogue,
     stores: dict[str, LocalStore],
     launcher: IngestLauncher | None,
+    upload_slots: UploadSlots,
 ) -> dict[str, Provide]:
     """The dependencies of every route: settings, catalogue, stores, the ingest launcher."""
     return {
@@ -45,9 +46,7 @@ def app_dependencies(
         "stores": _constant(stores),
         "launcher": _constant(launcher),
         "leftover_counts": _constant(LeftoverCounts()),
-        "upload_slots": _constant(
-            UploadSlots(settings.api.max_uploads_per_user, settings.api.max_concurrent_uploads)
-        ),
+        "upload_slots": _constant(upload_slots),
     }
 
 

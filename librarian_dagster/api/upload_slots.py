@@ -32,6 +32,11 @@ class UploadSlots:
         self._lock = threading.Lock()
         self.limiter = anyio.CapacityLimiter(total)
 
+    def active_ids(self) -> frozenset[int]:
+        """The uploads whose body is arriving now."""
+        with self._lock:
+            return frozenset(self._active)
+
     @contextmanager
     def hold(self, upload_id: int, user: str) -> Iterator[None]:
         """Hold the slot of this upload (and one of the user's) while its body arrives."""

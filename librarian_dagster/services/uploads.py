@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -43,6 +43,8 @@ from librarian_dagster.services.incoming import (
     stage_transfer,
     staging_of,
 )
+from librarian_dagster.services.upload_reservations import check_user_cap, reserved_bytes
+from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus, UserLevel
 from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum, ChecksumError
 from librarian_dagster.storage.errors import StagingNotFoundError, StoreFullError
@@ -50,6 +52,7 @@ from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.movers.receive import (
     FILE_MEDIA_TYPE,
     TAR_MEDIA_TYPE,
+    EntryLimits,
     ReceiveError,
     receive_file,
     receive_tar,
@@ -78,37 +81,34 @@ def check_name(name: str) -> str:
         raise InvalidRequest(f"invalid name: {error}") from None
 
 
-def _pending_initiated_bytes(session: Session, store_id: int) -> int:
-    """Bytes promised to uploads whose data may not be in staging yet."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(IncomingTransfer.size), 0)).where(
-            IncomingTransfer.store_id == store_id,
-            IncomingTransfer.status == TransferStatus.INITIATED,
-        )
-    )
-    return int(total or 0)
-
-
 def _choose_store(
-    session: Session, stores: dict[str, LocalStore], size: int
+    session: Session,
+    stores: dict[str, LocalStore],
+    ingest: IngestSettings,
+    size: int,
+    uploader: str,
 ) -> tuple[Store, LocalStore]:
-    """The first enabled, ingestable local store with room for ``size`` bytes (else 507)."""
+    """The first enabled, ingestable local store with room for ``size`` bytes (else 507).
+
+    Room is the store's free space less what live uploads reserved; the uploader's own
+    reservations are capped (``upload_reservations.check_user_cap``).
+    """
     rows = session.scalars(
         select(Store)
         .where(Store.enabled, Store.ingestable, Store.declared, Store.kind == StoreKind.LOCAL)
         .order_by(Store.id)
     ).all()
+    candidates = [(row, stores[row.name]) for row in rows if row.name in stores]
+    if not candidates:
+        raise InsufficientStorage("no enabled ingestable store is configured")
+    free_now = {row.id: store.free_bytes() for row, store in candidates}
+    check_user_cap(session, ingest, uploader, size, free_now.values())
     best_free = 0
-    for row in rows:
-        store = stores.get(row.name)
-        if store is None:
-            continue
-        free = store.free_bytes() - _pending_initiated_bytes(session, row.id)
+    for row, store in candidates:
+        free = free_now[row.id] - reserved_bytes(session, ingest, store_id=row.id)
         if size <= free:
             return row, store
         best_free = max(best_free, free)
-    if not rows:
-        raise InsufficientStorage("no enabled ingestable store is configured")
     raise InsufficientStorage(
         f"no ingestable store has room for {size} bytes (most free: {max(best_free, 0)} bytes)"
     )
@@ -138,15 +138,18 @@ def stage_upload(
     checksum: str | None,
     principal: Principal,
     source: str,
-    max_size: int | None = None,
+    ingest: IngestSettings,
 ) -> tuple[IncomingTransfer, bool]:
     """Create (or resume) an upload. Returns the transfer and whether it is new."""
     name = check_name(name)
     checksum = parse_checksum(checksum)
     if size < 0:
         raise InvalidRequest("size must not be negative")
-    if max_size is not None and size > max_size:
-        raise TooLarge(f"{size} bytes is over the upload limit of {max_size} bytes")
+    if size > ingest.max_upload_bytes:
+        raise TooLarge(
+            f"{size} bytes is over the upload limit of {ingest.max_upload_bytes} bytes "
+            "([ingest] max_upload_bytes)"
+        )
     if is_catalogued(session, name):
         raise Conflict(f"{name!r} is already catalogued; names are immutable")
     pending = pending_for_name(session, name)
@@ -159,7 +162,7 @@ def stage_upload(
                 " cancel it first"
             )
         return pending, False
-    row, store = _choose_store(session, stores, size)
+    row, store = _choose_store(session, stores, ingest, size, principal.name)
     try:
         transfer = stage_transfer(
             session,
@@ -201,6 +204,7 @@ def receive_content(
     *,
     media_type: str,
     default_algorithm: str,
+    ingest: IngestSettings,
 ) -> None:
     """Write a streamed body into the upload's staging, hashing it as it is written.
 
@@ -218,13 +222,21 @@ def receive_content(
     with catalogue.session() as session:
         transfer, staging = _for_content(session, stores, upload_id, principal)
         declared_size, declared_checksum = transfer.size, transfer.checksum
+        transfer.updated_at = datetime.now(UTC)  # bytes are arriving: not idle
     expected = Checksum.parse(declared_checksum) if declared_checksum else None
     algorithm = expected.algorithm if expected else default_algorithm
     remove_if_present(staging.data_path)
     stream = io.BufferedReader(body, CHUNK_SIZE)  # type: ignore[arg-type]
-    receive = receive_tar if media_type == TAR_MEDIA_TYPE else receive_file
     try:
-        received = receive(stream, staging.data_path, algorithm, declared_size)
+        if media_type == TAR_MEDIA_TYPE:
+            limits = EntryLimits(
+                max_entries=ingest.max_entries_per_book,
+                min_bytes_per_entry=ingest.min_bytes_per_entry,
+                has_room=lambda: staging.store.free_bytes() > 0,
+            )
+            received = receive_tar(stream, staging.data_path, algorithm, declared_size, limits)
+        else:
+            received = receive_file(stream, staging.data_path, algorithm, declared_size)
         if received.size != declared_size:
             raise ReceiveError(
                 f"size mismatch: declared {declared_size} bytes, received {received.size}"
@@ -239,6 +251,16 @@ def receive_content(
     except BaseException:
         remove_if_present(staging.data_path)
         raise
+    finally:
+        _touch(catalogue, upload_id)
+
+
+def _touch(catalogue: Catalogue, upload_id: int) -> None:
+    """The upload's body ended (either way): its idle time counts from now."""
+    with catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, upload_id)
+        if transfer is not None and transfer.status == TransferStatus.INITIATED:
+            transfer.updated_at = datetime.now(UTC)
 
 
 def commit_upload(

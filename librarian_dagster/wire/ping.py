@@ -14,6 +14,10 @@ class StoreHealth(ResponseModel):
     free_bytes: int | None = None
     total_bytes: int | None = None
     leftover_staging: int | None = None
+    # Uploads staged here that received no bytes for an hour (until they expire).
+    idle_uploads: int | None = None
+    # Declared bytes of uploads staged here and not yet committed.
+    reserved_bytes: int | None = None
     error: str | None = None
 
 

@@ -2,11 +2,17 @@
 
 Unauthenticated so peers and load balancers can probe it; it says nothing secret (no paths,
 no counts of files), only health.
+
+Per store it counts uploads that went idle (staged, no bytes for ``IDLE_UPLOAD_SECONDS``,
+not receiving now: a client that died mid-upload shows here until its upload expires) and the
+bytes live uploads reserve.
 """
 
 from __future__ import annotations
 
 from litestar import Router, get
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from librarian_dagster import __version__
 from librarian_dagster.api.dependencies import (
@@ -14,13 +20,18 @@ from librarian_dagster.api.dependencies import (
     LeftoverCountsDep,
     SettingsDep,
     StoresDep,
+    UploadSlotsDep,
 )
 from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
+from librarian_dagster.catalogue.models import Store
+from librarian_dagster.services.upload_reservations import idle_uploads, reserved_bytes
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire import API_PREFIX, CatalogueHealth, PingResponse, StoreHealth
+
+IDLE_UPLOAD_SECONDS = 3600.0
 
 
 def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
@@ -34,8 +45,29 @@ def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
         return CatalogueHealth(ok=False, backend=backend, error=type(error).__name__)
 
 
+def upload_counts(
+    catalogue: Catalogue, settings: LibrarianSettings, busy: frozenset[int]
+) -> dict[str, tuple[int, int]]:
+    """Per store name: (idle uploads, bytes reserved by live uploads); empty if unreadable."""
+    try:
+        with catalogue.session() as session:
+            ids = dict(session.execute(select(Store.name, Store.id)).tuples().all())
+            return {
+                name: (
+                    idle_uploads(session, store_id, IDLE_UPLOAD_SECONDS, busy),
+                    reserved_bytes(session, settings.ingest, store_id=store_id),
+                )
+                for name, store_id in ids.items()
+            }
+    except SQLAlchemyError:  # the catalogue's own health says what is wrong
+        return {}
+
+
 def store_health(
-    settings: LibrarianSettings, stores: dict[str, LocalStore], leftover_counts: LeftoverCounts
+    settings: LibrarianSettings,
+    stores: dict[str, LocalStore],
+    leftover_counts: LeftoverCounts,
+    uploads: dict[str, tuple[int, int]],
 ) -> list[StoreHealth]:
     result = []
     for config in settings.stores:
@@ -65,6 +97,8 @@ def store_health(
                 free_bytes=health.free_bytes,
                 total_bytes=health.total_bytes,
                 leftover_staging=leftovers,
+                idle_uploads=uploads.get(config.name, (None, None))[0],
+                reserved_bytes=uploads.get(config.name, (None, None))[1],
             )
         )
     return result
@@ -76,9 +110,11 @@ def ping(
     catalogue: CatalogueDep,
     stores: StoresDep,
     leftover_counts: LeftoverCountsDep,
+    upload_slots: UploadSlotsDep,
 ) -> PingResponse:
     catalogue_state = catalogue_health(catalogue)
-    store_states = store_health(settings, stores, leftover_counts)
+    uploads = upload_counts(catalogue, settings, upload_slots.active_ids())
+    store_states = store_health(settings, stores, leftover_counts, uploads)
     return PingResponse(
         name=settings.name,
         version=__version__,

@@ -101,7 +101,7 @@ def stage_upload(
             checksum=data.checksum,
             principal=request.user,
             source=settings.name,
-            max_size=settings.ingest.max_upload_bytes,
+            ingest=settings.ingest,
         )
         info = upload_info(transfer, settings)
     return Response(info, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
@@ -137,6 +137,7 @@ async def put_content(
             body,
             media_type=media_type,
             default_algorithm=settings.checksum.algorithm,
+            ingest=settings.ingest,
         )
         with catalogue.session() as session:
             return upload_info(uploads.get_upload(session, upload_id, request.user), settings)

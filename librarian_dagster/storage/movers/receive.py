@@ -6,12 +6,19 @@ soon as it exceeds the declared size (a lying client cannot fill the disk). A ta
 unpacked on the fly; only regular files and directories with safe relative names are
 accepted, and the result's checksum is computed with the same ``DirectoryDigest`` as
 ``hash_path`` so no second read is needed to know it.
+
+Bytes are not all a tar can cost: a "0-byte" stream of 20,000 empty directories writes
+80 MB of metadata. ``EntryLimits`` caps the entries (files and directories) of one book, lets
+each entry beyond the first ``free_entries`` cost ``min_bytes_per_entry`` of the declared
+size, and asks ``has_room`` every ``ROOM_CHECK_EVERY`` entries whether the filesystem still
+has room beyond its reserve.
 """
 
 from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +43,46 @@ class ReceiveError(ValueError):
 class Received:
     size: int
     checksum: Checksum
+
+
+ROOM_CHECK_EVERY = 1024
+
+
+@dataclass(frozen=True)
+class EntryLimits:
+    max_entries: int = 1_000_000
+    min_bytes_per_entry: int = 64
+    free_entries: int = 1000
+    has_room: Callable[[], bool] | None = None
+
+    def allowed(self, declared_size: int) -> int:
+        """Entries a book of this declared size may hold."""
+        if self.min_bytes_per_entry <= 0:
+            return self.max_entries
+        return min(self.max_entries, self.free_entries + declared_size // self.min_bytes_per_entry)
+
+
+class _Entries:
+    """Counts the entries of a tar stream against ``EntryLimits``."""
+
+    def __init__(self, limits: EntryLimits, declared_size: int) -> None:
+        self._limits = limits
+        self._allowed = limits.allowed(declared_size)
+        self._declared = declared_size
+        self.count = 0
+
+    def take(self) -> None:
+        self.count += 1
+        if self.count > self._allowed:
+            raise ReceiveError(
+                f"more than {self._allowed} entries (files and directories) for a declared "
+                f"size of {self._declared} bytes: at most {self._limits.max_entries}, and "
+                f"each beyond the first {self._limits.free_entries} needs "
+                f"{self._limits.min_bytes_per_entry} declared bytes"
+            )
+        has_room = self._limits.has_room
+        if self.count % ROOM_CHECK_EVERY == 0 and has_room is not None and not has_room():
+            raise ReceiveError("the store ran out of room while the directory was unpacked")
 
 
 class _Budget:
@@ -88,9 +135,16 @@ def _member_path(name: str) -> str | None:
         raise ReceiveError(f"unsafe path in tar stream {name!r}: {error}") from None
 
 
-def receive_tar(stream: BinaryIO, destination: Path, algorithm: str, limit: int) -> Received:
+def receive_tar(
+    stream: BinaryIO,
+    destination: Path,
+    algorithm: str,
+    limit: int,
+    entry_limits: EntryLimits | None = None,
+) -> Received:
     """Unpack a tar stream as the directory ``destination`` (must not exist)."""
     budget = _Budget(limit)
+    entries = _Entries(entry_limits or EntryLimits(), limit)
     digest = DirectoryDigest(algorithm)
     os.mkdir(destination, 0o755)
     try:
@@ -103,6 +157,7 @@ def receive_tar(stream: BinaryIO, destination: Path, algorithm: str, limit: int)
             if relpath is None:
                 continue
             target = destination / relpath
+            entries.take()
             if member.isdir():
                 target.mkdir(mode=0o755, parents=True, exist_ok=True)
             elif member.isreg():

@@ -1,0 +1,231 @@
+"""What one user's uploads may hold: reservation caps, expiry of idle uploads, tar entries.
+
+Regression tests for the hardening issue: one user could reserve every store without sending
+a byte, reservations never expired, a client killed mid-upload left its partial data
+unreported, and a "0-byte" tar of empty directories wrote unbounded metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.services import upload_reservations, uploads
+from librarian_dagster.services.accounts import Principal
+from librarian_dagster.services.errors import InsufficientStorage, InvalidRequest
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import TransferStatus, UserLevel
+from librarian_dagster.storage import local_store
+from tests.api_helpers import api_client, credentials
+from tests.ingest_helpers import UPLOADER, Site, open_site
+
+ALICE = Principal("alice", UserLevel.READ_APPEND)
+BOB = Principal("bob", UserLevel.READ_APPEND)
+FREE = 1_000_000
+
+
+@pytest.fixture
+def site(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Site:
+    # A fixed amount of free space: the real one moves while other processes write.
+    monkeypatch.setattr(local_store.LocalStore, "free_bytes", lambda _store: FREE)
+    return open_site(make_settings(database_url=database_url))
+
+
+def stage(site: Site, name: str, size: int, who: Principal = ALICE, **ingest: object) -> int:
+    with site.catalogue.session() as session:
+        transfer, _ = uploads.stage_upload(
+            session,
+            site.stores,
+            name=name,
+            size=size,
+            checksum=None,
+            principal=who,
+            source="s",
+            ingest=site.settings.ingest.model_copy(update=ingest),
+        )
+        return transfer.id
+
+
+def age(site: Site, upload_id: int, hours: float) -> None:
+    with site.catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, upload_id)
+        assert transfer is not None
+        transfer.updated_at = datetime.now(UTC) - timedelta(hours=hours)
+
+
+def status(site: Site, upload_id: int) -> tuple[TransferStatus, str | None]:
+    with site.catalogue.session() as session:
+        transfer = session.get(IncomingTransfer, upload_id)
+        assert transfer is not None
+        return transfer.status, transfer.failure_reason
+
+
+def test_one_user_cannot_reserve_more_than_half_the_free_space(site: Site) -> None:
+    stage(site, "alice/1", 400_000)
+    with pytest.raises(InsufficientStorage, match="max_reserved_fraction_per_user"):
+        stage(site, "alice/2", 200_000)
+    assert len(site.staging_listing()) == 1
+    stage(site, "bob/1", 400_000, who=BOB)  # another user still has room
+
+
+def test_the_absolute_cap_names_itself(site: Site) -> None:
+    stage(site, "alice/1", 1_000, max_reserved_bytes_per_user=1_500)
+    with pytest.raises(InsufficientStorage, match="max_reserved_bytes_per_user"):
+        stage(site, "alice/2", 1_000, max_reserved_bytes_per_user=1_500)
+
+
+def test_committed_uploads_no_longer_count_against_the_cap(site: Site, tmp_path: Path) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"x" * 400_000)
+    site.upload("u/1", source)  # staged and committed: its bytes are in staging, not promised
+    stage(site, "u/2", 400_000, who=UPLOADER)
+
+
+def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
+    idle = stage(site, "idle/one", 400_000)
+    partial = Path(site.staging_path(idle))
+    partial.write_bytes(b"half of it")  # a client killed mid-upload
+    busy = stage(site, "busy/one", 100_000, who=BOB)
+    fresh = stage(site, "fresh/one", 100_000, who=BOB)
+    age(site, idle, 25)
+    age(site, busy, 25)
+    # Past expiry, the idle upload reserves nothing even before the sweep runs ...
+    stage(site, "alice/again", 400_000)
+    expired = upload_reservations.expire_idle_uploads(
+        site.catalogue, site.stores, site.settings.ingest, busy={busy}
+    )
+    # ... and the sweep fails it with the reason and removes its partial data.
+    assert expired == 1
+    state, reason = status(site, idle)
+    assert state == TransferStatus.FAILED and reason and "no bytes received for 24 hours" in reason
+    assert not partial.exists() and not partial.parent.exists()
+    assert status(site, busy)[0] == TransferStatus.INITIATED  # its body is arriving now
+    assert status(site, fresh)[0] == TransferStatus.INITIATED
+    assert (
+        upload_reservations.expire_idle_uploads(site.catalogue, site.stores, site.settings.ingest)
+        == 1  # busy, once no longer busy
+    )
+
+
+def test_ping_counts_idle_uploads_and_reserved_bytes(
+    make_settings: Callable[..., LibrarianSettings], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    with api_client(settings) as client:
+        auth = credentials(UserLevel.READ_APPEND)
+        first = client.post("/api/v2/uploads", json={"name": "a/1", "size": 10}, auth=auth)
+        second = client.post("/api/v2/uploads", json={"name": "a/2", "size": 20}, auth=auth)
+        assert first.status_code == second.status_code == 201
+        site = open_site(settings)
+        age(site, first.json()["upload_id"], 2)
+        (store,) = client.get("/api/v2/ping").json()["stores"]
+        assert store["idle_uploads"] == 1 and store["reserved_bytes"] == 30
+
+
+def test_a_body_touches_the_upload_so_it_is_not_idle(
+    make_settings: Callable[..., LibrarianSettings], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    with api_client(settings) as client:
+        auth = credentials(UserLevel.READ_APPEND)
+        upload_id = client.post(
+            "/api/v2/uploads", json={"name": "t/1", "size": 3}, auth=auth
+        ).json()["upload_id"]
+        site = open_site(settings)
+        age(site, upload_id, 30)
+        response = client.put(
+            f"/api/v2/uploads/{upload_id}/content",
+            content=b"abc",
+            headers={"content-type": "application/octet-stream"},
+            auth=auth,
+        )
+        assert response.status_code == 200, response.text
+        assert (
+            upload_reservations.expire_idle_uploads(site.catalogue, site.stores, settings.ingest)
+            == 0
+        )
+
+
+def _tar(directories: int, files: dict[str, bytes] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for index in range(directories):
+            member = tarfile.TarInfo(f"d{index:05d}")
+            member.type = tarfile.DIRTYPE
+            archive.addfile(member)
+        for name, data in (files or {}).items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _put_tar(client: TestClient, name: str, size: int, body: bytes) -> tuple[int, int]:
+    auth = credentials(UserLevel.READ_APPEND)
+    upload_id = client.post("/api/v2/uploads", json={"name": name, "size": size}, auth=auth).json()[
+        "upload_id"
+    ]
+    response = client.put(
+        f"/api/v2/uploads/{upload_id}/content",
+        content=body,
+        headers={"content-type": "application/x-tar"},
+        auth=auth,
+    )
+    return upload_id, response.status_code
+
+
+def test_a_zero_byte_tar_of_many_directories_is_refused(
+    make_settings: Callable[..., LibrarianSettings], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    with api_client(settings) as client:
+        upload_id, code = _put_tar(client, "empty/dirs", 0, _tar(1_500))
+        assert code == 400
+        site = open_site(settings)
+        with site.catalogue.session() as session:
+            transfer = session.get(IncomingTransfer, upload_id)
+            assert transfer is not None and transfer.status == TransferStatus.INITIATED
+            assert not Path(transfer.staging_path).exists()  # nothing of it is kept
+        # Within the allowance (1,000 entries + 1 per 64 declared bytes), a book is fine.
+        files = {f"f{i:04d}": b"x" * 100 for i in range(1_200)}
+        _, code = _put_tar(client, "small/files", 120_000, _tar(10, files))
+        assert code == 200
+
+
+def test_max_entries_per_book_caps_any_book(
+    make_settings: Callable[..., LibrarianSettings], database_url: str
+) -> None:
+    settings = make_settings(
+        database_url=database_url, extra_toml="[ingest]\nmax_entries_per_book = 50"
+    )
+    files = {f"f{i:03d}": b"x" * 1000 for i in range(60)}
+    with api_client(settings) as client:
+        _, code = _put_tar(client, "too/many", 60_000, _tar(0, files))
+        assert code == 400
+
+
+def test_receive_tar_counts_entries_in_the_service(site: Site) -> None:
+    """The same refusal when the service is called directly (no HTTP)."""
+    upload_id = stage(site, "svc/dirs", 0)
+    with pytest.raises(InvalidRequest, match="entries"):
+        uploads.receive_content(
+            site.catalogue,
+            site.stores,
+            upload_id,
+            ALICE,
+            io.BytesIO(_tar(1_001)),
+            media_type="application/x-tar",
+            default_algorithm="xxh3_128",
+            ingest=site.settings.ingest,
+        )
