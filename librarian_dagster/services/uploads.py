@@ -47,7 +47,11 @@ from librarian_dagster.services.upload_reservations import check_user_cap, reser
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus, UserLevel
 from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum, ChecksumError
-from librarian_dagster.storage.errors import StagingNotFoundError, StoreFullError
+from librarian_dagster.storage.errors import (
+    PathEscapeError,
+    StagingNotFoundError,
+    StoreFullError,
+)
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.movers.receive import (
     FILE_MEDIA_TYPE,
@@ -188,11 +192,21 @@ def _for_content(
     if transfer.status != TransferStatus.INITIATED:
         raise Conflict(f"upload {upload_id} is {transfer.status.value}; it takes no more bytes")
     staging = staging_of(transfer, stores)
+    _require_staging(staging, transfer, "is gone")
+    return transfer, staging
+
+
+def _require_staging(staging: Staging, transfer: IncomingTransfer, gone: str) -> None:
+    """The upload's staging directory must exist and be a real directory (else 409)."""
     try:
         staging.store.staged(staging.staging_id, transfer.name)
     except StagingNotFoundError:
-        raise Conflict(f"the staging directory of upload {upload_id} is gone") from None
-    return transfer, staging
+        raise Conflict(f"the staging directory of upload {transfer.id} {gone}") from None
+    except PathEscapeError:
+        raise Conflict(
+            f"the staging directory of upload {transfer.id} is not a real directory (a "
+            "symlink?); nothing was read through it. Cancel the upload and upload again"
+        ) from None
 
 
 def receive_content(
@@ -289,12 +303,7 @@ def commit_upload(
     if checksum is None:
         raise InvalidRequest("a checksum is required, at stage or at commit")
     staging = staging_of(transfer, stores)
-    try:
-        staging.store.staged(staging.staging_id, transfer.name)
-    except StagingNotFoundError:
-        raise Conflict(
-            f"the staging directory of upload {upload_id} is gone; cancel it and upload again"
-        ) from None
+    _require_staging(staging, transfer, "is gone; cancel it and upload again")
     size = tree_size(staging.data_path)
     if size is None:
         raise InvalidRequest(f"nothing is staged at {staging.data_path}")

@@ -158,9 +158,17 @@ class LocalStore:
         return _staged_data(staging_id, directory, name)
 
     def discard_staging(self, staging_id: str) -> None:
-        """Remove an upload and everything in it, read-only or not."""
+        """Remove an upload and everything in it, read-only or not.
+
+        If the staging entry is not a real directory (replaced by a symlink on a shared
+        filesystem, say), only the entry itself goes: whatever it points to is not ours.
+        """
         directory = self._staging_path(staging_id)
-        _require_staging_dir(directory)
+        try:
+            _require_staging_dir(directory)
+        except PathEscapeError:
+            directory.unlink()  # the link (or file) itself, never what it points to
+            return
         posix.remove_tree(directory)
 
     def release_staging(self, staging_id: str) -> None:
