@@ -83,3 +83,48 @@ def test_serve_stops_everything_when_one_child_dies(tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in children.values())
     # Each child leads its own process group; nothing in them (code servers) may linger.
     assert _group_members(set(children.values())) == []
+
+
+def test_kill_9_of_serve_takes_its_children_and_a_new_serve_starts(tmp_path: Path) -> None:
+    """kill -9 cannot be caught: the children must die with their parent, and the next serve
+    must find the port free (and stop anything left of the old groups) before it starts."""
+    site = LiveLibrarian(tmp_path)
+    try:
+        site.start()
+        children = site.child_pids()
+        assert site.process is not None
+        site.process.kill()
+        site.process.wait(timeout=30)
+        site.process = None
+        site.wait_until(
+            lambda: not any(_alive(pid) for pid in children.values()), 60, "children to die"
+        )
+        site.start()  # same ports, same data dir
+        ping = httpx.get(f"{site.api_url}/api/v2/ping").json()
+        assert ping["healthy"] is True
+    finally:
+        site.stop()
+    assert _group_members(set(children.values())) == []
+
+
+def test_children_get_no_admin_password_and_a_second_serve_is_refused(tmp_path: Path) -> None:
+    site = LiveLibrarian(tmp_path)
+    try:
+        site.start()
+        for role, pid in site.child_pids().items():
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+            assert "LIBRARIAN_ADMIN_PASSWORD" not in names, role
+            assert {"LIBRARIAN_CONFIG", "DAGSTER_HOME", "PATH"} <= names, role
+        second = site.librarian("serve")
+        assert second.returncode == 1
+        (line,) = second.stderr.strip().splitlines()
+        assert "another librarian serve" in line and "is running for this data dir" in line
+        state = tmp_path / "state"
+        assert state.stat().st_mode & 0o777 == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            catalogue = tmp_path / f"catalogue.sqlite{suffix}"
+            if suffix == "" or catalogue.exists():
+                assert catalogue.stat().st_mode & 0o777 == 0o600, catalogue
+    finally:
+        site.stop()

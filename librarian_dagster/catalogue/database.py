@@ -9,9 +9,12 @@ pre-ping so a restarted server does not break a long-running process.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -38,14 +41,28 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Make the catalogue file (and its WAL and shared-memory files) readable by us only.
+
+    It holds every password hash. SQLite creates ``-wal`` and ``-shm`` with the database
+    file's permissions, so the file is created 0600 before SQLite first opens it, whatever
+    the umask; an existing file of ours (from before this rule) is narrowed to 0600 too.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if candidate.stat().st_uid == os.getuid() and candidate.stat().st_mode & 0o077:
+                os.chmod(candidate, 0o600)
+
+
 def create_catalogue_engine(url: str, **kwargs: Any) -> Engine:
     """An engine configured for the catalogue's backend (SQLite or PostgreSQL)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            from pathlib import Path
-
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(parsed.database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

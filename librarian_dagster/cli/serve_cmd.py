@@ -6,25 +6,53 @@ import os
 
 import typer
 
-from librarian_dagster.cli.common import console, err_console, one_line_errors, settings
-from librarian_dagster.cli.supervisor import child_commands, supervise
+from librarian_dagster.cli.common import console, err_console, fail, one_line_errors, settings
+from librarian_dagster.cli.serve_lock import AlreadyServing, ServeLock, stop_orphans
+from librarian_dagster.cli.supervisor import child_commands, child_environment, supervise
 from librarian_dagster.dagster_instance import (
     dagster_env,
     initialise_instance,
     prepare_dagster_home,
 )
 from librarian_dagster.services.bootstrap import prepare
-from librarian_dagster.settings import CONFIG_ENV
+from librarian_dagster.settings import CONFIG_ENV, SECRET_KEY_ENV, LibrarianSettings
 
 
 @one_line_errors
 def serve() -> None:
     """Run the API, the Dagster webserver and the Dagster daemon; Ctrl-C stops all three."""
     current = settings()
+    lock = ServeLock(current.data_dir)
+    try:
+        orphans = lock.acquire()
+    except AlreadyServing as error:
+        raise fail(str(error)) from None
+    try:
+        stopped = stop_orphans(orphans)
+        if stopped:
+            err_console.print(
+                f"librarian serve: stopped what was left of a previous serve: {', '.join(stopped)}"
+            )
+        code = _serve(current, lock)
+    finally:
+        lock.release()
+    raise typer.Exit(code)
+
+
+def _secret_names(current: LibrarianSettings) -> list[str]:
+    names = [SECRET_KEY_ENV]
+    if current.notify is not None:
+        names.append(current.notify.slack_token_env)
+    if current.globus is not None:
+        names.append(current.globus.client_secret_env)
+    return names
+
+
+def _serve(current: LibrarianSettings, lock: ServeLock) -> int:
     prepare(current)
     prepare_dagster_home(current)
     initialise_instance(current)
-    env = dict(os.environ)
+    env = child_environment(os.environ, _secret_names(current))
     env.update(dagster_env(current))
     if current.config_file is not None:
         env[CONFIG_ENV] = str(current.config_file)
@@ -43,5 +71,10 @@ def serve() -> None:
     )
     console.print(f"  DAGSTER_HOME={env['DAGSTER_HOME']}")
     console.print("  Ctrl-C stops all three")
-    code = supervise(children, lambda line: err_console.print(f"librarian serve: {line}"))
-    raise typer.Exit(code)
+    return supervise(
+        children,
+        lambda line: err_console.print(f"librarian serve: {line}"),
+        on_started=lambda started: lock.record(
+            {child.name: child.process.pid for child in started if child.process is not None}
+        ),
+    )

@@ -3,25 +3,72 @@
 The three are child processes in their own process group each. Ctrl-C or SIGTERM stops all
 three (SIGTERM, then SIGKILL after a grace period). If one dies on its own, the others are
 stopped too and the exit code says which one died first, so a service manager restarts the
-whole librarian rather than running it half-alive.
+whole librarian rather than running it half-alive. If ``serve`` itself is killed (``-9``),
+the kernel sends each child SIGTERM (``PR_SET_PDEATHSIG``); ``serve_lock`` stops whatever is
+left at the next start.
+
+Children get only the environment they need (:func:`child_environment`): not, for one,
+``LIBRARIAN_ADMIN_PASSWORD``, which only ``init`` reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from librarian_dagster.storage.posix import libc_function
 
 GRACE_SECONDS = 20.0
 
 # Exit codes of `librarian serve` when a child dies on its own (documented in the README).
 EXIT_CODES = {"api": 3, "dagster-webserver": 4, "dagster-daemon": 5}
+
+
+PR_SET_PDEATHSIG = 1
+_prctl = libc_function(
+    "prctl",
+    (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong),
+)
+
+# What a child may inherit: the system's basics, Python's and Dagster's own variables, proxies
+# and CA bundles, PostgreSQL's client settings, the librarian's overrides; plus the variables
+# the config names for secrets (Slack, Globus), given by the caller.
+_INHERITED_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "TERM", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+        "https_proxy", "no_proxy", "SYSTEMD_EXEC_PID", "INVOCATION_ID",
+    }
+)  # fmt: skip
+_INHERITED_PREFIXES = ("LC_", "PYTHON", "DAGSTER_", "PG", "LIBRARIAN_")
+# Read by ``librarian init`` only: children never need them.
+_WITHHELD = frozenset({"LIBRARIAN_ADMIN_PASSWORD", "LIBRARIAN_NEW_PASSWORD"})
+
+
+def child_environment(environ: Mapping[str, str], secret_names: Iterable[str]) -> dict[str, str]:
+    """The environment of a child: the allow-list above plus the named secret variables."""
+    wanted = set(secret_names)
+    return {
+        name: value
+        for name, value in environ.items()
+        if name not in _WITHHELD
+        and (name in _INHERITED_NAMES or name in wanted or name.startswith(_INHERITED_PREFIXES))
+    }
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when ``serve`` dies, however it dies."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -33,7 +80,11 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            list(self.argv), env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
+            list(self.argv),
+            env=self.env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:
@@ -110,7 +161,11 @@ def stop_all(children: Sequence[Child], grace: float = GRACE_SECONDS) -> None:
         child.signal_group(signal.SIGKILL)
 
 
-def supervise(children: Sequence[Child], say: Callable[[str], None]) -> int:
+def supervise(
+    children: Sequence[Child],
+    say: Callable[[str], None],
+    on_started: Callable[[Sequence[Child]], None] | None = None,
+) -> int:
     """Start the children and wait; returns the exit code for ``librarian serve``."""
     stopping: list[int] = []
 
@@ -121,6 +176,8 @@ def supervise(children: Sequence[Child], say: Callable[[str], None]) -> int:
     try:
         for child in children:
             child.start()
+        if on_started is not None:
+            on_started(children)
         while not stopping:
             dead = [child for child in children if not child.alive()]
             if dead:

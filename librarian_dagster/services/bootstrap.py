@@ -48,8 +48,14 @@ def ensure_secret_key(settings: LibrarianSettings) -> bool:
 
 
 def prepare(settings: LibrarianSettings) -> None:
-    """What every process of a librarian needs: the data dir, the schema, the stores."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """What every process of a librarian needs: the data dir, the schema, the stores.
+
+    The data dir is 0700 whatever the umask: it holds the catalogue (password hashes), the
+    secret key and Dagster's storage.
+    """
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if settings.data_dir.stat().st_uid == os.getuid():
+        os.chmod(settings.data_dir, 0o700)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
     for store in open_stores(settings).values():
