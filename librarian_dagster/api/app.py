@@ -23,7 +23,7 @@ from librarian_dagster.api.dependencies import app_dependencies
 from librarian_dagster.api.housekeeping import housekeeping
 from librarian_dagster.api.login_throttle import LoginThrottle
 from librarian_dagster.api.openapi import PROBLEM_JSON, document_problems, openapi_config
-from librarian_dagster.api.requests import LibrarianRequest
+from librarian_dagster.api.requests import LibrarianRequest, options_answer
 from librarian_dagster.api.routes import files, ping, uploads, users
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
@@ -137,6 +137,7 @@ def create_app(
         debug=False,
     )
     document_problems(app, unauthenticated=[f"{API_PREFIX}/ping"])
+    app.before_request = options_answer(app)
     return app
 
 

@@ -1,4 +1,4 @@
-"""The API's request class: how a JSON body is read, for every route that takes one.
+"""The API's request class (how a JSON body is read) and its answer to OPTIONS.
 
 Two rules live here so that no route can forget them:
 
@@ -11,11 +11,13 @@ Two rules live here so that no route can forget them:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Request
+from litestar import Litestar, Request, Response
 from litestar.exceptions import ClientException, HTTPException
-from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.routes import HTTPRoute
+from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -43,3 +45,27 @@ class LibrarianRequest(Request):  # type: ignore[type-arg]
             return await super().json()
         except RecursionError:
             raise ClientException(detail="the JSON body is nested too deeply") from None
+
+
+def options_answer(app: Litestar) -> Callable[[Request], Awaitable[Response[None] | None]]:
+    """A ``before_request`` hook answering OPTIONS with every method of the path in ``Allow``.
+
+    Litestar's own OPTIONS handler lists only the methods of the first handler registered on
+    a path (``GET /uploads/{id}`` but not ``DELETE``), which misleads a client and fails
+    schemathesis' Allow check; this answers from the final routes instead.
+    """
+    allowed = {
+        route.path_format: ", ".join(sorted(route.methods))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
+
+    async def answer(request: Request) -> Response[None] | None:
+        if request.method != "OPTIONS":
+            return None
+        methods = allowed.get(request.scope.get("path_template", ""))  # type: ignore[call-overload]
+        if methods is None:
+            return None
+        return Response(None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": methods})
+
+    return answer
