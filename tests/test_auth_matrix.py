@@ -60,7 +60,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             'name = "matrix"',
             f'database_url = "sqlite:///{directory / "c.sqlite"}"',
             # Every route is tried with a wrong password: no throttling of those here
-            # (test_login_throttle covers it).
+            # (test_api_load covers it).
             "[api]",
             "login_failures_before_delay = 1000000",
             "[security]",

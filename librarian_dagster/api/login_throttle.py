@@ -64,8 +64,8 @@ class LoginThrottle:
                 entry.count += 1
                 entry.last_at = now
                 over = entry.count - self._free
-                if over > 0:
-                    entry.blocked_until = now + min(2.0 ** (over - 1), self._max_delay)
+                if over >= 0:  # the next attempt after the free ones waits 1 s, then 2, 4, ...
+                    entry.blocked_until = now + min(2.0**over, self._max_delay)
 
     def succeeded(self, key: str) -> None:
         with self._lock:

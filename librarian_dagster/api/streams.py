@@ -15,12 +15,18 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.from_thread
-from litestar.exceptions import HTTPException
-from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
+from litestar.exceptions import HTTPException, InternalServerException
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_408_REQUEST_TIMEOUT
 
 
 class BodyIdleTimeout(HTTPException):
     status_code = HTTP_408_REQUEST_TIMEOUT
+
+
+class ClientGone(HTTPException):
+    """The client closed the connection mid-body: its doing, not a server error (no 500)."""
+
+    status_code = HTTP_400_BAD_REQUEST
 
 
 class AsyncBodyReader(io.RawIOBase):
@@ -48,6 +54,10 @@ class AsyncBodyReader(io.RawIOBase):
                 raise BodyIdleTimeout(
                     detail=f"the body sent nothing for {self._idle_timeout:g} s; send it again"
                 ) from None
+            except InternalServerException as error:  # Litestar's word for a disconnect
+                if "disconnected" not in str(error.detail):
+                    raise
+                raise ClientGone(detail="the client disconnected before the body ended") from None
             self._pending = memoryview(chunk)
         return bool(self._pending)
 
