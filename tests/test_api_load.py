@@ -308,3 +308,18 @@ def test_one_address_guessing_many_users_is_refused(serve, verifications: list[s
         assert len(verifications) == before
         assert login(lib, ADMIN, guesser).status_code == 200  # cached
         assert login(lib, WRITER, "127.0.0.51").status_code == 200  # another address
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_server_error(
+    serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dropped body is the client's doing: no 500 in the log, its data and slot freed."""
+    with serve(max_uploads_per_user=1) as lib, caplog.at_level("WARNING"):
+        info = stage(lib, "hangup/book", 100)
+        dropped = StalledPut(lib, info["upload_id"], 100, b"x" * 40)
+        wait_until(receiving(info), 10, "the body to start")
+        dropped.close()
+        wait_until(lambda: not Path(info["staging_path"]).exists(), 10, "the partial data to go")
+        assert put(lib, info["upload_id"], b"y" * 100).status_code == 200  # slot free again
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], [r.getMessage() for r in errors]
