@@ -56,8 +56,8 @@ class ApiSettings(_Section):
     max_json_body_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
     # How long a verified password stays trusted in the API process (argon2 is slow on purpose).
     auth_cache_seconds: Annotated[float, Field(ge=0)] = 60.0
-    # Wrong passwords per user name and per client address before each further attempt
-    # waits (1 s, doubling, at most 300 s; answered 429 with Retry-After meanwhile).
+    # Wrong passwords per user name (and 4 times as many per client address) before each
+    # further attempt waits (1 s, doubling, at most 300 s; answered 429 with Retry-After).
     login_failures_before_delay: Annotated[int, Field(ge=1)] = 5
     # An upload body that sends nothing for this long is cut off (408) and its thread freed.
     body_idle_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from librarian_dagster.api import auth as auth_module
+from librarian_dagster.api.login_throttle import ADDRESS_FACTOR
 from librarian_dagster.services import accounts
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
@@ -297,12 +298,15 @@ def test_a_correct_login_resets_the_users_count(serve) -> None:
 
 @pytest.mark.usefixtures("still_clock")
 def test_one_address_guessing_many_users_is_refused(serve, verifications: list[str]) -> None:
-    """Defect 8: guessing many user names from one address was never slowed down."""
+    """Defect 8: guessing many user names from one address was never slowed down.
+
+    An address gets ADDRESS_FACTOR times the failures of a user name (a NAT or a proxy is
+    many users) before it waits."""
     guesser = "127.0.0.50"
     with serve(login_failures_before_delay=3) as lib:
         assert login(lib, ADMIN, guesser).status_code == 200  # cached before the guessing
-        attempts = [((f"guess-{i}", "password"), guesser) for i in range(6)]
-        guess_until_refused(lib, attempts)
+        attempts = [((f"guess-{i}", "password"), guesser) for i in range(30)]
+        assert guess_until_refused(lib, attempts) == 3 * ADDRESS_FACTOR
         before = len(verifications)
         assert login(lib, WRITER, guesser).status_code == 429  # right password, not verified
         assert len(verifications) == before

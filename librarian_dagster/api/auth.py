@@ -37,7 +37,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 from sqlalchemy import select
 
-from librarian_dagster.api.login_throttle import LoginThrottle
+from librarian_dagster.api.login_throttle import ADDRESS_PREFIX, LoginThrottle
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services.accounts import Principal, verify_password
@@ -141,7 +141,7 @@ class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
         if principal is not None:
             return AuthenticationResult(user=principal, auth=None)
         address = connection.client.host if connection.client else "unknown"
-        keys = (f"user:{name}", f"address:{address}")
+        keys = (f"user:{name}", f"{ADDRESS_PREFIX}{address}")
         wait = self._throttle.retry_after(keys)
         if wait > 0:
             raise TooManyRequests(

@@ -10,6 +10,10 @@ others). The middleware checks the positive credential cache *before* the thrott
 user whose correct credentials are cached is never held back by someone guessing at their
 name.
 
+A client address gets ``ADDRESS_FACTOR`` times as many free failures as a user name: many
+users can share one address (a NAT, a proxy, the librarian's own host), and an address that is
+held back holds back their fresh logins too (cached ones still pass).
+
 In memory, per API process (the librarian runs one): a restart forgets the counts, which
 costs an attacker nothing they could not get by waiting for the window to pass.
 """
@@ -21,6 +25,8 @@ import time
 from dataclasses import dataclass
 
 _MAX_KEYS = 100_000
+ADDRESS_FACTOR = 4
+ADDRESS_PREFIX = "address:"
 
 
 @dataclass
@@ -63,7 +69,8 @@ class LoginThrottle:
                     entry = self._failures[key] = _Failures(0, now, now)
                 entry.count += 1
                 entry.last_at = now
-                over = entry.count - self._free
+                free = self._free * (ADDRESS_FACTOR if key.startswith(ADDRESS_PREFIX) else 1)
+                over = entry.count - free
                 if over >= 0:  # the next attempt after the free ones waits 1 s, then 2, 4, ...
                     entry.blocked_until = now + min(2.0**over, self._max_delay)
 
