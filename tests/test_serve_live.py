@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from librarian_dagster.cli.serve_lock import group_members
 from tests.live import ADMIN_PASSWORD, LiveLibrarian
 
 pytestmark = pytest.mark.live
@@ -24,21 +25,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-
-
-def _group_members(groups: set[int]) -> list[int]:
-    """PIDs (not zombies) whose process group is one of ``groups``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) in groups:
-            members.append(int(entry.name))
-    return members
 
 
 def test_serve_runs_all_three_and_stops_cleanly(tmp_path: Path) -> None:
@@ -64,7 +50,7 @@ def test_serve_runs_all_three_and_stops_cleanly(tmp_path: Path) -> None:
         code = site.stop()
     assert code == 0, site.log()
     assert not any(_alive(pid) for pid in children.values())
-    assert _group_members(set(children.values())) == []
+    assert group_members(set(children.values())) == []
     assert site.get(f"{site.api_url}/api/v2/ping") is None
 
 
@@ -82,7 +68,7 @@ def test_serve_stops_everything_when_one_child_dies(tmp_path: Path) -> None:
     assert "dagster-daemon exited" in site.log()
     assert not any(_alive(pid) for pid in children.values())
     # Each child leads its own process group; nothing in them (code servers) may linger.
-    assert _group_members(set(children.values())) == []
+    assert group_members(set(children.values())) == []
 
 
 def test_kill_9_of_serve_takes_its_children_and_a_new_serve_starts(tmp_path: Path) -> None:
@@ -104,7 +90,7 @@ def test_kill_9_of_serve_takes_its_children_and_a_new_serve_starts(tmp_path: Pat
         assert ping["healthy"] is True
     finally:
         site.stop()
-    assert _group_members(set(children.values())) == []
+    assert group_members(set(children.values())) == []
 
 
 def test_children_get_no_admin_password_and_a_second_serve_is_refused(tmp_path: Path) -> None:

@@ -104,7 +104,9 @@ def _parse(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _group_has_members(pgid: int) -> bool:
+def group_members(groups: set[int]) -> list[int]:
+    """PIDs whose process group is one of ``groups`` (zombies left out: they are gone)."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -112,9 +114,13 @@ def _group_has_members(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:  # a zombie is already gone
-            return True
-    return False
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            members.append(int(entry.name))
+    return members
+
+
+def _group_has_members(pgid: int) -> bool:
+    return bool(group_members({pgid}))
 
 
 def _still_ours(orphan: Recorded) -> bool:
