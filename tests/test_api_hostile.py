@@ -22,7 +22,12 @@ from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.checksums import hash_path
 from librarian_dagster.storage.movers.receive import receive_tar
-from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_name
+from librarian_dagster.storage.names import (
+    InvalidNameError,
+    normalise_name,
+    validate_name,
+    validate_new_name,
+)
 from tests.api_helpers import api_client, credentials
 from tests.ingest_helpers import open_site
 
@@ -339,23 +344,27 @@ def test_invisible_and_lookalike_characters_are_refused(api: Api, char: str) -> 
 
 
 @pytest.mark.parametrize(
-    "char", ["\u202e", "\u200b", "\u2215", "\uff0e", "\uff0f", "\u00ad", "\u2028", "\u2044"]
+    "char",
+    [
+        *("\u202e", "\u200b", "\u2215", "\uff0e", "\uff0f", "\u00ad", "\u2028", "\u2044"),
+        *("\u00a0", "\ufe0f", "\u3164", "\u034f", "\u2026"),
+    ],
 )
-def test_validate_name_names_the_refused_character(char: str) -> None:
-    """Defect 18 (unit): the reason names the code point, whether NFC is required or not."""
-    for require_nfc in (True, False):
-        with pytest.raises(InvalidNameError, match=f"U\\+{ord(char):04X}"):
-            validate_name(f"a{char}b", require_nfc=require_nfc)
+def test_validate_new_name_names_the_refused_character(char: str) -> None:
+    """Defect 18 (unit): the reason names the code point; catalogued names stay readable."""
+    with pytest.raises(InvalidNameError, match=f"U\\+{ord(char):04X}"):
+        validate_new_name(f"a{char}b")
+    assert validate_name(f"a{char}b") == f"a{char}b"  # an old name, or a path in a book
 
 
-def test_validate_name_requires_nfc_and_normalise_name_gives_it() -> None:
-    """Defect 18 (unit): entry points normalise; validate_name refuses what is not NFC."""
+def test_validate_new_name_requires_nfc_and_normalise_name_gives_it() -> None:
+    """Defect 18 (unit): entry points normalise; validate_new_name refuses what is not NFC."""
     assert normalise_name(NFD) == NFC and normalise_name(NFC) == NFC
-    assert validate_name(normalise_name(f"{NFD}/x")) == f"{NFC}/x"
+    assert validate_new_name(normalise_name(f"{NFD}/x")) == f"{NFC}/x"
     with pytest.raises(InvalidNameError, match="NFC"):
-        validate_name(NFD)
-    assert validate_name(NFD, require_nfc=False) == NFD
-    assert validate_name("日本/データ") == "日本/データ"
+        validate_new_name(NFD)
+    assert validate_name(NFD) == NFD  # storage still resolves a name catalogued before
+    assert validate_new_name("日本/データ") == "日本/データ"
 
 
 def test_tar_member_keeps_its_nfd_name(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from librarian_dagster.client.transfer import LocalBook, body_for, scan_book
 from librarian_dagster.states import FINAL_STATUSES, TransferStatus
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, Progress, hash_path
 from librarian_dagster.storage.movers.copy import copy_and_hash
-from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_name
+from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_new_name
 from librarian_dagster.storage.posix import remove_if_present
 from librarian_dagster.wire import UploadCommit, UploadCreate, UploadInfo
 
@@ -98,7 +98,7 @@ def prepare(local: Path | str, dest: PurePath | str) -> UploadItem:
     local = Path(local)
     name = normalise_name(as_name(dest))
     try:
-        validate_name(name)
+        validate_new_name(name)
     except InvalidNameError as error:
         raise LibrarianError(f"invalid name: {error}") from None
     try:

@@ -57,7 +57,7 @@ from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, T
 from librarian_dagster.storage.checksums import Checksum, ChecksumError
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.names import InvalidNameError, validate_new_name
 from librarian_dagster.storage.posix import rename_noreplace
 from librarian_dagster.storage.tree import newest_mtime_and_size, scandir_sorted, tree_size
 
@@ -195,7 +195,7 @@ def _register(
     except FileNotFoundError:
         return None, None  # taken away while we looked
     try:
-        name = validate_name(name)
+        name = validate_new_name(name)
         checksum = _marker_checksum(book)
     except (InvalidNameError, ChecksumError) as error:
         _write_failed_marker(book, f"refused: {error}")

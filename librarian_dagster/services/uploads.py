@@ -61,7 +61,7 @@ from librarian_dagster.storage.movers.receive import (
     receive_file,
     receive_tar,
 )
-from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_name
+from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_new_name
 from librarian_dagster.storage.posix import remove_if_present
 from librarian_dagster.storage.tree import tree_size
 
@@ -80,7 +80,7 @@ def parse_checksum(text: str | None) -> str | None:
 
 def check_name(name: str) -> str:
     try:
-        return validate_name(normalise_name(name))
+        return validate_new_name(normalise_name(name))
     except InvalidNameError as error:
         raise InvalidRequest(f"invalid name: {error}") from None
 

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidNameError",
     "normalise_name",
     "validate_name",
+    "validate_new_name",
 ]
 
 #: Longest segment most POSIX filesystems accept (NAME_MAX).
@@ -38,16 +39,26 @@ _SHOWN_CHARS = 60
 _LOOKALIKE_SEPARATORS = frozenset(
     "\u2215\u2044\u2571\u2572\u29f5\u29f8\u29f9\u2216\ufe68\u27cb\u27cd\u2cf9\u2cfa"
 )
-# Categories refused outright: controls, format characters (bidi overrides, zero-width
-# characters, soft hyphens: invisible, or reordering what is shown), line and paragraph
-# separators, surrogates.
+# Categories refused in new names: format characters (bidi overrides, zero-width characters,
+# soft hyphens: invisible, or reordering what is shown), line and paragraph separators.
 _REFUSED_CATEGORIES = {
-    "Cc": "the control character",
     "Cf": "the invisible format character",
     "Zl": "the line separator",
     "Zp": "the paragraph separator",
-    "Cs": "the lone surrogate",
 }
+# Default-ignorable code points that are not Cf (Unicode's DerivedCoreProperties): they
+# render as nothing. Combining grapheme joiner, Hangul fillers, Mongolian free variation
+# selectors, variation selectors, tags and their supplement.
+_DEFAULT_IGNORABLE = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xE0000, 0xE0FFF),
+)
 
 
 class InvalidNameError(ValueError):
@@ -58,30 +69,26 @@ def normalise_name(name: str) -> str:
     """The NFC form of a name as a user typed it: what the API and the client send.
 
     "café" typed on macOS (NFD) and on Linux (NFC) is one book; entry points normalise, and
-    :func:`validate_name` then refuses any name still not in NFC, so two spellings of one
-    name can never become two books.
+    :func:`validate_new_name` then refuses any name still not in NFC, so two spellings of
+    one name can never become two books.
     """
     return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
 
 
-def validate_name(name: str, *, require_nfc: bool = True) -> str:
+def validate_name(name: str) -> str:
     """Return ``name`` as a relative POSIX path, or raise :class:`InvalidNameError`.
 
-    Only names already in canonical form are accepted (NFC, no empty, "." or ".."
-    segments), so the returned name is the given one: silently rewriting a name
-    would let two different requests address the same book. ``require_nfc=False`` is for
-    paths *inside* a book (a tar member), which are kept byte for byte as the client
-    hashed them.
+    What any path the librarian handles must be to be held safely: a catalogued name (also
+    one catalogued before the stricter rules of :func:`validate_new_name`), a path inside a
+    book (a tar member, kept byte for byte as the client hashed it). Only names already in
+    canonical form are accepted (no empty, "." or ".." segments), so the returned name is
+    the given one: silently rewriting a name would let two requests address one book.
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"a name must be a str, not {type(name).__name__}")
     if not name:
         raise InvalidNameError("the name is empty")
     _check_characters(name)
-    if require_nfc and not unicodedata.is_normalized("NFC", name):
-        raise InvalidNameError(
-            f"{_show(name)} is not in Unicode NFC form; send {_show(normalise_name(name))}"
-        )
     if len(_utf8(name)) > MAX_NAME_BYTES:
         raise InvalidNameError(f"{_show(name)} is longer than {MAX_NAME_BYTES} UTF-8 bytes")
     if name.startswith("/"):
@@ -91,20 +98,51 @@ def validate_name(name: str, *, require_nfc: bool = True) -> str:
     return name
 
 
+def validate_new_name(name: str) -> str:
+    """:func:`validate_name` plus what a *new* book's name must be: unambiguous to a reader.
+
+    For the entry points (staging an upload, registering an inbox book, the client): the
+    name must be NFC and hold nothing invisible or deceptive (format characters such as
+    bidi overrides and zero-width characters, other default-ignorable characters,
+    non-ASCII spaces, line separators, look-alikes of ``/``, ``\\`` and ``.``), so two
+    names that look alike cannot be two books.
+    """
+    validate_name(name)
+    if not unicodedata.is_normalized("NFC", name):
+        raise InvalidNameError(
+            f"{_show(name)} is not in Unicode NFC form (it has combining sequences that NFC "
+            f"composes); send {normalise_name(name)!a}"
+        )
+    for char in name:
+        if char.isascii():
+            continue
+        reason = _deceptive(char)
+        if reason is not None:
+            raise InvalidNameError(f"{_show(name)} contains {reason} {_codepoint(char)}")
+    return name
+
+
+def _deceptive(char: str) -> str | None:
+    """Why a non-ASCII character would make a name deceptive, or None."""
+    label = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+    if label is not None:
+        return label
+    code = ord(char)
+    if any(low <= code <= high for low, high in _DEFAULT_IGNORABLE):
+        return "the invisible character"
+    if unicodedata.category(char) == "Zs":
+        return "the non-ASCII space"
+    compatible = unicodedata.normalize("NFKC", char)
+    if char in _LOOKALIKE_SEPARATORS or any(c in compatible for c in "/\\."):
+        return "a look-alike of '/' or '.':"
+    return None
+
+
 def _check_characters(name: str) -> None:
     """Refuse characters that a filesystem, a log line or Dagster cannot hold safely."""
     for char in name:
-        if char.isascii() and char.isprintable():
-            continue
-        label = _REFUSED_CATEGORIES.get(unicodedata.category(char))
-        if label is not None:
-            raise InvalidNameError(f"{_show(name)} contains {label} {_codepoint(char)}")
-        compatible = unicodedata.normalize("NFKC", char)
-        if char in _LOOKALIKE_SEPARATORS or any(c in compatible for c in "/\\."):
-            raise InvalidNameError(
-                f"{_show(name)} contains {_codepoint(char)}, which looks like a separator "
-                "or a dot; use '/' or '.'"
-            )
+        if unicodedata.category(char) == "Cc":
+            raise InvalidNameError(f"{_show(name)} contains the control character {char!r}")
     for substring, label in _FORBIDDEN_SUBSTRINGS.items():
         if substring in name:
             raise InvalidNameError(f"{_show(name)} contains {label}")

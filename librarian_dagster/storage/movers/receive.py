@@ -130,7 +130,7 @@ def _member_path(name: str) -> str | None:
     if cleaned in ("", "."):
         return None
     try:
-        return validate_name(cleaned, require_nfc=False)
+        return validate_name(cleaned)
     except InvalidNameError as error:
         raise ReceiveError(f"unsafe path in tar stream {name!r}: {error}") from None
 
