@@ -147,7 +147,7 @@ class IngestSettings(_Section):
     # each entry beyond the first 1,000 needs: a "0-byte" tar of 20,000 empty directories
     # is refused instead of writing their metadata.
     max_entries_per_book: Annotated[int, Field(ge=1)] = 1_000_000
-    min_bytes_per_entry: Annotated[int, Field(ge=0)] = 64
+    min_bytes_per_entry: Annotated[int, Field(ge=0)] = 512
 
 
 class GlobusSettings(_Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +17,20 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
+from librarian_dagster.api import housekeeping
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.services import upload_reservations, uploads
+from librarian_dagster.services import upload_content, upload_reservations, uploads
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.errors import InsufficientStorage, InvalidRequest
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import TransferStatus, UserLevel
 from librarian_dagster.storage import local_store
+from librarian_dagster.storage.movers.receive import (
+    ROOM_CHECK_EVERY,
+    EntryLimits,
+    ReceiveError,
+    receive_tar,
+)
 from tests.api_helpers import api_client, credentials
 from tests.ingest_helpers import UPLOADER, Site, open_site
 
@@ -133,28 +141,60 @@ def test_ping_counts_idle_uploads_and_reserved_bytes(
         assert store["idle_uploads"] == 1 and store["reserved_bytes"] == 30
 
 
-def test_a_body_touches_the_upload_so_it_is_not_idle(
+def test_a_body_touches_the_upload_and_a_lapsed_one_takes_none(
     make_settings: Callable[..., LibrarianSettings], database_url: str
 ) -> None:
     settings = make_settings(database_url=database_url)
     with api_client(settings) as client:
         auth = credentials(UserLevel.READ_APPEND)
-        upload_id = client.post(
-            "/api/v2/uploads", json={"name": "t/1", "size": 3}, auth=auth
-        ).json()["upload_id"]
         site = open_site(settings)
-        age(site, upload_id, 30)
-        response = client.put(
-            f"/api/v2/uploads/{upload_id}/content",
-            content=b"abc",
-            headers={"content-type": "application/octet-stream"},
-            auth=auth,
-        )
-        assert response.status_code == 200, response.text
-        assert (
-            upload_reservations.expire_idle_uploads(site.catalogue, site.stores, settings.ingest)
-            == 0
-        )
+
+        def staged(name: str) -> int:
+            response = client.post("/api/v2/uploads", json={"name": name, "size": 3}, auth=auth)
+            return response.json()["upload_id"]
+
+        def put(upload_id: int) -> int:
+            return client.put(
+                f"/api/v2/uploads/{upload_id}/content",
+                content=b"abc",
+                headers={"content-type": "application/octet-stream"},
+                auth=auth,
+            ).status_code
+
+        idle, gone = staged("t/idle"), staged("t/gone")
+        age(site, idle, 2)
+        age(site, gone, 30)
+        assert put(idle) == 200
+        with site.catalogue.session() as session:
+            touched = session.get(IncomingTransfer, idle)
+            assert touched is not None
+            assert datetime.now(UTC) - touched.updated_at < timedelta(minutes=1)
+        # Past expiry its space is no longer reserved: it may not be revived (409).
+        assert put(gone) == 409
+        resumed = client.post("/api/v2/uploads", json={"name": "t/gone", "size": 3}, auth=auth)
+        assert resumed.status_code == 409 and "expired" in resumed.json()["detail"]
+
+
+def test_the_api_sweeps_idle_uploads_on_its_own(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep runs in the API's lifespan, without any request asking for it."""
+    monkeypatch.setattr(housekeeping, "SWEEP_SECONDS", 0.05)
+    settings = make_settings(database_url=database_url)
+    site = open_site(settings)
+    with api_client(settings) as client:
+        auth = credentials(UserLevel.READ_APPEND)
+        upload_id = client.post(
+            "/api/v2/uploads", json={"name": "swept/one", "size": 3}, auth=auth
+        ).json()["upload_id"]
+        age(site, upload_id, 25)
+        deadline = time.monotonic() + 20
+        while status(site, upload_id)[0] != TransferStatus.FAILED:
+            assert time.monotonic() < deadline, "the sweep never ran"
+            time.sleep(0.05)
+        assert "expired" in (status(site, upload_id)[1] or "")
 
 
 def _tar(directories: int, files: dict[str, bytes] | None = None) -> bytes:
@@ -197,7 +237,7 @@ def test_a_zero_byte_tar_of_many_directories_is_refused(
             transfer = session.get(IncomingTransfer, upload_id)
             assert transfer is not None and transfer.status == TransferStatus.INITIATED
             assert not Path(transfer.staging_path).exists()  # nothing of it is kept
-        # Within the allowance (1,000 entries + 1 per 64 declared bytes), a book is fine.
+        # Within the allowance (1,000 entries + 1 per 512 declared bytes), a book is fine.
         files = {f"f{i:04d}": b"x" * 100 for i in range(1_200)}
         _, code = _put_tar(client, "small/files", 120_000, _tar(10, files))
         assert code == 200
@@ -219,7 +259,7 @@ def test_receive_tar_counts_entries_in_the_service(site: Site) -> None:
     """The same refusal when the service is called directly (no HTTP)."""
     upload_id = stage(site, "svc/dirs", 0)
     with pytest.raises(InvalidRequest, match="entries"):
-        uploads.receive_content(
+        upload_content.receive_content(
             site.catalogue,
             site.stores,
             upload_id,
@@ -229,3 +269,27 @@ def test_receive_tar_counts_entries_in_the_service(site: Site) -> None:
             default_algorithm="xxh3_128",
             ingest=site.settings.ingest,
         )
+
+
+def test_unpacking_stops_when_the_store_runs_out_of_room(tmp_path: Path) -> None:
+    """``has_room`` is asked every ROOM_CHECK_EVERY entries; a full store ends the unpack."""
+    files = {f"f{i:05d}": b"x" for i in range(ROOM_CHECK_EVERY + 10)}
+    asked: list[bool] = []
+
+    def has_room() -> bool:
+        asked.append(True)
+        return False
+
+    limits = EntryLimits(max_entries=10**6, min_bytes_per_entry=0, has_room=has_room)
+    with pytest.raises(ReceiveError, match="ran out of room"):
+        receive_tar(io.BytesIO(_tar(0, files)), tmp_path / "book", "xxh3_128", 10**6, limits)
+    assert asked == [True]
+
+
+def test_implicit_parent_directories_count_as_entries(tmp_path: Path) -> None:
+    """A member ``a/b/c/.../f`` creates every missing parent: each is an entry."""
+    deep = "/".join(f"d{i}" for i in range(60))
+    files = {f"{deep}/f{i}": b"" for i in range(20)}
+    limits = EntryLimits(max_entries=50, min_bytes_per_entry=0)
+    with pytest.raises(ReceiveError, match="entries"):
+        receive_tar(io.BytesIO(_tar(0, files)), tmp_path / "book", "xxh3_128", 0, limits)

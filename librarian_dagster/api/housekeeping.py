@@ -34,9 +34,10 @@ def housekeeping(
     catalogue: Catalogue,
     stores: dict[str, LocalStore],
     slots: UploadSlots,
-    every: float = SWEEP_SECONDS,
+    every: float | None = None,
 ) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:
-    """A Litestar lifespan that sweeps idle uploads every ``every`` seconds."""
+    """A Litestar lifespan that sweeps idle uploads every ``every`` (``SWEEP_SECONDS``) s."""
+    period = SWEEP_SECONDS if every is None else every
 
     def sweep() -> None:
         expire_idle_uploads(catalogue, stores, settings.ingest, busy=slots.active_ids())
@@ -46,8 +47,8 @@ def housekeeping(
             try:
                 await anyio.to_thread.run_sync(sweep)
             except Exception:  # the catalogue may be down for a while: try again later
-                log.exception("expiring idle uploads failed; trying again in %g s", every)
-            await anyio.sleep(every)
+                log.exception("expiring idle uploads failed; trying again in %g s", period)
+            await anyio.sleep(period)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

@@ -4,7 +4,9 @@ A body in flight holds a worker thread (it is written by blocking code) and a sl
 it ends. Three limits keep one client from stopping the API for the others:
 
 - one writer per upload: a second ``PUT`` to an upload whose body is still arriving gets
-  409 (before, both answered 200 and the first one's bytes were silently replaced);
+  409 (before, both answered 200 and the first one's bytes were silently replaced), and so
+  does a commit (the route checks that the caller owns the upload first); a cancel goes
+  through, and the body's writer removes the data when it sees it;
 - ``per_user`` bodies at once per user (429 beyond, with ``Retry-After``);
 - ``total`` bodies at once overall, on a thread limiter of their own, so stalled uploads can
   never take the threads that authentication and the other routes run on.
@@ -37,10 +39,31 @@ class UploadSlots:
         with self._lock:
             return frozenset(self._active)
 
+    def is_receiving(self, upload_id: int) -> bool:
+        with self._lock:
+            return upload_id in self._active
+
+    def refuse_if_receiving(self, upload_id: int, what: str) -> None:
+        """409 while a body for this upload is arriving: it cannot be cancelled or committed."""
+        with self._lock:
+            if upload_id in self._active:
+                raise Conflict(
+                    f"upload {upload_id} is receiving a body; it can be {what} once that "
+                    "request has ended"
+                )
+
     @contextmanager
     def hold(self, upload_id: int, user: str) -> Iterator[None]:
-        """Hold the slot of this upload (and one of the user's) while its body arrives."""
+        """Hold the slot of this upload (and one of the user's) while its body arrives.
+
+        Refused at once (429) when every upload thread is taken: a request must not wait
+        without a deadline for one, holding its slot meanwhile.
+        """
         with self._lock:
+            if self.limiter.available_tokens < 1:
+                raise TooManyRequests(
+                    "every upload thread is busy; send the body again in a moment", retry_after=5
+                )
             if upload_id in self._active:
                 raise Conflict(
                     f"upload {upload_id} is already receiving a body; wait for that request "

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.catalogue.models import IncomingTransfer, User
 from librarian_dagster.services.errors import InsufficientStorage
 from librarian_dagster.services.incoming import discard, fail, staging_of
 from librarian_dagster.settings import IngestSettings
@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 
 # Initiated uploads expired per sweep (the next sweep takes the rest).
 EXPIRE_BATCH = 200
+
+
+def lapsed(transfer: IncomingTransfer, ingest: IngestSettings) -> bool:
+    """An initiated upload idle past expiry: it reserves nothing and may not go on."""
+    return (
+        transfer.kind == TransferKind.UPLOAD
+        and transfer.status == TransferStatus.INITIATED
+        and transfer.updated_at < _live_cutoff(ingest)
+    )
 
 
 def _live_cutoff(ingest: IngestSettings, now: datetime | None = None) -> datetime:
@@ -49,10 +58,17 @@ def reserved_bytes(
     store_id: int | None = None,
     uploader: str | None = None,
 ) -> int:
-    """Declared bytes of live initiated transfers, in one store and/or of one uploader."""
+    """Declared bytes of live initiated transfers, in one store and/or of one uploader.
+
+    Only uploads lapse (``stage_expiry_hours``); other kinds (inbox books, clone batches)
+    reserve until they end.
+    """
     statement = select(func.coalesce(func.sum(IncomingTransfer.size), 0)).where(
         IncomingTransfer.status == TransferStatus.INITIATED,
-        IncomingTransfer.updated_at >= _live_cutoff(ingest),
+        or_(
+            IncomingTransfer.kind != TransferKind.UPLOAD,
+            IncomingTransfer.updated_at >= _live_cutoff(ingest),
+        ),
     )
     if store_id is not None:
         statement = statement.where(IncomingTransfer.store_id == store_id)
@@ -66,7 +82,12 @@ def reserved_bytes(
 def check_user_cap(
     session: Session, ingest: IngestSettings, uploader: str, size: int, free_bytes: Iterable[int]
 ) -> None:
-    """Refuse (507) a new reservation that would put ``uploader`` over their cap."""
+    """Refuse (507) a new reservation that would put ``uploader`` over their cap.
+
+    The uploader's account row is locked first (PostgreSQL; SQLite's writers are serialised
+    already), so that parallel stages by one user cannot all pass the same check.
+    """
+    session.execute(select(User.id).where(User.name == uploader).with_for_update())
     held = reserved_bytes(session, ingest, uploader=uploader)
     by_fraction = int(ingest.max_reserved_fraction_per_user * sum(max(0, f) for f in free_bytes))
     cap, which = min(

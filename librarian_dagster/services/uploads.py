@@ -1,4 +1,4 @@
-"""Uploads: stage a name, receive its bytes, commit it for ingest, report, cancel.
+"""Uploads: stage a name, commit its bytes for ingest, report, cancel.
 
 The life of an upload (an incoming transfer of kind ``upload``, see ``services.incoming``):
 ``initiated`` (staging dir made) → ``staged`` (client committed; bytes and checksum known) →
@@ -6,18 +6,16 @@ The life of an upload (an incoming transfer of kind ``upload``, see ``services.i
 
 Every function checks before it writes: a refused request leaves the catalogue and the stores
 as they were. Uploads belong to their uploader; other non-admin users get 404, not 403, so
-upload ids leak nothing. Most take the caller's session; ``receive_content`` and
-``cancel_upload`` take the ``Catalogue``: no transaction may be open while the bytes arrive,
-and a cancelled upload's data goes only after the cancellation has committed.
+upload ids leak nothing. Most take the caller's session; ``cancel_upload`` takes the
+``Catalogue``: a cancelled upload's data goes only after the cancellation has committed.
+Bytes streamed over HTTP are received by ``services.upload_content``.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,7 +29,6 @@ from librarian_dagster.services.errors import (
     InvalidRequest,
     NotFound,
     TooLarge,
-    UnsupportedMediaType,
 )
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
@@ -43,26 +40,17 @@ from librarian_dagster.services.incoming import (
     stage_transfer,
     staging_of,
 )
-from librarian_dagster.services.upload_reservations import check_user_cap, reserved_bytes
+from librarian_dagster.services.upload_reservations import check_user_cap, lapsed, reserved_bytes
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus, UserLevel
-from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum, ChecksumError
+from librarian_dagster.storage.checksums import Checksum, ChecksumError
 from librarian_dagster.storage.errors import (
     PathEscapeError,
     StagingNotFoundError,
     StoreFullError,
 )
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.movers.receive import (
-    FILE_MEDIA_TYPE,
-    TAR_MEDIA_TYPE,
-    EntryLimits,
-    ReceiveError,
-    receive_file,
-    receive_tar,
-)
 from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_new_name
-from librarian_dagster.storage.posix import remove_if_present
 from librarian_dagster.storage.tree import tree_size
 
 log = logging.getLogger(__name__)
@@ -118,7 +106,7 @@ def _choose_store(
     )
 
 
-def _owned(
+def owned_upload(
     session: Session, upload_id: int, principal: Principal, *, for_update: bool = False
 ) -> IncomingTransfer:
     # Row-locked when we are about to change it, so a concurrent ingest claim or commit
@@ -165,6 +153,8 @@ def stage_upload(
                 f"{name!r} has a pending upload ({pending.id}) with a different size or checksum;"
                 " cancel it first"
             )
+        refuse_lapsed(pending, ingest)
+        pending.updated_at = datetime.now(UTC)  # resumed: not idle
         return pending, False
     row, store = _choose_store(session, stores, ingest, size, principal.name)
     try:
@@ -184,19 +174,16 @@ def stage_upload(
     return transfer, True
 
 
-def _for_content(
-    session: Session, stores: dict[str, LocalStore], upload_id: int, principal: Principal
-) -> tuple[IncomingTransfer, Staging]:
-    """The upload whose bytes are about to be received (it must still be ``initiated``)."""
-    transfer = _owned(session, upload_id, principal)
-    if transfer.status != TransferStatus.INITIATED:
-        raise Conflict(f"upload {upload_id} is {transfer.status.value}; it takes no more bytes")
-    staging = staging_of(transfer, stores)
-    _require_staging(staging, transfer, "is gone")
-    return transfer, staging
+def refuse_lapsed(transfer: IncomingTransfer, ingest: IngestSettings) -> None:
+    """An upload idle past expiry no longer reserves its space: it may not go on (409)."""
+    if lapsed(transfer, ingest):
+        raise Conflict(
+            f"upload {transfer.id} expired (no bytes for {ingest.stage_expiry_hours:g} hours); "
+            "cancel it and stage again"
+        )
 
 
-def _require_staging(staging: Staging, transfer: IncomingTransfer, gone: str) -> None:
+def require_staging(staging: Staging, transfer: IncomingTransfer, gone: str) -> None:
     """The upload's staging directory must exist and be a real directory (else 409)."""
     try:
         staging.store.staged(staging.staging_id, transfer.name)
@@ -207,74 +194,6 @@ def _require_staging(staging: Staging, transfer: IncomingTransfer, gone: str) ->
             f"the staging directory of upload {transfer.id} is not a real directory (a "
             "symlink?); nothing was read through it. Cancel the upload and upload again"
         ) from None
-
-
-def receive_content(
-    catalogue: Catalogue,
-    stores: dict[str, LocalStore],
-    upload_id: int,
-    principal: Principal,
-    body: BinaryIO | io.RawIOBase,
-    *,
-    media_type: str,
-    default_algorithm: str,
-    ingest: IngestSettings,
-) -> None:
-    """Write a streamed body into the upload's staging, hashing it as it is written.
-
-    A file for ``application/octet-stream``, a directory for ``application/x-tar``. The
-    bytes must be exactly the declared size and, when a checksum was declared at stage,
-    match it: otherwise they are removed and the request is refused (400), so a lying
-    client leaves nothing behind. A previous partial attempt is replaced. No transaction
-    is open while the bytes arrive.
-    """
-    if media_type not in (FILE_MEDIA_TYPE, TAR_MEDIA_TYPE):
-        raise UnsupportedMediaType(
-            f"send {FILE_MEDIA_TYPE} for a file or {TAR_MEDIA_TYPE} for a directory, "
-            f"not {media_type}"
-        )
-    with catalogue.session() as session:
-        transfer, staging = _for_content(session, stores, upload_id, principal)
-        declared_size, declared_checksum = transfer.size, transfer.checksum
-        transfer.updated_at = datetime.now(UTC)  # bytes are arriving: not idle
-    expected = Checksum.parse(declared_checksum) if declared_checksum else None
-    algorithm = expected.algorithm if expected else default_algorithm
-    remove_if_present(staging.data_path)
-    stream = io.BufferedReader(body, CHUNK_SIZE)  # type: ignore[arg-type]
-    try:
-        if media_type == TAR_MEDIA_TYPE:
-            limits = EntryLimits(
-                max_entries=ingest.max_entries_per_book,
-                min_bytes_per_entry=ingest.min_bytes_per_entry,
-                has_room=lambda: staging.store.free_bytes() > 0,
-            )
-            received = receive_tar(stream, staging.data_path, algorithm, declared_size, limits)
-        else:
-            received = receive_file(stream, staging.data_path, algorithm, declared_size)
-        if received.size != declared_size:
-            raise ReceiveError(
-                f"size mismatch: declared {declared_size} bytes, received {received.size}"
-            )
-        if expected is not None and received.checksum != expected:
-            raise ReceiveError(
-                f"checksum mismatch: expected {expected}, received {received.checksum}"
-            )
-    except ReceiveError as error:
-        remove_if_present(staging.data_path)
-        raise InvalidRequest(str(error)) from None
-    except BaseException:
-        remove_if_present(staging.data_path)
-        raise
-    finally:
-        _touch(catalogue, upload_id)
-
-
-def _touch(catalogue: Catalogue, upload_id: int) -> None:
-    """The upload's body ended (either way): its idle time counts from now."""
-    with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, upload_id)
-        if transfer is not None and transfer.status == TransferStatus.INITIATED:
-            transfer.updated_at = datetime.now(UTC)
 
 
 def commit_upload(
@@ -291,7 +210,7 @@ def commit_upload(
     ``launching`` says the caller is about to request the ingest run itself: the transfer is
     marked as requested in the same transaction, so the sensor does not ask a second time.
     """
-    transfer = _owned(session, upload_id, principal, for_update=True)
+    transfer = owned_upload(session, upload_id, principal, for_update=True)
     if transfer.status != TransferStatus.INITIATED:
         raise Conflict(f"upload {upload_id} is already {transfer.status.value}")
     checksum = parse_checksum(checksum)
@@ -303,7 +222,7 @@ def commit_upload(
     if checksum is None:
         raise InvalidRequest("a checksum is required, at stage or at commit")
     staging = staging_of(transfer, stores)
-    _require_staging(staging, transfer, "is gone; cancel it and upload again")
+    require_staging(staging, transfer, "is gone; cancel it and upload again")
     size = tree_size(staging.data_path)
     if size is None:
         raise InvalidRequest(f"nothing is staged at {staging.data_path}")
@@ -318,26 +237,33 @@ def commit_upload(
 
 
 def get_upload(session: Session, upload_id: int, principal: Principal) -> IncomingTransfer:
-    return _owned(session, upload_id, principal)
+    return owned_upload(session, upload_id, principal)
 
 
 def get_uploads(
     session: Session, upload_ids: Sequence[int], principal: Principal
 ) -> list[IncomingTransfer]:
     """Several uploads at once (for clients that wait on many); unknown ids are 404."""
-    return [_owned(session, upload_id, principal) for upload_id in upload_ids]
+    return [owned_upload(session, upload_id, principal) for upload_id in upload_ids]
 
 
 def cancel_upload(
-    catalogue: Catalogue, stores: dict[str, LocalStore], upload_id: int, principal: Principal
+    catalogue: Catalogue,
+    stores: dict[str, LocalStore],
+    upload_id: int,
+    principal: Principal,
+    *,
+    body_arriving: bool = False,
 ) -> None:
     """Cancel an upload that no run has claimed yet, and remove its staged data.
 
     The data goes only *after* the cancellation committed: if the commit fails, it is still
-    there for the upload to go on.
+    there for the upload to go on. While a body is arriving (``body_arriving``), its writer
+    removes the data when it sees the cancellation (``upload_content``), not this call: two
+    removers of one growing tree trip over each other.
     """
     with catalogue.session() as session:
-        transfer = _owned(session, upload_id, principal, for_update=True)
+        transfer = owned_upload(session, upload_id, principal, for_update=True)
         if transfer.status not in (TransferStatus.INITIATED, TransferStatus.STAGED):
             raise Conflict(f"upload {upload_id} is {transfer.status.value}; it cannot be cancelled")
         transfer.status = TransferStatus.CANCELLED
@@ -345,7 +271,12 @@ def cancel_upload(
         transfer.completed_at = datetime.now(UTC)
         session.flush()
         staging = staging_of(transfer, stores)
-    discard(staging)
+    if body_arriving:
+        return
+    try:
+        discard(staging)
+    except OSError as error:  # a body that started meanwhile: its writer removes the rest
+        log.warning("cancelled upload %d: staging not removed yet: %s", upload_id, error)
 
 
 class UploadHooks:

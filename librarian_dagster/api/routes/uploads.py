@@ -1,7 +1,7 @@
 """``/api/v2/uploads``: stage, stream content, commit, status, cancel (read_append).
 
 Thin: each handler opens one unit of work and calls ``services.uploads``. The content route
-hands the body to ``services.uploads.receive_content`` in a worker thread, which writes and
+hands the body to ``services.upload_content.receive_content`` in a worker thread, which writes and
 hashes it (never buffered whole); its size limit is the upload's declared size, not the
 app-wide JSON limit.
 """
@@ -32,7 +32,7 @@ from librarian_dagster.api.dependencies import (
 from librarian_dagster.api.openapi import problems, streamed_body
 from librarian_dagster.api.streams import AsyncBodyReader
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.services import uploads
+from librarian_dagster.services import upload_content, uploads
 from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
@@ -129,7 +129,7 @@ async def put_content(
     body = AsyncBodyReader(request.stream(), settings.api.body_idle_timeout_seconds)
 
     def receive() -> UploadInfo:
-        uploads.receive_content(
+        upload_content.receive_content(
             catalogue,
             stores,
             upload_id,
@@ -142,6 +142,11 @@ async def put_content(
         with catalogue.session() as session:
             return upload_info(uploads.get_upload(session, upload_id, request.user), settings)
 
+    def owned() -> None:  # 404 for someone else's upload before it can take any slot
+        with catalogue.session() as session:
+            uploads.get_upload(session, upload_id, request.user)
+
+    await anyio.to_thread.run_sync(owned)
     with upload_slots.hold(upload_id, request.user.name):
         return await anyio.to_thread.run_sync(receive, limiter=upload_slots.limiter)
 
@@ -159,9 +164,11 @@ def commit_upload(
     catalogue: CatalogueDep,
     stores: StoresDep,
     launcher: LauncherDep,
+    upload_slots: UploadSlotsDep,
     upload_id: UploadId,
     data: JSONBody[UploadCommit],
 ) -> UploadInfo:
+    upload_slots.refuse_if_receiving(upload_id, "committed")
     with catalogue.session() as session:
         transfer = uploads.commit_upload(
             session,
@@ -216,9 +223,19 @@ def get_uploads(
     responses=problems(404, 409),
 )
 def cancel_upload(
-    request: Request, catalogue: CatalogueDep, stores: StoresDep, upload_id: UploadId
+    request: Request,
+    catalogue: CatalogueDep,
+    stores: StoresDep,
+    upload_slots: UploadSlotsDep,
+    upload_id: UploadId,
 ) -> None:
-    uploads.cancel_upload(catalogue, stores, upload_id, request.user)
+    uploads.cancel_upload(
+        catalogue,
+        stores,
+        upload_id,
+        request.user,
+        body_arriving=upload_slots.is_receiving(upload_id),
+    )
 
 
 def router() -> Router:

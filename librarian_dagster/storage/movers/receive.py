@@ -8,7 +8,8 @@ accepted, and the result's checksum is computed with the same ``DirectoryDigest`
 ``hash_path`` so no second read is needed to know it.
 
 Bytes are not all a tar can cost: a "0-byte" stream of 20,000 empty directories writes
-80 MB of metadata. ``EntryLimits`` caps the entries (files and directories) of one book, lets
+80 MB of metadata. ``EntryLimits`` caps the entries (files and directories, also the parent
+directories a member's path implies) of one book, lets
 each entry beyond the first ``free_entries`` cost ``min_bytes_per_entry`` of the declared
 size, and asks ``has_room`` every ``ROOM_CHECK_EVERY`` entries whether the filesystem still
 has room beyond its reserve.
@@ -51,7 +52,7 @@ ROOM_CHECK_EVERY = 1024
 @dataclass(frozen=True)
 class EntryLimits:
     max_entries: int = 1_000_000
-    min_bytes_per_entry: int = 64
+    min_bytes_per_entry: int = 512
     free_entries: int = 1000
     has_room: Callable[[], bool] | None = None
 
@@ -135,6 +136,18 @@ def _member_path(name: str) -> str | None:
         raise ReceiveError(f"unsafe path in tar stream {name!r}: {error}") from None
 
 
+def _make_dirs(destination: Path, relpath: str, entries: _Entries, created: set[str]) -> None:
+    """Create ``relpath`` and its missing parents below ``destination``, each an entry."""
+    parts = relpath.split("/")
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth])
+        if prefix in created:
+            continue
+        entries.take()
+        (destination / prefix).mkdir(mode=0o755, exist_ok=True)
+        created.add(prefix)
+
+
 def receive_tar(
     stream: BinaryIO,
     destination: Path,
@@ -145,6 +158,7 @@ def receive_tar(
     """Unpack a tar stream as the directory ``destination`` (must not exist)."""
     budget = _Budget(limit)
     entries = _Entries(entry_limits or EntryLimits(), limit)
+    created: set[str] = set()
     digest = DirectoryDigest(algorithm)
     os.mkdir(destination, 0o755)
     try:
@@ -157,11 +171,13 @@ def receive_tar(
             if relpath is None:
                 continue
             target = destination / relpath
-            entries.take()
             if member.isdir():
-                target.mkdir(mode=0o755, parents=True, exist_ok=True)
+                _make_dirs(destination, relpath, entries, created)
             elif member.isreg():
-                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                parent = relpath.rpartition("/")[0]
+                if parent:
+                    _make_dirs(destination, parent, entries, created)
+                entries.take()
                 source = archive.extractfile(member)
                 assert source is not None  # a regular member always has a file object
                 size, hexdigest = _copy(source, target, algorithm, budget)
