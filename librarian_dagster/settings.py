@@ -61,6 +61,8 @@ class ApiSettings(_Section):
     login_failures_before_delay: Annotated[int, Field(ge=1)] = 5
     # An upload body that sends nothing for this long is cut off (408) and its thread freed.
     body_idle_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # ... and so is one slower than this on average, once twice that timeout has passed.
+    min_body_bytes_per_second: Annotated[float, Field(ge=0)] = 1024.0
     # Upload bodies one user may stream at once (429 beyond), and all users together.
     max_uploads_per_user: Annotated[int, Field(ge=1)] = 8
     max_concurrent_uploads: Annotated[int, Field(ge=1)] = 64

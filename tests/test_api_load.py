@@ -327,3 +327,36 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(
         assert put(lib, info["upload_id"], b"y" * 100).status_code == 200  # slot free again
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+@pytest.mark.usefixtures("still_clock")
+def test_parallel_guesses_are_not_all_verified(serve, verifications: list[str]) -> None:
+    """A burst sent before the first failure is recorded: attempts in flight count too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with serve(login_failures_before_delay=3) as lib:
+        guesses = [(wrong(READER), f"127.0.2.{i}") for i in range(1, 41)]
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            codes = list(pool.map(lambda guess: login(lib, *guess).status_code, guesses))
+        assert set(codes) <= {401, 429} and codes.count(429) >= 37, codes
+        assert verifications.count(READER[0]) == codes.count(401) <= 3
+
+
+def test_a_trickling_body_is_cut_off_too(serve) -> None:
+    """Slowloris: a byte now and then dodges the idle timeout, not the minimum rate."""
+    with serve(body_idle_timeout_seconds=0.4, min_body_bytes_per_second=1000) as lib:
+        info = stage(lib, "trickle/book", 100)
+        trickle = StalledPut(lib, info["upload_id"], 100, b"x")
+        started = time.monotonic()
+        try:
+            for _ in range(20):
+                time.sleep(0.2)
+                try:
+                    trickle.sock.sendall(b"x")
+                except OSError:
+                    break  # the server answered and closed
+            status, _ = trickle.response(timeout=10)
+        finally:
+            trickle.close()
+        assert status == 408 and time.monotonic() - started < 4.5
+        assert not Path(info["staging_path"]).exists()

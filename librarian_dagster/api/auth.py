@@ -4,7 +4,8 @@ Every request but ``/api/v2/ping`` and the OpenAPI schema must carry Basic crede
 argon2 verification costs ~0.1 s of CPU, so a successful one is remembered for a short time,
 keyed by an HMAC (with a per-process random key) of the user name, the password *and the
 stored hash*: a password change or a deleted account invalidates the cache entry by itself,
-in this process and in any other that changed the catalogue. The cache remembers only that
+in this process and in any other that changed the catalogue. Each use extends an entry by
+``ttl`` (it lapses ``ttl`` after the last request). The cache remembers only that
 the password was right: the level is read from the catalogue on every request, so a
 promotion or demotion counts from the next request.
 
@@ -76,10 +77,14 @@ class Authenticator:
         if row is None:
             return None
         key = self._cache_key(name, password, row.password_hash)
+        now = time.monotonic()
         with self._lock:
             expires = self._cache.get(key)
-        if expires is None or expires <= time.monotonic():
-            return None
+            if expires is None or expires <= now:
+                return None
+            # Sliding: a user who keeps working stays verified, even while someone guessing
+            # at their name holds back fresh logins (the login throttle).
+            self._cache[key] = now + self._ttl
         return Principal(name=name, level=row.level)
 
     def verify(self, name: str, password: str) -> Principal | None:
@@ -142,24 +147,28 @@ class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
             return AuthenticationResult(user=principal, auth=None)
         address = connection.client.host if connection.client else "unknown"
         keys = (f"user:{name}", f"{ADDRESS_PREFIX}{address}")
-        wait = self._throttle.retry_after(keys)
+        wait = self._throttle.begin(keys)
         if wait > 0:
             raise TooManyRequests(
                 f"too many failed logins for this user or address; retry in {math.ceil(wait)} s",
                 retry_after=wait,
             )
-        principal = await anyio.to_thread.run_sync(
-            self._authenticator.verify,
-            name,
-            password,
-            limiter=self._authenticator.verify_limiter,
-        )
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self._authenticator.verify,
+                name,
+                password,
+                limiter=self._authenticator.verify_limiter,
+            )
+        except BaseException:
+            self._throttle.abandoned(keys)  # no answer (the catalogue down, a cancelled request)
+            raise
         if principal is None:
             self._throttle.failed(keys)
             raise NotAuthorizedException(
                 detail="wrong user name or password", headers={"WWW-Authenticate": REALM}
             )
-        self._throttle.succeeded(keys[0])
+        self._throttle.succeeded(keys)
         return AuthenticationResult(user=principal, auth=None)
 
 

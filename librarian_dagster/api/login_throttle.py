@@ -34,6 +34,7 @@ class _Failures:
     count: int
     last_at: float
     blocked_until: float
+    pending: int = 0  # verifications in flight
 
     def expired(self, now: float, window: float) -> bool:
         return now >= self.blocked_until and now - self.last_at > window
@@ -47,40 +48,78 @@ class LoginThrottle:
         self._failures: dict[str, _Failures] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, keys: tuple[str, ...], now: float | None = None) -> float:
-        """Seconds until these keys may try again (0: go ahead)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            waits = [
-                entry.blocked_until - now
-                for key in keys
-                if (entry := self._failures.get(key)) is not None
-            ]
-        return max([0.0, *waits])
+    def _free_for(self, key: str) -> int:
+        return self._free * (ADDRESS_FACTOR if key.startswith(ADDRESS_PREFIX) else 1)
 
-    def failed(self, keys: tuple[str, ...], now: float | None = None) -> None:
+    def begin(self, keys: tuple[str, ...], now: float | None = None) -> float:
+        """Reserve one verification for these keys: 0, or the seconds to wait (refused).
+
+        Attempts in flight count against the free ones, so a burst of parallel guesses
+        cannot all be verified before the first failure is recorded. Every ``begin`` that
+        returns 0 must be followed by ``failed``, ``succeeded`` or ``abandoned``.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
             if len(self._failures) >= _MAX_KEYS:
                 self._forget_old(now)
+            entries = []
             for key in keys:
                 entry = self._failures.get(key)
-                if entry is None or entry.expired(now, self._window):
+                if entry is None or (entry.pending == 0 and entry.expired(now, self._window)):
                     entry = self._failures[key] = _Failures(0, now, now)
+                entries.append((key, entry))
+            wait = max(0.0, *(entry.blocked_until - now for _key, entry in entries))
+            if wait > 0:
+                return wait
+            for key, entry in entries:
+                if entry.count + entry.pending >= max(1, self._free_for(key)):
+                    return 1.0  # one at a time at the edge: the next answer decides
+            for _key, entry in entries:
+                entry.pending += 1
+            return 0.0
+
+    def failed(self, keys: tuple[str, ...], now: float | None = None) -> None:
+        """A verification begun for these keys failed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for key in keys:
+                entry = self._failures.setdefault(key, _Failures(0, now, now))
+                entry.pending = max(0, entry.pending - 1)
                 entry.count += 1
                 entry.last_at = now
-                free = self._free * (ADDRESS_FACTOR if key.startswith(ADDRESS_PREFIX) else 1)
-                over = entry.count - free
+                over = entry.count - self._free_for(key)
                 if over >= 0:  # the next attempt after the free ones waits 1 s, then 2, 4, ...
                     entry.blocked_until = now + min(2.0**over, self._max_delay)
 
-    def succeeded(self, key: str) -> None:
+    def abandoned(self, keys: tuple[str, ...]) -> None:
+        """A verification begun for these keys ended without an answer (an error)."""
         with self._lock:
-            self._failures.pop(key, None)
+            for key in keys:
+                if (entry := self._failures.get(key)) is not None:
+                    entry.pending = max(0, entry.pending - 1)
+
+    def succeeded(self, keys: tuple[str, ...]) -> None:
+        """A verification begun for these keys succeeded: the user's failures are forgiven
+        (``keys[0]``); the address keeps its count (one valid account must not let its owner
+        guess at others)."""
+        with self._lock:
+            for index, key in enumerate(keys):
+                entry = self._failures.get(key)
+                if entry is None:
+                    continue
+                entry.pending = max(0, entry.pending - 1)
+                if index == 0 and entry.pending == 0:
+                    del self._failures[key]
 
     def _forget_old(self, now: float) -> None:
-        stale = [key for key, entry in self._failures.items() if entry.expired(now, self._window)]
+        stale = [
+            key
+            for key, entry in self._failures.items()
+            if entry.pending == 0 and entry.expired(now, self._window)
+        ]
         for key in stale:
             del self._failures[key]
-        if len(self._failures) >= _MAX_KEYS:  # a spray of addresses: start over
-            self._failures.clear()
+        if len(self._failures) >= _MAX_KEYS:  # a spray of names or addresses: forget those,
+            for key in [k for k in self._failures if not self._failures[k].pending]:
+                if key.startswith(ADDRESS_PREFIX) or self._failures[key].count < self._free:
+                    del self._failures[key]  # but keep the users already held back

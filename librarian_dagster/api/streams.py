@@ -6,11 +6,14 @@ for it, so the body is never buffered beyond one chunk and backpressure reaches 
 
 A client that stops sending holds that thread: after ``idle_timeout`` seconds without a byte
 the read fails with 408, the partial data is removed by the caller, and the thread is free.
+A client that sends a byte now and then to dodge that (slowloris) is cut off the same way
+once, after twice ``idle_timeout`` seconds, its average rate is below ``min_rate`` bytes/s.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -30,9 +33,14 @@ class ClientGone(HTTPException):
 
 
 class AsyncBodyReader(io.RawIOBase):
-    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout: float) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], idle_timeout: float, min_rate: float = 0.0
+    ) -> None:
         self._chunks = chunks
         self._idle_timeout = idle_timeout
+        self._min_rate = min_rate
+        self._started = time.monotonic()
+        self._received = 0
         self._pending = memoryview(b"")
         self._done = False
 
@@ -59,7 +67,21 @@ class AsyncBodyReader(io.RawIOBase):
                     raise
                 raise ClientGone(detail="the client disconnected before the body ended") from None
             self._pending = memoryview(chunk)
+            self._received += len(chunk)
+            self._check_rate()
         return bool(self._pending)
+
+    def _check_rate(self) -> None:
+        elapsed = time.monotonic() - self._started
+        if self._min_rate <= 0 or elapsed < 2 * self._idle_timeout:
+            return
+        if self._received / elapsed < self._min_rate:
+            raise BodyIdleTimeout(
+                detail=(
+                    f"the body arrives at {self._received / elapsed:.0f} bytes/s, below the "
+                    f"{self._min_rate:g} bytes/s this librarian needs; send it again"
+                )
+            )
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if not self._next_chunk():

@@ -121,6 +121,9 @@ def child_commands(
                 "--port",
                 str(api_port),
                 "--no-access-log",
+                # The client address is the socket's: X-Forwarded-For from anyone on this
+                # host would otherwise choose the address the login throttle counts.
+                "--no-proxy-headers",
                 "--timeout-graceful-shutdown",
                 "10",
             ],

@@ -126,7 +126,11 @@ async def put_content(
     media_type = (
         request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
     )
-    body = AsyncBodyReader(request.stream(), settings.api.body_idle_timeout_seconds)
+    body = AsyncBodyReader(
+        request.stream(),
+        settings.api.body_idle_timeout_seconds,
+        settings.api.min_body_bytes_per_second,
+    )
 
     def receive() -> UploadInfo:
         upload_content.receive_content(
