@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,60 +13,66 @@ from pathlib import Path
 import pytest
 
 from librarian_dagster.cli.serve_lock import (
+    TOKEN_ENV,
     AlreadyServing,
-    Recorded,
     ServeLock,
-    start_time,
+    boot_id,
     stop_orphans,
 )
 from librarian_dagster.cli.supervisor import child_environment
 
 
-def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
-    )
+def _sleeper(token: str | None = None, *, detached_child: bool = False) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    if token is not None:
+        env[TOKEN_ENV] = token
+    code = "import time; time.sleep(600)"
+    if detached_child:  # like a code server: a grandchild in a session of its own
+        code = (
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(600)'], start_new_session=True); time.sleep(600)"
+        )
+    return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
 
 
 def test_a_second_lock_on_one_data_dir_is_refused(tmp_path: Path) -> None:
     first = ServeLock(tmp_path)
-    assert first.acquire() == []
-    first.record({"api": os.getpid()})
+    assert first.acquire() is None
+    first.record(["api"])
     with pytest.raises(AlreadyServing, match=f"pid {os.getpid()}"):
         ServeLock(tmp_path).acquire()
     first.release()
-    assert ServeLock(tmp_path).acquire() == []  # released: free again, record cleared
+    assert ServeLock(tmp_path).acquire() is None  # released cleanly: nothing to stop
 
 
-def test_orphans_recorded_by_a_dead_serve_are_stopped(tmp_path: Path) -> None:
-    orphan = _sleeper()
+def test_what_a_killed_serve_left_is_stopped_and_nothing_else(tmp_path: Path) -> None:
+    dead = ServeLock(tmp_path)
+    dead.acquire()
+    dead.record(["api"])
+    dead._handle.close()  # a serve killed with -9: its lock goes, its record stays
+    dead._handle = None
+    orphan = _sleeper(dead.token, detached_child=True)
+    bystander = _sleeper()  # same user, no token: never touched
     try:
-        lock = ServeLock(tmp_path)
-        lock.acquire()
-        lock.record({"api": orphan.pid})
-        lock._handle.close()  # a serve killed with -9: its lock goes, its record stays
-        lock._handle = None
-        recorded = ServeLock(tmp_path).acquire()
-        assert [r.name for r in recorded] == ["api"]
-        assert stop_orphans(recorded) == ["api"]
+        time.sleep(0.5)  # the orphan's own child started
+        previous = ServeLock(tmp_path).acquire()
+        assert previous == dead.token
+        assert stop_orphans(previous) == 2  # the orphan and its detached child
         assert orphan.wait(timeout=30) == -signal.SIGTERM
-    finally:
-        if orphan.poll() is None:
-            orphan.kill()
-
-
-def test_a_reused_pid_is_never_stopped(tmp_path: Path) -> None:
-    bystander = _sleeper()
-    try:
-        started = start_time(bystander.pid)
-        assert started is not None
-        # Recorded with another start time: the pid now belongs to someone else.
-        assert stop_orphans([Recorded("api", bystander.pid, started - 1)]) == []
         time.sleep(0.2)
         assert bystander.poll() is None
     finally:
-        bystander.kill()
-        bystander.wait()
+        for process in (orphan, bystander):
+            if process.poll() is None:
+                process.kill()
+
+
+def test_a_record_from_another_boot_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "serve.lock").write_text(
+        json.dumps({"serve_pid": 1, "boot_id": "not-" + boot_id(), "token": "t", "children": []})
+    )
+    assert ServeLock(tmp_path).acquire() is None
 
 
 def test_children_inherit_only_what_they_need() -> None:
@@ -73,10 +80,12 @@ def test_children_inherit_only_what_they_need() -> None:
         "PATH": "/bin",
         "HOME": "/root",
         "LC_ALL": "C.UTF-8",
+        "LD_LIBRARY_PATH": "/opt/pg/lib",
         "LIBRARIAN_CONFIG": "/etc/librarian.toml",
         "LIBRARIAN_API__PORT": "8081",
         "LIBRARIAN_ADMIN_PASSWORD": "first-admin-secret",
         "LIBRARIAN_NEW_PASSWORD": "another-secret",
+        "LIBRARIAN_PASSWORD": "a-client-password",
         "SLACK_BOT_TOKEN": "xoxb-1",
         "AWS_SECRET_ACCESS_KEY": "unrelated",
         "DAGSTER_HOME": "/var/lib/librarian/dagster",
@@ -86,6 +95,7 @@ def test_children_inherit_only_what_they_need() -> None:
         "PATH": "/bin",
         "HOME": "/root",
         "LC_ALL": "C.UTF-8",
+        "LD_LIBRARY_PATH": "/opt/pg/lib",
         "LIBRARIAN_CONFIG": "/etc/librarian.toml",
         "LIBRARIAN_API__PORT": "8081",
         "SLACK_BOT_TOKEN": "xoxb-1",

@@ -7,7 +7,7 @@ import os
 import typer
 
 from librarian_dagster.cli.common import console, err_console, fail, one_line_errors, settings
-from librarian_dagster.cli.serve_lock import AlreadyServing, ServeLock, stop_orphans
+from librarian_dagster.cli.serve_lock import TOKEN_ENV, AlreadyServing, ServeLock, stop_orphans
 from librarian_dagster.cli.supervisor import child_commands, child_environment, supervise
 from librarian_dagster.dagster_instance import (
     dagster_env,
@@ -24,14 +24,14 @@ def serve() -> None:
     current = settings()
     lock = ServeLock(current.data_dir)
     try:
-        orphans = lock.acquire()
+        previous = lock.acquire()
     except AlreadyServing as error:
         raise fail(str(error)) from None
     try:
-        stopped = stop_orphans(orphans)
+        stopped = stop_orphans(previous)
         if stopped:
             err_console.print(
-                f"librarian serve: stopped what was left of a previous serve: {', '.join(stopped)}"
+                f"librarian serve: stopped {stopped} processes left by a previous serve"
             )
         code = _serve(current, lock)
     finally:
@@ -54,6 +54,7 @@ def _serve(current: LibrarianSettings, lock: ServeLock) -> int:
     initialise_instance(current)
     env = child_environment(os.environ, _secret_names(current))
     env.update(dagster_env(current))
+    env[TOKEN_ENV] = lock.token  # what the next serve looks for if this one is killed
     if current.config_file is not None:
         env[CONFIG_ENV] = str(current.config_file)
     children = child_commands(
@@ -74,7 +75,5 @@ def _serve(current: LibrarianSettings, lock: ServeLock) -> int:
     return supervise(
         children,
         lambda line: err_console.print(f"librarian serve: {line}"),
-        on_started=lambda started: lock.record(
-            {child.name: child.process.pid for child in started if child.process is not None}
-        ),
+        on_started=lambda started: lock.record([child.name for child in started]),
     )

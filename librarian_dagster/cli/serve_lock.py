@@ -2,12 +2,14 @@
 
 ``<data_dir>/serve.lock`` is held with ``flock`` for as long as ``serve`` runs: a second
 ``serve`` on the same data dir is refused in one line (two would share stores, staging and
-Dagster's storage). The file records the process groups of the children (pid and the kernel's
-start time of each, so a recycled pid is never mistaken for one). A ``serve`` killed with
-``-9`` cannot stop its children; they get SIGTERM from the kernel when their parent dies
-(``PR_SET_PDEATHSIG``, set in ``supervisor``), and whatever still runs of them (their own
-children, a child that ignored the signal) is stopped by the next ``serve`` before it starts,
-from this record.
+Dagster's storage). The file records this serve's token, the kernel's boot id and the
+children's names. Every child (and whatever it starts) carries the token in its environment
+(``LIBRARIAN_SERVE_TOKEN``). A ``serve`` killed with ``-9`` cannot stop its children; they
+get SIGTERM from the kernel when their parent dies (``PR_SET_PDEATHSIG``, set in
+``supervisor``), and whatever still runs of them (a code server a child started, a child that
+ignored the signal) is stopped by the next ``serve`` before it starts: the processes, in this
+boot, whose environment holds the recorded token. Nothing else is ever signalled: not a
+process that got a recycled pid, not anything after a reboot.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 LOCK_NAME = "serve.lock"
+TOKEN_ENV = "LIBRARIAN_SERVE_TOKEN"
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -30,29 +33,61 @@ class AlreadyServing(RuntimeError):
     """Another ``librarian serve`` holds this data dir."""
 
 
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), None if it is gone."""
+def boot_id() -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-@dataclass(frozen=True)
-class Recorded:
-    name: str
-    pid: int
-    started: int
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def group_members(groups: set[int]) -> list[int]:
+    """PIDs whose process group is one of ``groups`` (zombies left out: they are gone)."""
+    return [
+        pid
+        for pid in _pids()
+        if (fields := _stat_fields(pid)) is not None
+        and fields[0] != "Z"
+        and int(fields[2]) in groups
+    ]
+
+
+def carrying(token: str) -> list[int]:
+    """PIDs (not zombies) whose environment holds ``LIBRARIAN_SERVE_TOKEN=token``."""
+    marker = f"{TOKEN_ENV}={token}".encode()
+    found = []
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] != "Z" and marker in environ.split(b"\0"):
+            found.append(pid)
+    return found
 
 
 class ServeLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_NAME
+        self.token = secrets.token_hex(16)
         self._handle: IO[str] | None = None
 
-    def acquire(self) -> list[Recorded]:
-        """Take the lock (or raise ``AlreadyServing``); returns what the last serve recorded."""
+    def acquire(self) -> str | None:
+        """Take the lock (or raise ``AlreadyServing``); the token of the serve before, if it
+        ran in this boot and did not end cleanly."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
         try:
@@ -68,23 +103,26 @@ class ServeLock:
         self._handle = handle
         handle.seek(0)
         record = _parse(handle.read())
-        return [
-            Recorded(str(c["name"]), int(c["pid"]), int(c["started"]))
-            for c in record.get("children", [])
-            if isinstance(c, dict) and {"name", "pid", "started"} <= set(c)
-        ]
+        previous = record.get("token")
+        if isinstance(previous, str) and previous and record.get("boot_id") == boot_id():
+            return previous
+        return None
 
-    def record(self, children: dict[str, int]) -> None:
-        """Write this serve's children (name → pid, each a process group leader)."""
+    def record(self, children: list[str]) -> None:
+        """Write this serve's token and children (by name) to the lock file."""
         assert self._handle is not None, "acquire first"
-        entries = [
-            {"name": name, "pid": pid, "started": started}
-            for name, pid in children.items()
-            if (started := start_time(pid)) is not None
-        ]
         self._handle.seek(0)
         self._handle.truncate()
-        self._handle.write(json.dumps({"serve_pid": os.getpid(), "children": entries}))
+        self._handle.write(
+            json.dumps(
+                {
+                    "serve_pid": os.getpid(),
+                    "boot_id": boot_id(),
+                    "token": self.token,
+                    "children": children,
+                }
+            )
+        )
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -104,48 +142,18 @@ def _parse(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def group_members(groups: set[int]) -> list[int]:
-    """PIDs whose process group is one of ``groups`` (zombies left out: they are gone)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) in groups:
-            members.append(int(entry.name))
-    return members
-
-
-def _group_has_members(pgid: int) -> bool:
-    return bool(group_members({pgid}))
-
-
-def _still_ours(orphan: Recorded) -> bool:
-    """Whether the recorded group still runs and is the one recorded.
-
-    Its leader alive with the recorded start time; or the leader gone but members left (a
-    process group id is not given to a new process while the group has members). A leader
-    pid now held by another process means the group is gone and the pid reused: not ours.
-    """
-    started = start_time(orphan.pid)
-    if started is not None:
-        return started == orphan.started
-    return _group_has_members(orphan.pid)
-
-
-def stop_orphans(orphans: list[Recorded]) -> list[str]:
-    """Stop the process groups of a previous serve's children that still run; their names."""
-    found = [orphan for orphan in orphans if _still_ours(orphan)]
-    for orphan in found:
+def stop_orphans(token: str | None) -> int:
+    """Stop what still runs of the serve that had ``token``; returns how many processes."""
+    if not token:
+        return 0
+    found = carrying(token)
+    for pid in found:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(orphan.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline and any(_group_has_members(o.pid) for o in found):
+    while time.monotonic() < deadline and carrying(token):
         time.sleep(0.2)
-    for orphan in found:
+    for pid in carrying(token):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(orphan.pid, signal.SIGKILL)
-    return [orphan.name for orphan in found]
+            os.kill(pid, signal.SIGKILL)
+    return len(found)

@@ -45,13 +45,13 @@ _INHERITED_NAMES = frozenset(
     {
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
         "TERM", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+        "CURL_CA_BUNDLE", "LD_LIBRARY_PATH", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
         "https_proxy", "no_proxy", "SYSTEMD_EXEC_PID", "INVOCATION_ID",
     }
 )  # fmt: skip
 _INHERITED_PREFIXES = ("LC_", "PYTHON", "DAGSTER_", "PG", "LIBRARIAN_")
-# Read by ``librarian init`` only: children never need them.
-_WITHHELD = frozenset({"LIBRARIAN_ADMIN_PASSWORD", "LIBRARIAN_NEW_PASSWORD"})
+# Read by ``librarian init`` and the client commands only: children never need them.
+_WITHHELD = frozenset({"LIBRARIAN_ADMIN_PASSWORD", "LIBRARIAN_NEW_PASSWORD", "LIBRARIAN_PASSWORD"})
 
 
 def child_environment(environ: Mapping[str, str], secret_names: Iterable[str]) -> dict[str, str]:
