@@ -8,6 +8,7 @@ unreported, and a "0-byte" tar of empty directories wrote unbounded metadata.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -103,7 +104,9 @@ def test_committed_uploads_no_longer_count_against_the_cap(site: Site, tmp_path:
 def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
     idle = stage(site, "idle/one", 400_000)
     partial = Path(site.staging_path(idle))
-    partial.write_bytes(b"half of it")  # a client killed mid-upload
+    partial.write_bytes(b"half of it")  # a client killed mid-upload, a day ago
+    long_ago = time.time() - 25 * 3600
+    os.utime(partial, (long_ago, long_ago))
     busy = stage(site, "busy/one", 100_000, who=BOB)
     fresh = stage(site, "fresh/one", 100_000, who=BOB)
     age(site, idle, 25)
@@ -293,3 +296,15 @@ def test_implicit_parent_directories_count_as_entries(tmp_path: Path) -> None:
     limits = EntryLimits(max_entries=50, min_bytes_per_entry=0)
     with pytest.raises(ReceiveError, match="entries"):
         receive_tar(io.BytesIO(_tar(0, files)), tmp_path / "book", "xxh3_128", 0, limits)
+
+
+def test_a_shared_filesystem_copy_in_progress_is_not_expired(site: Site) -> None:
+    """Bytes copied into staging directly (no HTTP body) keep the upload alive."""
+    upload_id = stage(site, "fs/copy", 100, who=UPLOADER)
+    Path(site.staging_path(upload_id)).write_bytes(b"being copied")  # mtime: now
+    age(site, upload_id, 25)
+    assert (
+        upload_reservations.expire_idle_uploads(site.catalogue, site.stores, site.settings.ingest)
+        == 0
+    )
+    assert status(site, upload_id)[0] == TransferStatus.INITIATED

@@ -130,7 +130,7 @@ class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
         throttle: LoginThrottle,
         exclude: list[str] | None = None,
     ) -> None:
-        # Only OPTIONS goes unauthenticated (Litestar's default also lets HEAD through).
+        # Only OPTIONS goes unauthenticated (said here: Litestar's default has changed before).
         super().__init__(app=app, exclude=exclude, exclude_http_methods=["OPTIONS"])
         self._authenticator = authenticator
         self._throttle = throttle

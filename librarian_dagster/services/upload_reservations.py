@@ -9,8 +9,9 @@ reservation (and its partial data) forever. So:
   stores' free space and at ``max_reserved_bytes_per_user`` (507 names the cap), so another
   user can always still stage;
 - an ``initiated`` upload that received no bytes for ``stage_expiry_hours`` (its row's
-  ``updated_at`` is touched when a body starts and ends) no longer counts, and
-  :func:`expire_idle_uploads` fails it with that reason and removes its staging;
+  ``updated_at`` is touched while an HTTP body arrives; bytes copied by the shared
+  filesystem are seen by the sweep, from the staging data's newest mtime) no longer counts,
+  and :func:`expire_idle_uploads` fails it with that reason and removes its staging;
 - ``/ping`` counts the idle ones (:func:`idle_uploads`) until they expire.
 """
 
@@ -26,10 +27,11 @@ from sqlalchemy.orm import Session
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, User
 from librarian_dagster.services.errors import InsufficientStorage
-from librarian_dagster.services.incoming import discard, fail, staging_of
+from librarian_dagster.services.incoming import Staging, discard, fail, staging_of
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import TransferKind, TransferStatus
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.tree import newest_mtime_and_size
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,16 @@ def idle_uploads(
     return int(session.scalar(statement) or 0)
 
 
+def _last_written(staging: Staging) -> datetime | None:
+    """When anything in the upload's staging data last changed (a shared-filesystem copy
+    writes there without the API seeing it); None if there is none."""
+    try:
+        newest, _size = newest_mtime_and_size(staging.data_path)
+    except OSError:
+        return None
+    return datetime.fromtimestamp(newest, UTC)
+
+
 def expire_idle_uploads(
     catalogue: Catalogue,
     stores: dict[str, LocalStore],
@@ -161,8 +173,12 @@ def expire_idle_uploads(
                 or transfer.updated_at >= cutoff
             ):
                 continue
-            fail(transfer, reason)
             staging = staging_of(transfer, stores)
+            written = _last_written(staging)
+            if written is not None and written >= cutoff:
+                transfer.updated_at = written  # bytes came by the shared filesystem: not idle
+                continue
+            fail(transfer, reason)
         try:
             discard(staging)
         except OSError as error:

@@ -1,7 +1,7 @@
 """``GET /api/v2/ping``: who we are and whether the catalogue and stores are usable.
 
 Unauthenticated so peers and load balancers can probe it; it says nothing secret (no paths,
-no counts of files), only health.
+no names, no counts of files), only health and a few counts that health needs.
 
 Per store it counts uploads that went idle (staged, no bytes for ``IDLE_UPLOAD_SECONDS``,
 not receiving now: a client that died mid-upload shows here until its upload expires) and the
