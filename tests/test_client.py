@@ -523,3 +523,42 @@ def test_empty_books(
         info = client.upload(local, f"empty/{transfer}/{local.name}", transfer=transfer)
         assert info.size == 0
         assert_stored(client, info, local)
+
+
+def test_a_429_is_retried_after_its_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too many at once (upload slots, the login throttle) is a wait, not a failure."""
+    answers = iter([429, 429, 200])
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(
+                429, headers={"Retry-After": "2"}, json={"title": "t", "status": 429}
+            )
+        return httpx.Response(200, json={"uploads": []})
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    with LibrarianClient("http://x", "u", "p", transport=httpx.MockTransport(handler)) as client:
+        client.request("POST", "/uploads/status", json={"upload_ids": [1]})
+    assert slept == [2.0, 2.0] and len(seen) == 3
+
+
+def test_a_429_that_persists_is_an_error_in_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429,
+            headers={"Retry-After": "999"},
+            json={"title": "Too many requests", "status": 429, "detail": "slow down"},
+        )
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    with (
+        LibrarianClient("http://x", "u", "p", transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(LibrarianError, match="slow down") as caught,
+    ):
+        client.request("GET", "/files")
+    assert caught.value.status == 429 and slept == [30.0, 30.0, 30.0]

@@ -9,6 +9,7 @@ server, or "cannot reach ..." for connection errors). The upload protocol is in
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path, PurePath
@@ -99,6 +100,21 @@ def _problem_error(response: httpx.Response, context: str = "") -> LibrarianErro
     )
 
 
+# A 429 is retried this often, waiting its Retry-After (capped) in between.
+RETRIES_429 = 3
+RETRY_429_SECONDS = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending again, for a 429 that says so; None otherwise."""
+    if response.status_code != 429:
+        return None
+    try:
+        return min(max(float(response.headers.get("retry-after", "1")), 0.0), RETRY_429_SECONDS)
+    except ValueError:
+        return 1.0
+
+
 class LibrarianClient:
     """A connection to one librarian's API, as one user (HTTP Basic, kept-alive connections).
 
@@ -171,11 +187,35 @@ class LibrarianClient:
         """One API call (``path`` below ``/api/v2``); any failure is a ``LibrarianError``.
 
         The low-level door for routes without a method here; ``content`` may be an
-        iterator, streamed as the request body.
+        iterator, streamed as the request body. A 429 ("too many at once", "too many failed
+        logins") is retried after its ``Retry-After`` (at most ``RETRY_429_SECONDS``, up to
+        ``RETRIES_429`` times) when the request can be sent again (no streamed body).
         """
         url = f"{self.url}{API_PREFIX}{path}"
+        replayable = content is None or isinstance(content, bytes | bytearray)
+        for attempt in range(RETRIES_429 + 1):
+            response = self._send(method, url, json, params, content, headers, timeout)
+            wait = _retry_after(response)
+            if wait is None or not replayable or attempt == RETRIES_429:
+                break
+            time.sleep(wait)
+        if response.is_error:
+            context = f"; user {self.user!r} at {self.url}" if response.status_code == 401 else ""
+            raise _problem_error(response, context)
+        return response
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        params: dict[str, Any] | None,
+        content: Iterable[bytes] | None,
+        headers: dict[str, str] | None,
+        timeout: httpx.Timeout | None,
+    ) -> httpx.Response:
         try:
-            response = self._http.request(
+            return self._http.request(
                 method,
                 url,
                 json=json,
@@ -193,10 +233,6 @@ class LibrarianClient:
             ) from error
         except (httpx.HTTPError, httpx.InvalidURL) as error:  # redirects, bad URLs, decoding
             raise LibrarianError(f"{method} {url} failed: {error}") from error
-        if response.is_error:
-            context = f"; user {self.user!r} at {self.url}" if response.status_code == 401 else ""
-            raise _problem_error(response, context)
-        return response
 
     # -- simple calls ----------------------------------------------------------------------
 
