@@ -167,7 +167,7 @@ def test_stalled_bodies_do_not_starve_authentication(serve) -> None:
     users, per_user = 4, 12  # 48 bodies: more than anyio's default 40 threads
     with serve(
         max_uploads_per_user=per_user,
-        max_concurrent_uploads=users * per_user,
+        max_concurrent_uploads=64,  # a quarter kept for newcomers: 48 for users with a body
         body_idle_timeout_seconds=30,
     ) as lib:
         hasher = accounts.password_hasher(lib.settings.security)
@@ -360,3 +360,37 @@ def test_a_trickling_body_is_cut_off_too(serve) -> None:
             trickle.close()
         assert status == 408 and time.monotonic() - started < 4.5
         assert not Path(info["staging_path"]).exists()
+
+
+def test_a_few_accounts_cannot_take_every_upload_thread(serve) -> None:
+    """The last quarter of the upload threads is for users with no body in flight: two
+    accounts holding all their per-user slots leave room for a third user."""
+    newcomer = ("newcomer", "newcomer-password-1")
+    with serve(
+        max_uploads_per_user=4, max_concurrent_uploads=8, body_idle_timeout_seconds=30
+    ) as lib:
+        with http(lib) as client:
+            created = client.post(
+                "/api/v2/users",
+                json={"name": newcomer[0], "password": newcomer[1], "level": "read_append"},
+                auth=ADMIN,
+            )
+            assert created.status_code == 201, created.text
+        stalls = []
+        try:
+            for user in (WRITER, ADMIN):
+                infos = [stage(lib, f"hog/{user[0]}/{i}", 10, auth=user) for i in range(4)]
+                for info in infos:
+                    stalls.append(StalledPut(lib, info["upload_id"], 10, b"x", auth=user))
+            codes = []
+            for stall in stalls:
+                try:
+                    codes.append(stall.response(timeout=0.5)[0])
+                except TimeoutError:
+                    codes.append(0)  # admitted: still waiting for its body
+            assert codes.count(0) == 6 and codes.count(429) == 2, codes
+            mine = stage(lib, "newcomer/book", 10, auth=newcomer)
+            assert put(lib, mine["upload_id"], b"y" * 10, auth=newcomer).status_code == 200
+        finally:
+            for stall in stalls:
+                stall.close()

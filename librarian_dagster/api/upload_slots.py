@@ -9,7 +9,9 @@ it ends. Three limits keep one client from stopping the API for the others:
   through, and the body's writer removes the data when it sees it;
 - ``per_user`` bodies at once per user (429 beyond, with ``Retry-After``);
 - ``total`` bodies at once overall, on a thread limiter of their own, so stalled uploads can
-  never take the threads that authentication and the other routes run on.
+  never take the threads that authentication and the other routes run on; the last quarter
+  of them only for users with no body in flight, so a few accounts holding all their
+  per-user slots cannot shut every other user out.
 
 In memory, per API process (the librarian runs one).
 """
@@ -29,6 +31,8 @@ from librarian_dagster.services.errors import Conflict, TooManyRequests
 class UploadSlots:
     def __init__(self, per_user: int, total: int) -> None:
         self._per_user = per_user
+        self._total = total
+        self._for_newcomers = total // 4
         self._active: set[int] = set()
         self._by_user: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -60,9 +64,16 @@ class UploadSlots:
         without a deadline for one, holding its slot meanwhile.
         """
         with self._lock:
-            if self.limiter.available_tokens < 1:
+            free = self._total - len(self._active)  # each held body takes a thread token
+            if free < 1:
                 raise TooManyRequests(
                     "every upload thread is busy; send the body again in a moment", retry_after=5
+                )
+            if self._by_user[user] > 0 and free <= self._for_newcomers:
+                raise TooManyRequests(
+                    f"{user!r} is already sending a body and the upload threads left are kept "
+                    "for users who are not; send this one when one of yours ends",
+                    retry_after=5,
                 )
             if upload_id in self._active:
                 raise Conflict(
