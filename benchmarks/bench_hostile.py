@@ -68,7 +68,6 @@ import shutil
 import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -85,6 +84,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
+from benchmarks.provenance import git_state  # noqa: E402
 from librarian_dagster.client import file_query  # noqa: E402
 from librarian_dagster.settings import ApiSettings, SecuritySettings  # noqa: E402
 from librarian_dagster.states import FINAL_STATUSES, TransferStatus  # noqa: E402
@@ -882,20 +882,6 @@ def check_stalls(url: str, store_root: Path, staged: list[tuple[int, str, str]])
 
 
 # -- main ----------------------------------------------------------------------------------
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and which tracked files differed from it (others edit too)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified": git("diff", "--name-only").split(),
-    }
 
 
 def machine() -> dict[str, Any]:

@@ -69,6 +69,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
+from benchmarks.provenance import git_state  # noqa: E402
 from librarian_dagster.client import LibrarianClient  # noqa: E402
 from librarian_dagster.client import uploads as client_uploads  # noqa: E402
 from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, INGEST_JOB, INGEST_OP  # noqa: E402
@@ -1025,20 +1026,6 @@ def part_d(bench: Bench, files: int, file_size: int, repeats: int) -> dict[str, 
 
 
 # -- main ----------------------------------------------------------------------------------
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and which tracked files differed from it (others edit too)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified": git("diff", "--name-only").split(),
-    }
 
 
 def machine() -> dict[str, Any]:
