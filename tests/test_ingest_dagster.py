@@ -53,7 +53,13 @@ def test_job_materializes_stored_books_and_drops_failed_partitions(
     instance.add_dynamic_partitions(BOOKS_PARTITIONS, ["2026/11/25/good", "2026/11/25/bad"])
 
     result = run_ingest(instance, site, [good, bad])
-    assert result.success
+    # A run that refused a book fails, after recording what it stored; its failure says which.
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    user_failure = failure.step_failure_data.user_failure_data
+    assert user_failure is not None and "1 refused" in (user_failure.description or "")
+    (refusal,) = user_failure.metadata["refused"].value
+    assert refusal["name"] == "2026/11/25/bad" and "checksum" in refusal["reason"]
     assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == ["2026/11/25/good"]
     assert instance.get_materialized_partitions(BOOK_KEY) == {"2026/11/25/good"}
     event = instance.get_latest_materialization_event(BOOK_KEY)

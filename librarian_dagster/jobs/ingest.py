@@ -140,6 +140,7 @@ def ingest_books_op(
         transfer_ids += _register_inbox_books(context, catalogue, config)
     all_stores = stores.all()
     errors: list[str] = []
+    refused: list[dict[str, str]] = []
     for transfer_id in transfer_ids:
         try:
             outcome = ingest_transfer(
@@ -160,14 +161,22 @@ def ingest_books_op(
             )
             context.log_event(_materialization(outcome))
         elif outcome.status == "failed":
-            context.log.warning(f"{outcome.name}: {outcome.reason}")
+            context.log.error(f"refused {outcome.name}: {outcome.reason}")
+            refused.append({"name": outcome.name, "reason": outcome.reason or ""})
             _drop_partition(context, catalogue, outcome.name)
         else:
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
-    if errors:
+    # A run that refused a book fails (red in the UI), after the books it stored were
+    # recorded above; the metadata says which were refused and why.
+    if errors or refused:
+        parts = [f"{len(refused)} refused"] if refused else []
+        parts += [f"{len(errors)} hit unexpected errors"] if errors else []
         raise dg.Failure(
-            description=f"{len(errors)} of {len(transfer_ids)} books hit unexpected errors",
-            metadata={"errors": dg.MetadataValue.json(errors)},
+            description=f"of {len(transfer_ids)} books, {' and '.join(parts)}",
+            metadata={
+                "refused": dg.MetadataValue.json(refused),
+                "errors": dg.MetadataValue.json(errors),
+            },
         )
 
 
