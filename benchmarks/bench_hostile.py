@@ -85,6 +85,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
 from benchmarks.provenance import git_state  # noqa: E402
+from benchmarks.stats import percentile, r3  # noqa: E402
 from librarian_dagster.client import file_query  # noqa: E402
 from librarian_dagster.settings import ApiSettings, SecuritySettings  # noqa: E402
 from librarian_dagster.states import FINAL_STATUSES, TransferStatus  # noqa: E402
@@ -119,16 +120,6 @@ TIMELINE_STEP = 10.0  # seconds per row of the phases' timelines
 
 
 # -- small helpers -----------------------------------------------------------------------
-
-
-def r3(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (p95 of 400 values is the 380th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
 
 from benchmarks.provenance import git_state  # noqa: E402
+from benchmarks.stats import percentile, r3  # noqa: E402
 from librarian_dagster.client import LibrarianClient  # noqa: E402
 from librarian_dagster.client import uploads as client_uploads  # noqa: E402
 from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, INGEST_JOB, INGEST_OP  # noqa: E402
@@ -100,16 +101,6 @@ TERMINAL = {
 
 
 # -- small helpers -----------------------------------------------------------------------
-
-
-def r3(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (p95 of 30 values is the 29th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
