@@ -21,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from librarian_dagster.storage.posix import narrow_mode
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -52,9 +54,7 @@ def private_sqlite_file(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError, PermissionError):
-            if candidate.stat().st_uid == os.getuid() and candidate.stat().st_mode & 0o077:
-                os.chmod(candidate, 0o600)
+        narrow_mode(candidate, 0o600)
 
 
 def create_catalogue_engine(url: str, **kwargs: Any) -> Engine:

@@ -22,6 +22,7 @@ from librarian_dagster.services import accounts
 from librarian_dagster.services.stores import open_stores, sync_stores
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
 from librarian_dagster.states import UserLevel
+from librarian_dagster.storage.posix import narrow_mode
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV = "LIBRARIAN_ADMIN_PASSWORD"
@@ -54,8 +55,7 @@ def prepare(settings: LibrarianSettings) -> None:
     secret key and Dagster's storage.
     """
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if settings.data_dir.stat().st_uid == os.getuid():
-        os.chmod(settings.data_dir, 0o700)
+    narrow_mode(settings.data_dir, 0o700)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
     for store in open_stores(settings).values():

@@ -12,6 +12,7 @@ for the end of ingest (``KindHooks``, called by ``services.ingest``).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from librarian_dagster.services.events import record_event
 from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.errors import StagingNotFoundError
 from librarian_dagster.storage.local_store import LocalStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,15 @@ def discard(staging: Staging) -> None:
     """Remove a staging directory and its data; a missing one is already discarded."""
     with contextlib.suppress(StagingNotFoundError):
         staging.store.discard_staging(staging.staging_id)
+
+
+def discard_quietly(staging: Staging, why: str) -> None:
+    """``discard``, where a failure must not undo what already committed: it is logged, and
+    what is left counts as leftover staging (``/ping``)."""
+    try:
+        discard(staging)
+    except OSError as error:
+        log.warning("could not remove the staging at %s (%s): %s", staging.data_path, why, error)
 
 
 def keep_in_staging(

@@ -24,7 +24,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.errors import Conflict, InvalidRequest, UnsupportedMediaType
-from librarian_dagster.services.incoming import Staging, discard, staging_of
+from librarian_dagster.services.incoming import Staging, discard_quietly, staging_of
 from librarian_dagster.services.upload_reservations import reserved_bytes
 from librarian_dagster.services.uploads import owned_upload, refuse_lapsed, require_staging
 from librarian_dagster.settings import IngestSettings
@@ -145,7 +145,7 @@ def receive_content(
         _clean_up(catalogue, upload_id, staging)
         raise
     if not _touch(catalogue, upload_id):
-        discard_quietly(staging)
+        discard_quietly(staging, f"upload {upload_id} ended while its body arrived")
         raise Conflict(
             f"upload {upload_id} was cancelled or expired while its body arrived; nothing of "
             "it is kept"
@@ -156,14 +156,7 @@ def _clean_up(catalogue: Catalogue, upload_id: int, staging: Staging) -> None:
     """After a refused or broken body: its data goes (the whole staging if cancelled)."""
     remove_if_present(staging.data_path)
     if not _touch(catalogue, upload_id):
-        discard_quietly(staging)
-
-
-def discard_quietly(staging: Staging) -> None:
-    try:
-        discard(staging)
-    except OSError as error:
-        log.warning("could not remove the staging at %s: %s", staging.data_path, error)
+        discard_quietly(staging, f"upload {upload_id} ended while its body arrived")
 
 
 def _has_room(

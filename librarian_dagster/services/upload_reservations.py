@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, User
 from librarian_dagster.services.errors import InsufficientStorage
-from librarian_dagster.services.incoming import Staging, discard, fail, staging_of
+from librarian_dagster.services.incoming import Staging, discard_quietly, fail, staging_of
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import TransferKind, TransferStatus
 from librarian_dagster.storage.local_store import LocalStore
@@ -179,10 +179,7 @@ def expire_idle_uploads(
                 transfer.updated_at = written  # bytes came by the shared filesystem: not idle
                 continue
             fail(transfer, reason)
-        try:
-            discard(staging)
-        except OSError as error:
-            log.warning("could not remove the staging of expired upload %d: %s", upload_id, error)
+        discard_quietly(staging, f"expired upload {upload_id}")
         expired += 1
     if expired:
         log.info("expired %d idle uploads (%s)", expired, reason)

@@ -36,6 +36,7 @@ from librarian_dagster.services.incoming import (
     AfterCommit,
     Staging,
     discard,
+    discard_quietly,
     pending_for_name,
     stage_transfer,
     staging_of,
@@ -287,12 +288,8 @@ def cancel_upload(
         transfer.completed_at = datetime.now(UTC)
         session.flush()
         staging = staging_of(transfer, stores)
-    if body_arriving:
-        return
-    try:
-        discard(staging)
-    except OSError as error:  # a body that started meanwhile: its writer removes the rest
-        log.warning("cancelled upload %d: staging not removed yet: %s", upload_id, error)
+    if not body_arriving:  # a body that starts meanwhile: its writer removes the rest
+        discard_quietly(staging, f"cancelled upload {upload_id}")
 
 
 class UploadHooks:

@@ -268,3 +268,12 @@ _KINDS = (
 def kind(mode: int) -> str:
     """What an ``st_mode`` is, in words, for error messages."""
     return next((label for test, label in _KINDS if test(mode)), "special file")
+
+
+def narrow_mode(path: Path, mode: int) -> None:
+    """Make ``path`` no more open than ``mode`` (e.g. 0o600), if it is ours; a file that is
+    gone, or someone else's, is left alone."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        status = path.stat()
+        if status.st_uid == os.getuid() and stat.S_IMODE(status.st_mode) & ~mode:
+            os.chmod(path, mode)
