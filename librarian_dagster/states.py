@@ -62,7 +62,26 @@ class Severity(enum.StrEnum):
 
 
 class CorruptionStatus(enum.StrEnum):
-    DETECTED = "detected"
-    REFETCHING = "refetching"
-    REPAIRED = "repaired"
-    LOST = "lost"
+    """Life of a corrupt-copy record; only ``repaired`` and ``dismissed`` end it."""
+
+    DETECTED = "detected"  # a check found the copy bad; it is out of service
+    REFETCHING = "refetching"  # a good copy is on its way from a peer
+    LOST = "lost"  # no good copy to repair it from: an operator must act
+    REPAIRED = "repaired"  # the copy verifies again (re-read, or replaced by a good one)
+    DISMISSED = "dismissed"  # an operator closed it by hand, with a note saying why
+
+
+# Records in these states keep the integrity check failed and /ping unhealthy.
+UNRESOLVED_CORRUPTION = (
+    CorruptionStatus.DETECTED,
+    CorruptionStatus.REFETCHING,
+    CorruptionStatus.LOST,
+)
+
+
+class CorruptionReason(enum.StrEnum):
+    """What was wrong with the copy when it was found bad."""
+
+    MISMATCH = "mismatch"  # its bytes hash to another checksum
+    MISSING = "missing"  # nothing at its path
+    UNREADABLE = "unreadable"  # it cannot be hashed (e.g. a symlink appeared inside the book)

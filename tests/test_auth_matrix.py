@@ -33,8 +33,10 @@ EXPECTED: dict[tuple[str, str], UserLevel | None] = {
     ("POST", "/api/v2/uploads/status"): UserLevel.READ_APPEND,
     ("GET", "/api/v2/files"): UserLevel.READ_ONLY,
     ("GET", "/api/v2/files/{name:path}"): UserLevel.READ_ONLY,
+    ("GET", "/api/v2/corrupt"): UserLevel.ADMIN,
+    ("POST", "/api/v2/corrupt/{record_id:int}/dismiss"): UserLevel.ADMIN,
 }
-SAMPLE_PATH_VALUES = {"name": "no-such-name", "upload_id": "999999"}
+SAMPLE_PATH_VALUES = {"name": "no-such-name", "upload_id": "999999", "record_id": "999999"}
 
 
 def app_routes(settings: LibrarianSettings) -> set[tuple[str, str]]:

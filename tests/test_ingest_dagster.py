@@ -148,33 +148,6 @@ def test_sensor_repairs_overdue_and_orphaned_transfers(
     assert site.status(orphan)[0] == "stored" and site.status(overdue)[0] == "stored"
 
 
-def test_checksum_check_passes_then_catches_corruption(
-    site: Site, instance: dg.DagsterInstance, tmp_path: Path
-) -> None:
-    upload_id = site.upload("check/me", make_book(tmp_path))
-    instance.add_dynamic_partitions(BOOKS_PARTITIONS, ["check/me"])
-    assert run_ingest(instance, site, [upload_id]).success
-    check_job = dg.define_asset_job(
-        "check_job", selection=dg.AssetSelection.checks_for_assets(BOOK_KEY)
-    )
-    job = dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        jobs=[check_job],
-        resources=dagster_resources(site),
-    ).resolve_job_def("check_job")
-    first = job.execute_in_process(instance=instance)
-    (evaluation,) = first.get_asset_check_evaluations()
-    assert evaluation.passed
-    stored = site.store.path_for("check/me") / "part0.dat"
-    stored.chmod(0o644)
-    stored.write_bytes(b"bit rot")
-    second = job.execute_in_process(instance=instance, raise_on_error=False)
-    (evaluation,) = second.get_asset_check_evaluations()
-    assert not evaluation.passed
-    assert evaluation.metadata["corrupt"].value == ["check/me"]
-
-
 def inbox_site(
     make_settings: Callable[..., LibrarianSettings],
     database_url: str,

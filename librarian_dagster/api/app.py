@@ -24,7 +24,7 @@ from librarian_dagster.api.housekeeping import housekeeping
 from librarian_dagster.api.login_throttle import LoginThrottle
 from librarian_dagster.api.openapi import PROBLEM_JSON, document_problems, openapi_config
 from librarian_dagster.api.requests import LibrarianRequest, options_answer
-from librarian_dagster.api.routes import files, ping, uploads, users
+from librarian_dagster.api.routes import corrupt, files, ping, uploads, users
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.services.accounts import password_hasher
@@ -109,7 +109,13 @@ def create_app(
     stores = open_stores(settings)
     slots = UploadSlots(settings.api.max_uploads_per_user, settings.api.max_concurrent_uploads)
     app = Litestar(
-        route_handlers=[ping.router(), users.router(), uploads.router(), files.router()],
+        route_handlers=[
+            ping.router(),
+            users.router(),
+            uploads.router(),
+            files.router(),
+            corrupt.router(),
+        ],
         dependencies=app_dependencies(settings, catalogue, stores, launcher, slots),
         lifespan=[housekeeping(settings, catalogue, stores, slots)],
         # The pool's idle connections go with the app (the engine stays usable).
@@ -127,7 +133,7 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        openapi_config=openapi_config(f"librarian {settings.name}", __version__),
+        openapi_config=openapi_config(__version__, site=settings.name),
         request_class=LibrarianRequest,
         request_max_body_size=settings.api.max_json_body_bytes,
         # Litestar's own logger only: the process (uvicorn, a test) owns the root logger.

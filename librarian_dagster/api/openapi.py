@@ -11,6 +11,11 @@ is written here is tested, not decoration. Three sources of statuses:
 - the success status and model, from the handler's signature.
 
 Every error is ``application/problem+json`` with the :class:`wire.Problem` model.
+
+The viewer at ``/schema`` is Swagger UI, whose files come from a pinned package
+(``swagger-ui-bundle-v2``) and are served by the app under ``/schema/assets/``: the docs render
+with no request to any other host (no CDN, no web fonts, no remote favicon), as
+``tests/test_api_docs.py`` checks in a browser cut off from the network.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import ClassVar
 
-from litestar import Litestar
+from litestar import Litestar, Router, get
+from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -32,11 +39,23 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath
+from litestar.response import File
 from litestar.routes import HTTPRoute
+from swagger_ui_bundle import swagger_ui_path
 
 from librarian_dagster.wire import Problem
 
 PROBLEM_JSON = "application/problem+json"
+SCHEMA_PATH = "/schema"  # unauthenticated: auth.UNAUTHENTICATED_PATHS, assets included
+ASSETS_PATH = f"{SCHEMA_PATH}/assets"
+# The package's files the docs page loads, and their media types; no other file is served.
+VIEWER_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
 SECURITY_SCHEME = "basic"
 # Statuses no route chooses: what validation, the auth middleware and the app add.
 _EVERY_ROUTE = (400, 500)
@@ -95,11 +114,39 @@ def document_problems(app: Litestar, unauthenticated: Iterable[str]) -> None:
                 handler.security = [{}]
 
 
-def openapi_config(title: str, version: str) -> OpenAPIConfig:
+class LocalSwaggerRenderPlugin(SwaggerRenderPlugin):
+    """Swagger UI at ``/schema``, its scripts, stylesheet and favicon served by the app."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            path=["/", "/swagger"],
+            js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+            css_url=f"{ASSETS_PATH}/swagger-ui.css",
+            standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
+            favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
+        )
+
+    def receive_router(self, router: Router) -> None:
+        super().receive_router(router)
+
+        @get("/assets/{name:str}", include_in_schema=False, sync_to_thread=False)
+        def viewer_asset(name: FromPath[str]) -> File:
+            media_type = VIEWER_ASSETS.get(name)
+            if media_type is None:
+                raise NotFoundException(f"no asset {name!r}")
+            path = swagger_ui_path / name
+            return File(path=path, media_type=media_type, content_disposition_type="inline")
+
+        router.register(viewer_asset)
+
+
+def openapi_config(version: str, site: str) -> OpenAPIConfig:
     return OpenAPIConfig(
-        title=title,
+        title="librarian",
         version=version,
-        path="/schema",
+        description=f"The REST API of the librarian of site {site}.",
+        path=SCHEMA_PATH,
+        render_plugins=[LocalSwaggerRenderPlugin()],
         components=Components(
             security_schemes={
                 SECURITY_SCHEME: SecurityScheme(

@@ -1,10 +1,23 @@
 """``checksums_match``: the asset check on ``book`` that re-reads stored copies.
 
-It compares each copy with the checksum taken at ingest, least recently verified first (or
-the books named in its config), a bounded number per execution, through
-``services.integrity.verify_instances``, which records what it finds. Dagster 1.13's
-partitioned asset checks are a preview and could not be executed against an asset spec, so
-the check is per asset and lists the books it read in its metadata.
+It compares copies with the checksum taken at ingest, least recently verified first (or the
+books named in its config), a bounded number per execution, through
+``services.integrity.verify_instances``, which records what it finds. The check **fails
+while any corrupt-copy record is open**, not only when this execution found one: a bad copy
+is taken out of service, so a check that looked only at copies in service would pass on the
+next execution over a book that is still damaged. Each execution also re-reads known-bad
+copies, so one an operator restored closes its record and the check goes green again.
+
+Where the UI shows it:
+
+- the check (on the ``book`` asset) is failed, with the bad copies in its metadata and each
+  one logged at ERROR (``CORRUPT: …``);
+- the damaged book's **partition** gets an ``AssetObservation`` (``copy: corrupt``, store,
+  reason, checksums), and another (``copy: repaired``) when it verifies again. An
+  observation, not a per-partition check, because Dagster 1.13's partitioned asset checks
+  are a preview that could not be executed against an asset spec (``book`` is one: its
+  bytes are never recomputed); an observation is the partition-level record the UI shows on
+  the partition's page without claiming a new materialization.
 """
 
 import dagster as dg
@@ -12,7 +25,7 @@ from pydantic import Field
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
-from librarian_dagster.services.integrity import verify_instances
+from librarian_dagster.services.integrity import BadCopy, VerifyReport, verify_instances
 
 
 class ChecksumCheckConfig(dg.Config):
@@ -22,10 +35,48 @@ class ChecksumCheckConfig(dg.Config):
     max_books: int = Field(default=20, ge=1, description="Upper bound per execution.")
 
 
+def _bad_json(bad: list[BadCopy]) -> list[dict[str, object]]:
+    return [
+        {
+            "name": copy.name,
+            "store": copy.store,
+            "reason": copy.reason.value,
+            "expected": copy.expected,
+            "found": copy.found,
+        }
+        for copy in bad
+    ]
+
+
+def _observations(context: dg.AssetCheckExecutionContext, report: VerifyReport) -> None:
+    """One observation on each affected book's partition: what the check found there."""
+    for copy in report.bad:
+        context.op_execution_context.log_event(
+            dg.AssetObservation(
+                asset_key=BOOK_KEY,
+                partition=copy.name,
+                metadata={
+                    "copy": "corrupt",
+                    "store": copy.store,
+                    "reason": copy.reason.value,
+                    "expected": copy.expected,
+                    "found": copy.found or "-",
+                },
+            )
+        )
+    for name in report.repaired:
+        context.op_execution_context.log_event(
+            dg.AssetObservation(asset_key=BOOK_KEY, partition=name, metadata={"copy": "repaired"})
+        )
+
+
 @dg.asset_check(
     asset=BOOK_KEY,
     name="checksums_match",
-    description="Re-read stored copies and compare with the checksum taken at ingest.",
+    description=(
+        "Re-read stored copies and compare with the checksum taken at ingest. Fails while any "
+        "copy is known corrupt or missing, until it is repaired or dismissed."
+    ),
 )
 def checksums_match(
     context: dg.AssetCheckExecutionContext,
@@ -36,15 +87,30 @@ def checksums_match(
     report = verify_instances(
         catalogue.catalogue, stores.all(), names=config.names, limit=config.max_books
     )
-    for line in report.lines():
-        context.log.info(line)
+    context.log.info(report.summary())
+    for copy in report.bad:
+        context.log.error(copy.line())
+    for name in report.repaired:
+        context.log.info(f"REPAIRED: {name} verifies again")
+    for store, problem in report.unreadable_stores.items():
+        context.log.error(f"UNREADABLE STORE: {store}: {problem}; its copies were not read")
+    if report.unresolved:
+        context.log.error(
+            f"{report.unresolved} corrupt copies unresolved (e.g. "
+            f"{', '.join(report.unresolved_names)}); `librarian corrupt list` shows them"
+        )
+    _observations(context, report)
     return dg.AssetCheckResult(
-        passed=not report.corrupt and not report.missing,
+        passed=report.passed,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=None if report.passed else report.summary(),
         metadata={
             "verified": len(report.good),
-            "corrupt": dg.MetadataValue.json(report.corrupt),
-            "missing": dg.MetadataValue.json(report.missing),
+            "bad": dg.MetadataValue.json(_bad_json(report.bad)),
+            "repaired": dg.MetadataValue.json(report.repaired),
+            "unresolved corrupt copies": report.unresolved,
+            "unresolved (first)": dg.MetadataValue.json(report.unresolved_names),
+            "unreadable stores": dg.MetadataValue.json(report.unreadable_stores),
             "bytes": report.bytes_read,
             "seconds": round(report.seconds, 3),
         },

@@ -33,6 +33,8 @@ from sqlalchemy.types import TypeDecorator
 
 from librarian_dagster.states import (
     PENDING_STATUSES,
+    UNRESOLVED_CORRUPTION,
+    CorruptionReason,
     CorruptionStatus,
     Severity,
     StoreKind,
@@ -95,6 +97,8 @@ def _enum(cls: type[StrEnum]) -> Enum:
 
 # The partial unique index below must name the pending states in SQL.
 PENDING_SQL = f"status IN ({', '.join(repr(status.value) for status in PENDING_STATUSES)})"
+# ... and so must the one that keeps a single open corrupt-copy record per instance.
+UNRESOLVED_SQL = f"status IN ({', '.join(repr(status.value) for status in UNRESOLVED_CORRUPTION)})"
 
 
 class User(Base):
@@ -294,10 +298,24 @@ class OutgoingTransfer(Base):
 
 
 class CorruptFile(Base):
-    """An instance whose bytes no longer match the checksum taken at ingest."""
+    """A copy that failed re-verification: its bytes differ, it is gone, or it cannot be read.
+
+    The record stays open (``UNRESOLVED_CORRUPTION``) until the copy verifies again or an
+    operator dismisses it with a note; at most one open record per instance.
+    """
 
     __tablename__ = "corrupt_files"
-    __table_args__ = (Index(None, "status", "id"), Index(None, "file_id"))
+    __table_args__ = (
+        Index(None, "status", "id"),
+        Index(None, "file_id"),
+        Index(
+            "uq_corrupt_files_open_instance",
+            "instance_id",
+            unique=True,
+            sqlite_where=text(UNRESOLVED_SQL),
+            postgresql_where=text(UNRESOLVED_SQL),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
@@ -305,12 +323,23 @@ class CorruptFile(Base):
         ForeignKey("instances.id", ondelete="SET NULL"), nullable=True
     )
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    reason: Mapped[CorruptionReason] = mapped_column(
+        _enum(CorruptionReason), server_default=CorruptionReason.MISMATCH.value
+    )
     expected_checksum: Mapped[str] = mapped_column(String(CHECKSUM_LENGTH))
     actual_checksum: Mapped[str | None] = mapped_column(String(CHECKSUM_LENGTH), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[CorruptionStatus] = mapped_column(_enum(CorruptionStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detected_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    # Who closed it: an account name for a dismissal, "verified" when a re-read passed.
+    resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    file: Mapped[File] = relationship()
+    store: Mapped[Store] = relationship()
 
 
 class Event(Base):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from librarian_dagster.cli import client_cmds, serve_cmd, stores_cmd, users_cmd
+from librarian_dagster.cli import client_cmds, corrupt_cmd, serve_cmd, stores_cmd, users_cmd
 from librarian_dagster.cli.common import console, one_line_errors, set_config, settings
 from librarian_dagster.dagster_instance import prepare_dagster_home
 from librarian_dagster.services.bootstrap import ADMIN_PASSWORD_ENV, ADMIN_USER, initialise
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(stores_cmd.app, name="store")
+app.add_typer(corrupt_cmd.app, name="corrupt")
 app.command("serve")(serve_cmd.serve)
 client_cmds.register(app)
 
@@ -44,7 +45,7 @@ def init() -> None:
     current = settings()
     result = initialise(current)
     prepare_dagster_home(current)
-    console.print(f"librarian [bold]{current.name}[/] ready: catalogue {current.catalogue_url}")
+    console.print(f'librarian [bold]"{current.name}"[/] ready: catalogue {current.catalogue_url}')
     for store in current.stores:
         console.print(f"  store {store.name} ({store.kind}) at {store.root}")
     if result.secret_key_created:

@@ -29,6 +29,8 @@ from librarian_dagster.storage.checksums import DEFAULT_ALGORITHM, Progress
 from librarian_dagster.wire import (
     API_PREFIX,
     MAX_PAGE,
+    CorruptCopy,
+    CorruptList,
     FileInfo,
     FileQuery,
     FileSearchResult,
@@ -255,6 +257,26 @@ class LibrarianClient:
     def cancel_upload(self, upload_id: int) -> None:
         """Cancel an upload not yet claimed by ingest; its staged data is removed."""
         self.request("DELETE", f"/uploads/{upload_id}")
+
+    def iter_corrupt(
+        self, *, include_resolved: bool = False, page_size: int = MAX_PAGE
+    ) -> Iterator[CorruptCopy]:
+        """Copies found corrupt or missing (admin), oldest first, every page in turn."""
+        params: dict[str, str | int] = {
+            "include_resolved": str(include_resolved).lower(),
+            "limit": page_size,
+        }
+        while True:
+            page = read_model(self.request("GET", "/corrupt", params=params), CorruptList)
+            yield from page.corrupt
+            if not page.next_cursor:
+                return
+            params["cursor"] = page.next_cursor
+
+    def dismiss_corrupt(self, record_id: int, note: str) -> CorruptCopy:
+        """Close a corrupt-copy record by hand (admin); the copy stays out of service."""
+        response = self.request("POST", f"/corrupt/{record_id}/dismiss", json={"note": note})
+        return read_model(response, CorruptCopy)
 
     def get_file(self, name: PurePath | str) -> FileInfo:
         """One file with its instances here and the remote instances other librarians hold."""

@@ -1,9 +1,19 @@
 """Re-verify stored copies against the checksum taken at ingest.
 
-Called by the ``checksums_match`` asset check (and, later, the scheduled integrity job). A
-good copy gets a fresh ``verified_at``; a corrupt one is recorded in ``corrupt_files``, taken
-out of service (``available = False``) and reported in the event log; a missing one likewise.
-Paths are re-derived from the store and the name, never taken from the row as given.
+Called by the ``checksums_match`` asset check (and, later, the scheduled integrity job). Each
+execution re-reads, least recently first, a bounded number of copies in service *and* of the
+copies already known bad, so that a copy an operator restored is found good again:
+
+- a good copy gets a fresh ``verified_at``; a known-bad one that verifies again is put back in
+  service and its record closed (``services.corrupt.close_repaired``);
+- a bad copy (bytes differ, gone, unreadable) is taken out of service and gets one open
+  corrupt-copy record and an operator event, in one transaction; nothing is deleted;
+- a store whose root is not there (an unmounted drive, a lost mount) is not read at all and
+  is reported: bad storage must not turn every copy on it into a "missing" record.
+
+The report counts the records still open after the execution, whichever copies it read: the
+check stays failed until every bad copy is repaired or dismissed. Paths are re-derived from
+the store and the name, never taken from the row as given.
 """
 
 from __future__ import annotations
@@ -15,59 +25,199 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance
+from librarian_dagster.services import corrupt
 from librarian_dagster.services.events import record_event
-from librarian_dagster.states import CorruptionStatus, Severity
+from librarian_dagster.states import UNRESOLVED_CORRUPTION, CorruptionReason, Severity
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, hash_path
 from librarian_dagster.storage.local_store import LocalStore
+
+# How many names of books still corrupt a report carries (the count is exact).
+REPORTED_NAMES = 20
+
+
+@dataclass(frozen=True)
+class BadCopy:
+    name: str
+    store: str
+    reason: CorruptionReason
+    expected: str
+    found: str | None
+    # False: the copy was already known bad and is still bad (no new record, no new event).
+    new: bool
+
+    def line(self) -> str:
+        found = f", found {self.found}" if self.found else ""
+        known = "" if self.new else " (still; known since an earlier check)"
+        return (
+            f"CORRUPT: {self.name} in store {self.store}: {self.reason.value}"
+            f" (expected {self.expected}{found}){known}"
+        )
 
 
 @dataclass
 class VerifyReport:
     good: list[str] = field(default_factory=list)
-    corrupt: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    bad: list[BadCopy] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    # Stores not read because their root is not there, with the reason.
+    unreadable_stores: dict[str, str] = field(default_factory=dict)
+    # Open corrupt-copy records after this execution (all of them, not just those read now).
+    unresolved: int = 0
+    unresolved_names: list[str] = field(default_factory=list)
     bytes_read: int = 0
     seconds: float = 0.0
 
-    def lines(self) -> list[str]:
-        return [
-            f"verified {len(self.good)} copies ({self.bytes_read} bytes) in {self.seconds:.2f} s",
-            *(f"CORRUPT: {name}" for name in self.corrupt),
-            *(f"MISSING: {name}" for name in self.missing),
-        ]
+    @property
+    def passed(self) -> bool:
+        return self.unresolved == 0 and not self.bad and not self.unreadable_stores
 
-
-def _candidates(
-    catalogue: Catalogue, names: Sequence[str], limit: int
-) -> list[tuple[int, str, str, str]]:
-    """(instance id, file name, checksum, store name), least recently verified first."""
-    with catalogue.session() as session:
-        statement = (
-            select(Instance)
-            .join(File)
-            .options(joinedload(Instance.file), joinedload(Instance.store))
-            .where(Instance.available)
-            .order_by(Instance.verified_at.is_not(None), Instance.verified_at, Instance.id)
-            .limit(limit)
+    def summary(self) -> str:
+        return (
+            f"verified {len(self.good)} copies ({self.bytes_read} bytes) in "
+            f"{self.seconds:.2f} s; {len(self.bad)} bad, {len(self.repaired)} repaired, "
+            f"{self.unresolved} corrupt copies unresolved"
         )
-        if names:
-            statement = statement.where(File.name.in_(list(names)))
-        rows = session.scalars(statement).all()
-        return [(row.id, row.file.name, row.file.checksum, row.store.name) for row in rows]
 
 
-def _read(path: Path, expected: Checksum) -> tuple[Checksum | str | None, str]:
-    """The copy's checksum; None if it is gone; a string saying why it cannot be read."""
+@dataclass(frozen=True)
+class _Candidate:
+    instance_id: int
+    name: str
+    checksum: str
+    store: str
+    record_id: int | None  # the copy's open corrupt-copy record, if it is known bad
+
+
+def _known_bad(session: Session, names: Sequence[str], limit: int) -> list[_Candidate]:
+    """Copies with an open record, the longest unread first."""
+    statement = (
+        select(CorruptFile)
+        .join(Instance, CorruptFile.instance_id == Instance.id)
+        .options(
+            joinedload(CorruptFile.file),
+            joinedload(CorruptFile.store),
+        )
+        .where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
+        .order_by(CorruptFile.updated_at, CorruptFile.id)
+        .limit(limit)
+    )
+    if names:
+        statement = statement.join(File, CorruptFile.file_id == File.id).where(
+            File.name.in_(list(names))
+        )
+    return [
+        _Candidate(
+            record.instance_id or 0,
+            record.file.name,
+            record.file.checksum,
+            record.store.name,
+            record.id,
+        )
+        for record in session.scalars(statement).unique().all()
+    ]
+
+
+def _in_service(session: Session, names: Sequence[str], limit: int) -> list[_Candidate]:
+    """Copies in service, least recently verified (never verified first)."""
+    statement = (
+        select(Instance)
+        .join(File)
+        .options(joinedload(Instance.file), joinedload(Instance.store))
+        .where(Instance.available)
+        .order_by(Instance.verified_at.is_not(None), Instance.verified_at, Instance.id)
+        .limit(limit)
+    )
+    if names:
+        statement = statement.where(File.name.in_(list(names)))
+    return [
+        _Candidate(row.id, row.file.name, row.file.checksum, row.store.name, None)
+        for row in session.scalars(statement).all()
+    ]
+
+
+def _candidates(catalogue: Catalogue, names: Sequence[str], limit: int) -> list[_Candidate]:
+    """Known-bad copies (up to half the budget, at least one) first, then copies in service."""
+    with catalogue.session() as session:
+        known_bad = _known_bad(session, names, limit if names else max(1, limit // 2))
+        return known_bad + _in_service(session, names, limit - len(known_bad) or 1)
+
+
+def _read(path: Path, expected: Checksum) -> tuple[Checksum | None, CorruptionReason | None, str]:
+    """(checksum found, what is wrong, detail): reason None means the copy matches."""
     try:
-        return hash_path(path, expected.algorithm), ""
+        found = hash_path(path, expected.algorithm)
     except FileNotFoundError:
-        return None, ""
+        return None, CorruptionReason.MISSING, f"{path} is missing"
     except ChecksumError as error:  # something unsafe appeared inside a stored book
-        return "unreadable", str(error)
+        return None, CorruptionReason.UNREADABLE, str(error)
+    except OSError as error:
+        return None, CorruptionReason.UNREADABLE, f"{path}: {error.strerror or error}"
+    if found == expected:
+        return found, None, ""
+    return found, CorruptionReason.MISMATCH, f"{path}: expected {expected}, found {found}"
+
+
+def _root_problem(store: LocalStore) -> str | None:
+    """Why a store cannot be read at all (its root is gone or not a directory), or None."""
+    try:
+        if store.root.is_dir():
+            return None
+        return f"store root {store.root} is not there (unmounted?)"
+    except OSError as error:
+        return f"store root {store.root}: {error.strerror or error}"
+
+
+def _record(
+    catalogue: Catalogue,
+    candidate: _Candidate,
+    found: Checksum | None,
+    reason: CorruptionReason | None,
+    detail: str,
+    report: VerifyReport,
+) -> None:
+    """Write what one read found, in one transaction."""
+    with catalogue.session() as session:
+        instance = session.get(Instance, candidate.instance_id)
+        if instance is None:
+            return  # deleted meanwhile
+        record = session.get(CorruptFile, candidate.record_id) if candidate.record_id else None
+        if reason is None:
+            if record is not None and record.status in UNRESOLVED_CORRUPTION:
+                corrupt.close_repaired(session, record, instance)
+                report.repaired.append(candidate.name)
+            else:
+                instance.verified_at = datetime.now(UTC)
+            report.good.append(candidate.name)
+            report.bytes_read += instance.file.size
+            return
+        actual = str(found) if found is not None else None
+        if record is not None:
+            record.updated_at = datetime.now(UTC)  # read again: rotate to the back
+        else:
+            record = corrupt.record_bad_copy(
+                session, instance, reason, candidate.checksum, actual, detail
+            )
+            record_event(
+                session,
+                Severity.CRITICAL if reason is CorruptionReason.MISMATCH else Severity.ERROR,
+                f"copy_{reason.value}",
+                f"{detail} (store {candidate.store}, record {record.id})",
+                subject=candidate.name,
+            )
+        report.bad.append(
+            BadCopy(
+                candidate.name,
+                candidate.store,
+                reason,
+                candidate.checksum,
+                actual,
+                new=candidate.record_id is None,
+            )
+        )
 
 
 def verify_instances(
@@ -79,46 +229,21 @@ def verify_instances(
 ) -> VerifyReport:
     report = VerifyReport()
     started = time.monotonic()
-    for instance_id, name, expected_text, store_name in _candidates(catalogue, names, limit):
-        store = stores.get(store_name)
+    for candidate in _candidates(catalogue, names, limit):
+        store = stores.get(candidate.store)
         if store is None:
             continue  # a store no longer configured: nothing to read it with
-        path = store.path_for(name)
-        expected = Checksum.parse(expected_text)
-        found, detail = _read(path, expected)
-        with catalogue.session() as session:
-            instance = session.get(Instance, instance_id)
-            if instance is None:
-                continue
-            if found == expected:
-                instance.verified_at = datetime.now(UTC)
-                report.good.append(name)
-                report.bytes_read += instance.file.size
-                continue
-            instance.available = False
-            if found is None:
-                report.missing.append(name)
-                record_event(
-                    session, Severity.ERROR, "copy_missing", f"{path} is missing", subject=name
-                )
-                continue
-            report.corrupt.append(name)
-            session.add(
-                CorruptFile(
-                    file_id=instance.file_id,
-                    instance_id=instance.id,
-                    store_id=instance.store_id,
-                    expected_checksum=str(expected),
-                    actual_checksum=str(found) if isinstance(found, Checksum) else None,
-                    status=CorruptionStatus.DETECTED,
-                )
-            )
-            record_event(
-                session,
-                Severity.CRITICAL,
-                "copy_corrupt",
-                f"{path}: expected {expected}, found {detail or found}",
-                subject=name,
-            )
+        if candidate.store in report.unreadable_stores:
+            continue
+        problem = _root_problem(store)
+        if problem is not None:
+            report.unreadable_stores[candidate.store] = problem
+            continue
+        expected = Checksum.parse(candidate.checksum)
+        found, reason, detail = _read(store.path_for(candidate.name), expected)
+        _record(catalogue, candidate, found, reason, detail, report)
+    with catalogue.session() as session:
+        report.unresolved = corrupt.count_unresolved(session)
+        report.unresolved_names = corrupt.unresolved_names(session, REPORTED_NAMES)
     report.seconds = time.monotonic() - started
     return report

@@ -17,6 +17,7 @@ from librarian_dagster.wire.common import (
     ResponseModel,
     first_problem,
 )
+from librarian_dagster.wire.corrupt import CorruptCopy, CorruptDismiss, CorruptList
 from librarian_dagster.wire.files import (
     MAX_PAGE,
     FileInfo,
@@ -43,6 +44,9 @@ __all__ = [
     "MAX_PAGE",
     "ByteCount",
     "CatalogueHealth",
+    "CorruptCopy",
+    "CorruptDismiss",
+    "CorruptList",
     "FileInfo",
     "FileQuery",
     "FileSearchResult",

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
+from librarian_dagster.states import CorruptionReason
 from librarian_dagster.wire.common import RequestModel, ResponseModel
 
 # Files per page of GET /files (the limit's upper bound).
@@ -30,7 +31,11 @@ class FileQuery(RequestModel):
     name: str | None = Field(
         default=None,
         max_length=MAX_GLOB_CHARS,
-        description=f"Name glob: * and ? are wildcards (at most {MAX_GLOB_WILDCARDS}).",
+        description=(
+            "Name glob, matching whole names: ? is one character and * any run of characters,"
+            " neither crossing /; ** is any run, / included (2026/11/* finds 2026/11/a but not"
+            f" 2026/11/25/b; 2026/11/** finds both). At most {MAX_GLOB_WILDCARDS} wildcards."
+        ),
     )
     uploader: str | None = Field(default=None, max_length=MAX_FILTER_CHARS)
     source: str | None = Field(
@@ -84,6 +89,9 @@ class InstanceInfo(ResponseModel):
     available: bool
     created_at: datetime
     verified_at: datetime | None = None
+    # Set while an integrity check's record says this copy is bad: "mismatch" (corrupt),
+    # "missing" or "unreadable"; the copy is out of service until repaired or dismissed.
+    corrupt: CorruptionReason | None = None
 
 
 class RemoteInstanceInfo(ResponseModel):

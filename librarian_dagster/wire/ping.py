@@ -31,6 +31,9 @@ class CatalogueHealth(ResponseModel):
 class PingResponse(ResponseModel):
     name: str
     version: str
+    # False while the catalogue or an enabled store is unusable, or any copy is known corrupt.
     healthy: bool
     catalogue: CatalogueHealth
     stores: list[StoreHealth]
+    # Copies found corrupt or missing and not yet repaired or dismissed (None: unreadable).
+    corrupt_copies: int | None = None

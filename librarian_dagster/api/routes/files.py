@@ -13,7 +13,7 @@ from librarian_dagster.api.auth import requires
 from librarian_dagster.api.dependencies import CatalogueDep
 from librarian_dagster.api.openapi import problems
 from librarian_dagster.catalogue.models import File
-from librarian_dagster.services import files
+from librarian_dagster.services import corrupt, files
 from librarian_dagster.services.errors import InvalidRequest
 from librarian_dagster.states import UserLevel
 from librarian_dagster.wire import (
@@ -80,6 +80,7 @@ def search_files(catalogue: CatalogueDep, filters: NamedDependency[FileQuery]) -
 def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
     with catalogue.session() as session:
         file = files.get_file(session, name.lstrip("/"))
+        problems_by_instance = corrupt.open_problems(session, file.id)
         return FileInfo(
             **summary(file).model_dump(),
             instances=[
@@ -89,6 +90,7 @@ def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
                     available=instance.available,
                     created_at=instance.created_at,
                     verified_at=instance.verified_at,
+                    corrupt=problems_by_instance.get(instance.id),
                 )
                 for instance in file.instances
             ],

@@ -1,7 +1,9 @@
 """``GET /api/v2/ping``: who we are and whether the catalogue and stores are usable.
 
 Unauthenticated so peers and load balancers can probe it; it says nothing secret (no paths,
-no names, no counts of files), only health and a few counts that health needs.
+no names, no counts of files), only health and a few counts that health needs. It is
+unhealthy while any copy is known corrupt or missing (``corrupt_copies`` says how many):
+a librarian holding a damaged book is not well, even if every process is up.
 
 Per store it counts uploads that went idle (staged, no bytes for ``IDLE_UPLOAD_SECONDS``,
 not receiving now: a client that died mid-upload shows here until its upload expires) and the
@@ -26,6 +28,7 @@ from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
 from librarian_dagster.catalogue.models import Store
+from librarian_dagster.services.corrupt import count_unresolved
 from librarian_dagster.services.upload_reservations import idle_uploads, reserved_bytes
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
@@ -43,6 +46,15 @@ def catalogue_health(catalogue: Catalogue) -> CatalogueHealth:
         )
     except Exception as error:  # any driver error means "unhealthy", reported, not raised
         return CatalogueHealth(ok=False, backend=backend, error=type(error).__name__)
+
+
+def corrupt_copies(catalogue: Catalogue) -> int | None:
+    """Unresolved corrupt-copy records; None when the catalogue cannot say."""
+    try:
+        with catalogue.session() as session:
+            return count_unresolved(session)
+    except SQLAlchemyError:  # the catalogue's own health says what is wrong
+        return None
 
 
 def upload_counts(
@@ -115,12 +127,16 @@ def ping(
     catalogue_state = catalogue_health(catalogue)
     uploads = upload_counts(catalogue, settings, upload_slots.active_ids())
     store_states = store_health(settings, stores, leftover_counts, uploads)
+    corrupt = corrupt_copies(catalogue)
     return PingResponse(
         name=settings.name,
         version=__version__,
-        healthy=catalogue_state.ok and all(store.ok for store in store_states if store.enabled),
+        healthy=catalogue_state.ok
+        and all(store.ok for store in store_states if store.enabled)
+        and corrupt == 0,
         catalogue=catalogue_state,
         stores=store_states,
+        corrupt_copies=corrupt,
     )
 
 

@@ -1,0 +1,163 @@
+"""Corrupt-copy records: open one, close one, count and list them.
+
+A record is opened by the integrity check (``services.integrity``) when a copy's bytes no
+longer match, the copy is gone, or it cannot be read, and the copy is taken out of service
+in the same transaction. It stays open — the ``checksums_match`` check fails, ``/ping`` is
+unhealthy, ``librarian locate`` says "corrupt" — until the copy verifies again (re-read by
+the check, or replaced by a repair) or an operator dismisses it with a note. Nothing here
+deletes a byte: a dismissed copy stays out of service, and what to do with it is a human's
+decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from librarian_dagster.catalogue.models import CorruptFile, File, Instance
+from librarian_dagster.services.errors import Conflict, NotFound
+from librarian_dagster.services.events import record_event
+from librarian_dagster.services.files import decode_cursor, encode_cursor
+from librarian_dagster.states import (
+    UNRESOLVED_CORRUPTION,
+    CorruptionReason,
+    CorruptionStatus,
+    Severity,
+)
+
+# Who closed a record that closed itself: the check re-read the copy and it matched.
+VERIFIED_BY = "verified"
+
+
+def open_record(session: Session, instance_id: int) -> CorruptFile | None:
+    """The unresolved record of this copy, if there is one (at most one: a unique index)."""
+    return session.scalar(
+        select(CorruptFile).where(
+            CorruptFile.instance_id == instance_id,
+            CorruptFile.status.in_(UNRESOLVED_CORRUPTION),
+        )
+    )
+
+
+def record_bad_copy(
+    session: Session,
+    instance: Instance,
+    reason: CorruptionReason,
+    expected: str,
+    actual: str | None,
+    detail: str | None,
+) -> CorruptFile:
+    """Take the copy out of service and open its record (or return the one already open)."""
+    instance.available = False
+    existing = open_record(session, instance.id)
+    if existing is not None:
+        return existing
+    record = CorruptFile(
+        file_id=instance.file_id,
+        instance_id=instance.id,
+        store_id=instance.store_id,
+        reason=reason,
+        expected_checksum=expected,
+        actual_checksum=actual,
+        detail=detail,
+        status=CorruptionStatus.DETECTED,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def close_repaired(session: Session, record: CorruptFile, instance: Instance) -> None:
+    """The copy verified again: back in service, record closed, the operator told."""
+    now = datetime.now(UTC)
+    instance.available = True
+    instance.verified_at = now
+    record.status = CorruptionStatus.REPAIRED
+    record.resolved_at = now
+    record.resolved_by = VERIFIED_BY
+    record_event(
+        session,
+        Severity.INFO,
+        "copy_repaired",
+        f"copy in store {instance.store.name} verifies again (record {record.id})",
+        subject=instance.file.name,
+    )
+
+
+def dismiss(session: Session, record_id: int, by: str, note: str) -> CorruptFile:
+    """An operator closes a record by hand; the copy stays out of service (nothing deleted)."""
+    record = session.get(CorruptFile, record_id, with_for_update=True)
+    if record is None:
+        raise NotFound(f"no corrupt-copy record {record_id}")
+    if record.status not in UNRESOLVED_CORRUPTION:
+        raise Conflict(f"corrupt-copy record {record_id} is already {record.status.value}")
+    record.status = CorruptionStatus.DISMISSED
+    record.resolved_at = datetime.now(UTC)
+    record.resolved_by = by
+    record.note = note
+    record_event(
+        session,
+        Severity.WARNING,
+        "corrupt_dismissed",
+        f"record {record_id} dismissed by {by}: {note}",
+        subject=record.file.name,
+    )
+    session.flush()
+    return record
+
+
+def count_unresolved(session: Session) -> int:
+    """How many copies are known bad and not yet repaired or dismissed (indexed by status)."""
+    return (
+        session.scalar(
+            select(func.count(CorruptFile.id)).where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
+        )
+        or 0
+    )
+
+
+def unresolved_names(session: Session, limit: int) -> list[str]:
+    """Names of books with an open record, oldest record first, at most ``limit`` records."""
+    names = session.scalars(
+        select(File.name)
+        .join(CorruptFile, CorruptFile.file_id == File.id)
+        .where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
+        .order_by(CorruptFile.id)
+        .limit(limit)
+    ).all()
+    return list(dict.fromkeys(names))
+
+
+def open_problems(session: Session, file_id: int) -> dict[int, CorruptionReason]:
+    """Per instance id of this file: why its open record says it is bad."""
+    rows = session.execute(
+        select(CorruptFile.instance_id, CorruptFile.reason).where(
+            CorruptFile.file_id == file_id,
+            CorruptFile.status.in_(UNRESOLVED_CORRUPTION),
+            CorruptFile.instance_id.is_not(None),
+        )
+    ).all()
+    return {instance_id: reason for instance_id, reason in rows}
+
+
+def list_records(
+    session: Session, *, include_resolved: bool, limit: int, cursor: str | None
+) -> tuple[Sequence[CorruptFile], str | None]:
+    """One page of records in detection order (keyset-paged by id), and the next cursor."""
+    statement = (
+        select(CorruptFile)
+        .options(joinedload(CorruptFile.file), joinedload(CorruptFile.store))
+        .order_by(CorruptFile.id)
+        .limit(limit + 1)
+    )
+    if not include_resolved:
+        statement = statement.where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
+    if cursor:
+        statement = statement.where(CorruptFile.id > decode_cursor(cursor))
+    rows = session.scalars(statement).all()
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
