@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INGEST_KIND, KIND_TAG, LOCATION_NAME
-from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.settings import CONFIG_ENV, LibrarianSettings, SettingsError
 
 DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
 API_INSTANCE_FILE = "api-instance.yaml"
@@ -28,6 +28,7 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
     """The content of ``dagster.yaml`` for these settings."""
     config: dict[str, Any] = {
         "telemetry": {"enabled": False},
+        "nux": {"enabled": False},  # no "join the Dagster community" dialog (shouldShowNux)
         "run_monitoring": {"enabled": True},
         # The queued coordinator's own block (not top-level `concurrency`) is the one that
         # takes a dequeue interval: 1 s instead of 5 s is most of an upload's latency.
@@ -46,7 +47,76 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
     }
     if settings.dagster.postgres_url:
         config["storage"] = {"postgres": {"postgres_url": {"env": DAGSTER_PG_URL_ENV}}}
+    launcher = run_launcher_config(settings)
+    if launcher is not None:
+        config["run_launcher"] = launcher
     return config
+
+
+# The ConfigMap that holds dagster.yaml for Kubernetes run Jobs (docs/deployment.md).
+K8S_INSTANCE_CONFIG_MAP = "librarian-dagster-instance"
+
+
+def run_launcher_config(settings: LibrarianSettings) -> dict[str, Any] | None:
+    """The ``run_launcher`` block for ``[dagster] run_launcher`` (None: Dagster's default).
+
+    Runs started elsewhere read the same config file, Dagster storage (PostgreSQL: SQLite
+    under ``DAGSTER_HOME`` is not reachable from there) and stores at the same paths; they
+    take ``LIBRARIAN_CONFIG``, the storage URL and ``run_launcher_env`` from the daemon's
+    environment. Docker containers bind the config file, ``data_dir`` and every store root
+    and inbox at the same paths; a Kubernetes Job mounts what ``run_launcher_config`` says.
+    """
+    dagster = settings.dagster
+    if dagster.run_launcher == "default":
+        return None
+    if not dagster.postgres_url:
+        raise SettingsError(
+            f"dagster.run_launcher = {dagster.run_launcher!r} needs dagster.postgres_url: "
+            "runs on other hosts cannot reach SQLite under DAGSTER_HOME"
+        )
+    env = [CONFIG_ENV] if settings.config_file is not None else []
+    env.append(DAGSTER_PG_URL_ENV)
+    env += [name for name in dagster.run_launcher_env if name not in env]
+    if dagster.run_launcher == "docker":
+        generated: dict[str, Any] = {"image": dagster.run_launcher_image, "env_vars": env}
+        if dagster.run_launcher_network:
+            generated["network"] = dagster.run_launcher_network
+        generated["container_kwargs"] = {"volumes": _same_path_binds(settings)}
+        module, cls = "dagster_docker", "DockerRunLauncher"
+    else:
+        generated = {
+            "job_image": dagster.run_launcher_image,
+            "job_namespace": dagster.run_launcher_namespace,
+            "instance_config_map": K8S_INSTANCE_CONFIG_MAP,
+            # The pods' own account (they call no Kubernetes API); the launcher requires one.
+            "service_account_name": "default",
+            "env_vars": env,
+            "load_incluster_config": not dagster.run_launcher_kubeconfig,
+        }
+        if dagster.run_launcher_kubeconfig:
+            generated["kubeconfig_file"] = dagster.run_launcher_kubeconfig
+        module, cls = "dagster_k8s", "K8sRunLauncher"
+    for key, value in dagster.run_launcher_config.items():
+        current = generated.get(key)
+        both_tables = isinstance(current, dict) and isinstance(value, dict)
+        generated[key] = {**current, **value} if both_tables else value
+    return {"module": module, "class": cls, "config": generated}
+
+
+def _same_path_binds(settings: LibrarianSettings) -> list[str]:
+    """Docker bind mounts (``host:container[:ro]``) of what a run reads, at the same paths."""
+    paths = [settings.data_dir, *(store.root for store in settings.stores)]
+    paths += [store.inbox for store in settings.stores if store.inbox is not None]
+    binds: list[str] = []
+    kept: list[Path] = []
+    for path in sorted({Path(os.path.abspath(path)) for path in paths}):
+        if not any(path.is_relative_to(parent) for parent in kept):
+            kept.append(path)
+            binds.append(f"{path}:{path}")
+    config_file = settings.config_file
+    if config_file is not None and not any(config_file.is_relative_to(p) for p in kept):
+        binds.append(f"{config_file}:{config_file}:ro")
+    return binds
 
 
 def api_instance_config(settings: LibrarianSettings) -> dict[str, Any]:

@@ -90,3 +90,17 @@ def make_file(path: Path, size: int = 100) -> Path:
 def count(librarian: RunningLibrarian, model: type) -> int:
     with librarian.catalogue.session() as session:
         return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+# The environment variable client.toml files written by tests name for the password.
+PASSWORD_VAR = "TEST_CLI_LIBRARIAN_PASSWORD"
+
+
+def write_client_config(path: Path, connections: dict[str, tuple[str, str]]) -> Path:
+    """A client.toml with these connections (name -> (url, user)), passwords in PASSWORD_VAR."""
+    lines = []
+    for name, (url, user) in connections.items():
+        lines += [f'[connections."{name}"]', f'url = "{url}"', f'user = "{user}"']
+        lines.append(f'password_env = "{PASSWORD_VAR}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path

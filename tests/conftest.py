@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pytest
@@ -22,8 +22,17 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import upgrade
 from librarian_dagster.settings import LibrarianSettings, load_settings
 
+if TYPE_CHECKING:
+    from tests.client_helpers import RunningLibrarian
+
 POSTGRES_URL = os.environ.get(
     "LIBRARIAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+# Running serves leave pointers for admin commands (cli.serve_lock.registry_dir): the tests'
+# go to a directory of this session, never the user's own state directory.
+os.environ.setdefault(
+    "LIBRARIAN_STATE_DIR", f"/tmp/librarian-test-state-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 )
 
 # Cheap argon2 for tests that log in many times; one test checks the production defaults.
@@ -104,3 +113,31 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture
+def librarian(make_settings: Callable[..., LibrarianSettings]) -> Iterator[RunningLibrarian]:
+    """A real HTTP librarian on SQLite (``tests.client_helpers``); modules may override it."""
+    from tests.client_helpers import running_librarian  # it imports this module
+
+    with running_librarian(make_settings()) as running:
+        yield running
+
+
+@pytest.fixture
+def configured(
+    librarian: RunningLibrarian, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> RunningLibrarian:
+    """One connection, ``site``, as the read_append user; the password in its env var."""
+    from librarian_dagster.states import UserLevel
+    from tests.api_helpers import credentials
+    from tests.client_helpers import PASSWORD_VAR, write_client_config
+
+    user, password = credentials(UserLevel.READ_APPEND)
+    config = write_client_config(tmp_path / "client.toml", {"site": (librarian.url, user)})
+    monkeypatch.setenv("LIBRARIAN_CLIENT_CONFIG", str(config))
+    monkeypatch.setenv(PASSWORD_VAR, password)
+    for name in ("LIBRARIAN_SERVER", "LIBRARIAN_PASSWORD", "LIBRARIAN_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return librarian

@@ -28,6 +28,7 @@ class LiveLibrarian:
     webserver_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_config: list[str] = field(default_factory=list)  # TOML lines appended at the end
+    serve_args: list[str] = field(default_factory=list)  # e.g. ["--verbose"]
 
     @property
     def config(self) -> Path:
@@ -43,6 +44,7 @@ class LiveLibrarian:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
+        env["LIBRARIAN_STATE_DIR"] = os.environ["LIBRARIAN_STATE_DIR"]  # set by conftest
         env["LIBRARIAN_CONFIG"] = str(self.config)
         env["LIBRARIAN_ADMIN_PASSWORD"] = ADMIN_PASSWORD
         return env
@@ -84,7 +86,7 @@ class LiveLibrarian:
         assert init.returncode == 0, init.stderr + init.stdout
         log = (self.directory / "serve.log").open("wb")
         self.process = subprocess.Popen(
-            [str(BIN / "librarian"), "serve"],
+            [str(BIN / "librarian"), "serve", *self.serve_args],
             env=self.env(),
             cwd=self.directory,
             stdout=log,

@@ -56,14 +56,15 @@ def dead_token() -> str:
     return token
 
 
-def add_run(instance: dg.DagsterInstance, token: str) -> str:
+def add_run(instance: dg.DagsterInstance, token: str, **more_tags: str) -> str:
+    """A started API run executed by the process with ``token`` (plus any other tags)."""
     run_id = str(uuid.uuid4())
     instance.add_run(
         dg.DagsterRun(
             job_name="ingest_books",
             run_id=run_id,
             status=dg.DagsterRunStatus.STARTED,
-            tags={EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: token},
+            tags={EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: token, **more_tags},
         )
     )
     return run_id
@@ -108,6 +109,20 @@ def test_an_api_run_is_active_until_finished_or_its_process_exits(
     assert not run_is_active(instance, run_id)
 
 
+def test_a_re_execution_of_an_api_run_is_judged_as_a_queued_run(
+    instance: dg.DagsterInstance,
+) -> None:
+    """A re-execution from the UI inherits the API run's tags (executor, process, finished)
+    but runs in a worker: only its status says whether it is active, and it is never failed
+    as abandoned because the API process that ran its parent exited."""
+    tags = {FINISHED_TAG: "true", "dagster/parent_run_id": str(uuid.uuid4())}
+    run_id = add_run(instance, dead_token(), **tags)
+    assert run_is_active(instance, run_id)
+    assert fail_abandoned_runs(instance) == []
+    instance.report_run_failed(instance.get_run_by_id(run_id), "done")  # type: ignore[arg-type]
+    assert not run_is_active(instance, run_id)
+
+
 def test_sensor_takes_over_books_of_a_dead_api_run(
     site: Site, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
@@ -149,7 +164,7 @@ def staged_items(site: Site, *upload_ids: int) -> list[StagedItem]:
             .where(IncomingTransfer.id.in_(upload_ids))
             .order_by(IncomingTransfer.id)
         ).all()
-    return [StagedItem(row.id, row.name, row.size) for row in rows]
+    return [StagedItem(row.id, row.name, row.size, committed_by="alice") for row in rows]
 
 
 def test_in_process_launcher_stores_books_in_a_tagged_api_run(
@@ -173,6 +188,14 @@ def test_in_process_launcher_stores_books_in_a_tagged_api_run(
     assert run.tags[EXECUTOR_TAG] == API_EXECUTOR
     assert run.tags[PROCESS_TAG] == process_token()
     assert run.tags[FINISHED_TAG] == "true"
+    # Where it came from: the UI's "Launched by" reads the user tag, not "Manually launched".
+    assert run.tags["user"] == "alice (commit)"
+    assert run.tags["librarian/requested_by"] == "upload commit"
+    # Re-executable from the UI: it names the code location and repository it belongs to.
+    origin = run.remote_job_origin
+    assert origin is not None and origin.job_name == "ingest_books"
+    assert origin.repository_origin.code_location_origin.location_name == "librarian"
+    assert origin.repository_origin.repository_name == "__repository__"
     assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == ["api/good"]
     assert instance.get_materialized_partitions(BOOK_KEY) == {"api/good"}
     assert "checksum mismatch" in (site.status(bad)[1] or "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,44 +11,19 @@ from typer.testing import CliRunner
 
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.cli.client_cmds import upload_pairs
-from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.checksums import hash_path
 from tests.api_helpers import credentials
-from tests.client_helpers import RunningLibrarian, count, make_file, make_tree, running_librarian
+from tests.client_helpers import (
+    PASSWORD_VAR,
+    RunningLibrarian,
+    count,
+    make_file,
+    make_tree,
+    write_client_config,
+)
 
 runner = CliRunner()
-PASSWORD_VAR = "TEST_CLI_LIBRARIAN_PASSWORD"
-
-
-@pytest.fixture
-def librarian(make_settings: Callable[..., LibrarianSettings]) -> Iterator[RunningLibrarian]:
-    with running_librarian(make_settings()) as running:
-        yield running
-
-
-def write_client_config(path: Path, connections: dict[str, tuple[str, str]]) -> Path:
-    lines = []
-    for name, (url, user) in connections.items():
-        lines += [f'[connections."{name}"]', f'url = "{url}"', f'user = "{user}"']
-        lines.append(f'password_env = "{PASSWORD_VAR}"')
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture
-def configured(
-    librarian: RunningLibrarian, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> RunningLibrarian:
-    """One connection, ``site``, as the read_append user; the password in its env var."""
-    user, password = credentials(UserLevel.READ_APPEND)
-    config = write_client_config(tmp_path / "client.toml", {"site": (librarian.url, user)})
-    monkeypatch.setenv("LIBRARIAN_CLIENT_CONFIG", str(config))
-    monkeypatch.setenv(PASSWORD_VAR, password)
-    for name in ("LIBRARIAN_SERVER", "LIBRARIAN_PASSWORD", "LIBRARIAN_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return librarian
 
 
 def invoke(*args: str):
@@ -80,7 +54,7 @@ def test_upload_search_locate(configured: RunningLibrarian, tmp_path: Path) -> N
     assert f"stored  cli/batch/tree  {hash_path(tree)}" in result.stdout
     assert f"stored  cli/batch/two.bin  {hash_path(two)}" in result.stdout
 
-    listed = invoke("search", "--name", "cli/*", "--json")
+    listed = invoke("search", "--name", "cli/**", "--json")
     assert listed.exit_code == 0, listed.output
     records = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["name"] for r in records] == ["cli/one.bin", "cli/batch/tree", "cli/batch/two.bin"]
@@ -106,7 +80,8 @@ def test_upload_search_locate(configured: RunningLibrarian, tmp_path: Path) -> N
 def test_upload_without_waiting(configured: RunningLibrarian, tmp_path: Path) -> None:
     result = invoke("upload", "--no-wait", str(make_file(tmp_path / "f")), "cli/nowait")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("staged (upload 1)  cli/nowait  xxh3_128:")
+    assert result.stdout == "1\n"  # the id alone, for `librarian upload status`
+    assert "staged (upload 1)  cli/nowait  xxh3_128:" in result.stderr
 
 
 def test_upload_prefix_with_trailing_slash() -> None:

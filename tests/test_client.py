@@ -42,12 +42,6 @@ from tests.conftest import free_port
 
 
 @pytest.fixture
-def librarian(make_settings: Callable[..., LibrarianSettings]) -> Iterator[RunningLibrarian]:
-    with running_librarian(make_settings()) as running:
-        yield running
-
-
-@pytest.fixture
 def librarian_any_db(
     make_settings: Callable[..., LibrarianSettings], database_url: str
 ) -> Iterator[RunningLibrarian]:
@@ -517,12 +511,14 @@ def test_upload_many_500_small_files_within_the_benchmark_goal(
 def test_empty_books(
     client: LibrarianClient, tmp_path: Path, transfer: client_module.Transfer
 ) -> None:
+    """An empty file is a book; an empty directory is refused (tests/test_small_truths.py)."""
     empty_file = make_file(tmp_path / "empty", 0)
     (tmp_path / "empty-dir" / "sub").mkdir(parents=True)
-    for local in (empty_file, tmp_path / "empty-dir"):
-        info = client.upload(local, f"empty/{transfer}/{local.name}", transfer=transfer)
-        assert info.size == 0
-        assert_stored(client, info, local)
+    info = client.upload(empty_file, f"empty/{transfer}/empty", transfer=transfer)
+    assert info.size == 0
+    assert_stored(client, info, empty_file)
+    with pytest.raises(LibrarianError, match="empty directory"):
+        client.upload(tmp_path / "empty-dir", f"empty/{transfer}/empty-dir", transfer=transfer)
 
 
 def test_a_429_is_retried_after_its_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:

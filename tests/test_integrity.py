@@ -218,6 +218,7 @@ def test_the_check_fails_on_every_execution_until_the_copy_is_repaired(
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         (evaluation,) = result.get_asset_check_evaluations()
         assert not evaluation.passed, f"execution {execution + 1} passed over a corrupt copy"
+        assert not result.success, "the check's run was green over a corrupt copy"
         assert evaluation.metadata["unresolved corrupt copies"].value == 1
         errors = [
             event.message

@@ -106,6 +106,8 @@ def test_children_get_no_admin_password_and_a_second_serve_is_refused(tmp_path: 
         assert second.returncode == 1
         (line,) = second.stderr.strip().splitlines()
         assert "another librarian serve" in line and "is running for this data dir" in line
+        assert f"pid {site.process.pid}" in line  # type: ignore[union-attr]
+        assert f"API {site.api_url}" in line and f"Dagster UI {site.webserver_url}" in line
         state = tmp_path / "state"
         assert state.stat().st_mode & 0o777 == 0o700
         for suffix in ("", "-wal", "-shm"):

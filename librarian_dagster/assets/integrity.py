@@ -11,7 +11,8 @@ copies, so one an operator restored closes its record and the check goes green a
 Where the UI shows it:
 
 - the check (on the ``book`` asset) is failed, with the bad copies in its metadata and each
-  one logged at ERROR (``CORRUPT: …``);
+  one logged at ERROR (``CORRUPT: …``); its run fails too (after the evaluation is
+  recorded), so the runs list is not green over a damaged book;
 - the damaged book's **partition** gets an ``AssetObservation`` (``copy: corrupt``, store,
   reason, checksums), and another (``copy: repaired``) when it verifies again. An
   observation, not a per-partition check, because Dagster 1.13's partitioned asset checks
@@ -19,6 +20,8 @@ Where the UI shows it:
   bytes are never recomputed); an observation is the partition-level record the UI shows on
   the partition's page without claiming a new materialization.
 """
+
+from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
@@ -83,7 +86,7 @@ def checksums_match(
     config: ChecksumCheckConfig,
     catalogue: CatalogueResource,
     stores: StoresResource,
-) -> dg.AssetCheckResult:
+) -> Iterator[dg.AssetCheckResult]:
     report = verify_instances(
         catalogue.catalogue, stores.all(), names=config.names, limit=config.max_books
     )
@@ -100,7 +103,7 @@ def checksums_match(
             f"{', '.join(report.unresolved_names)}); `librarian corrupt list` shows them"
         )
     _observations(context, report)
-    return dg.AssetCheckResult(
+    yield dg.AssetCheckResult(
         passed=report.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if report.passed else report.summary(),
@@ -115,6 +118,10 @@ def checksums_match(
             "seconds": round(report.seconds, 3),
         },
     )
+    if not report.passed:
+        # The evaluation above is recorded (the check shows Failed); failing the step as
+        # well keeps its run from showing a green "Success" over a damaged book.
+        raise dg.Failure(description=report.summary())
 
 
 ASSET_CHECKS = [checksums_match]

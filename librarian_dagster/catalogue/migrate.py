@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -25,6 +26,15 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the catalogue to ``revision``; a no-op when it is already there."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str:
+    """The revision this version of the librarian needs (the newest migration it ships)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None, "the package ships no migrations"
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -1,4 +1,4 @@
-"""``librarian upload|search|locate``: the client commands, talking to a librarian's API.
+"""``librarian upload|upload status|search|locate``: the client commands, talking to the API.
 
 They run anywhere (no librarian config needed), reach the server chosen by
 ``cli.connection``, and go through ``LibrarianClient`` like any script would, so the CLI
@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import filesize
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -28,14 +26,16 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
+from librarian_dagster.cli import search_table
 from librarian_dagster.cli.common import console, err_console, fail, one_line_errors
 from librarian_dagster.cli.connection import ServerOption, UrlOption, UserOption, connect
+from librarian_dagster.cli.default_group import DefaultCommandGroup
 from librarian_dagster.client import UploadFailed, file_query
 from librarian_dagster.client.transfer import scan_book
 from librarian_dagster.states import TransferStatus
-from librarian_dagster.wire import FileInfo, UploadInfo
+from librarian_dagster.units import human_size
+from librarian_dagster.wire import FileInfo, InstanceInfo, UploadInfo
 
 
 class TransferChoice(StrEnum):
@@ -94,7 +94,7 @@ class UploadDisplay:
     def copied(self, n: int) -> None:
         self.progress.advance(self.copy, n)
         done = self.progress.tasks[self.copy].completed
-        amount = f"{filesize.decimal(int(done))}/{filesize.decimal(self.total_bytes)}"
+        amount = f"{human_size(int(done))}/{human_size(self.total_bytes)}"
         self.progress.update(self.copy, amount=amount)
 
     def waiting(self, done: int, total: int) -> None:
@@ -111,7 +111,18 @@ def _print_stored(info: UploadInfo) -> None:
         else f"{info.status.value} (upload {info.upload_id})"
     )
     console.print(
-        f"{verb}  {info.name}  {info.checksum or ''}  {filesize.decimal(info.size)}",
+        f"{verb}  {info.name}  {info.checksum or ''}  {human_size(info.size)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _print_staged(info: UploadInfo) -> None:
+    """``--no-wait``: the upload id alone on stdout (for scripts), what it is on stderr."""
+    typer.echo(str(info.upload_id))
+    err_console.print(
+        f"{info.status.value} (upload {info.upload_id})  {info.name}  {info.checksum or ''}  "
+        f"{human_size(info.size)}",
         markup=False,
         highlight=False,
     )
@@ -148,8 +159,12 @@ def upload(
     url: UrlOption = None,
     user: UserOption = None,
 ) -> None:
-    """Upload books: `upload LOCAL DEST` names one; `upload A B C PREFIX/` puts each under it."""
+    """Upload books: `upload LOCAL DEST` names one; `upload A B C PREFIX/` puts each under it.
+
+    With --no-wait, stdout is the upload ids, one per line, for `librarian upload status ID...`.
+    """
     pairs = upload_pairs(sources, dest)
+    report = _print_stored if wait else _print_staged
     total = 0
     for source, _ in pairs:
         with contextlib.suppress(OSError, ValueError):  # the client reports these properly
@@ -168,16 +183,79 @@ def upload(
                 )
         except UploadFailed as error:
             for info in error.stored:
-                _print_stored(info)
+                report(info)
             raise
     for info in infos:
-        _print_stored(info)
+        report(info)
+
+
+@one_line_errors
+def upload_status(
+    upload_ids: Annotated[
+        list[int],
+        typer.Argument(
+            help="Upload ids, as `librarian upload --no-wait` prints them.",
+            metavar="ID",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of text.")] = False,
+    server: ServerOption = None,
+    url: UrlOption = None,
+    user: UserOption = None,
+) -> None:
+    """Show uploads' status: initiated, staged, verifying, stored, failed or cancelled.
+
+    One line per id: id, status, name, and the reason for a failed or cancelled one.
+    """
+    with connect(server, url, user) as client:
+        if len(upload_ids) == 1:
+            infos = [client.get_upload(upload_ids[0])]
+        else:
+            infos = client.get_uploads(upload_ids)
+    for info in infos:
+        if as_json:
+            typer.echo(info.model_dump_json())
+            continue
+        line = f"{info.upload_id}  {info.status.value}  {info.name}"
+        if info.failure_reason and info.status != TransferStatus.STORED:
+            line += f"  {' '.join(info.failure_reason.split())}"
+        console.print(line, markup=False, highlight=False)
+
+
+def _upload_app() -> typer.Typer:
+    """The ``upload`` group: the upload itself as its default, and ``status``."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(
+        epilog="Also: `librarian upload status ID...` shows uploads' status "
+        "(ids as --no-wait prints them)."
+    )(upload)
+    default = typer.main.get_command(single)
+
+    class Upload(DefaultCommandGroup):
+        default_command = default
+
+    group = typer.Typer(
+        cls=Upload,
+        help="Upload books (`upload LOCAL... DEST`), or show uploads' status "
+        "(`upload status ID...`).",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    group.command("status")(upload_status)
+    return group
 
 
 @one_line_errors
 def search(
     name: Annotated[
-        str | None, typer.Option("--name", "-n", help="Name glob (* and ?).", show_default=False)
+        str | None,
+        typer.Option(
+            "--name",
+            "-n",
+            help="Name glob: * and ? stay within one /-separated segment, ** crosses /.",
+            show_default=False,
+        ),
     ] = None,
     uploader: Annotated[str | None, typer.Option(show_default=False)] = None,
     source: Annotated[
@@ -191,11 +269,21 @@ def search(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many files.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", "-w", help="Every column (uploader, source, bytes too), nothing shortened."
+        ),
+    ] = False,
     server: ServerOption = None,
     url: UrlOption = None,
     user: UserOption = None,
 ) -> None:
-    """Search the catalogue (oldest first)."""
+    """Search the catalogue (oldest first).
+
+    The table fits 80 columns: name, size, created (local time), checksum shortened; a
+    name too long for its column folds onto more lines. --wide shows everything in full.
+    """
     query = file_query(
         name,
         uploader,
@@ -210,21 +298,20 @@ def search(
         for summary in found:
             typer.echo(summary.model_dump_json())
         return
-    table = Table("name", "size", "checksum", "created", "uploader", "source")
-    table.columns[0].overflow = "fold"
-    table.columns[2].overflow = "fold"
-    for summary in found:
-        table.add_row(
-            escape(summary.name) + ("/" if summary.is_directory else ""),
-            filesize.decimal(summary.size),
-            summary.checksum,
-            _when(summary.created_at),
-            escape(summary.uploader),
-            escape(summary.source),
-        )
-    console.print(table)
+    if wide:
+        search_table.print_wide(found)
+    else:
+        search_table.print_narrow(found)
     more = " (there may be more: raise --limit)" if len(found) == limit else ""
     err_console.print(f"{len(found)} file(s){more}", highlight=False)
+
+
+def _instance_state(instance: InstanceInfo) -> str:
+    """What is wrong with a copy, if anything: corrupt (or missing) beats unavailable."""
+    if instance.corrupt is not None:
+        word = "corrupt" if instance.corrupt.value == "mismatch" else instance.corrupt.value
+        return f"  [{word}: see `librarian corrupt list`]"
+    return "" if instance.available else "  [unavailable]"
 
 
 def _print_location(info: FileInfo) -> None:
@@ -232,12 +319,12 @@ def _print_location(info: FileInfo) -> None:
     lines = [
         f"name      {info.name}",
         f"checksum  {info.checksum}",
-        f"size      {filesize.decimal(info.size)} ({info.size} bytes, {kind})",
+        f"size      {human_size(info.size)} ({info.size} bytes, {kind})",
         f"created   {_when(info.created_at)} by {info.uploader} at {info.source}",
         f"instances ({len(info.instances)}):",
     ]
     for instance in info.instances:
-        state = "" if instance.available else "  [unavailable]"
+        state = _instance_state(instance)
         lines.append(
             f"  store {instance.store}  {instance.path}  "
             f"verified {_when(instance.verified_at)}{state}"
@@ -271,6 +358,6 @@ def locate(
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the ``librarian`` app."""
-    app.command("upload")(upload)
+    app.add_typer(_upload_app(), name="upload")
     app.command("search")(search)
     app.command("locate")(locate)

@@ -8,9 +8,17 @@ from typing import Annotated
 import typer
 
 from librarian_dagster.cli import client_cmds, corrupt_cmd, serve_cmd, stores_cmd, users_cmd
-from librarian_dagster.cli.common import console, one_line_errors, set_config, settings
+from librarian_dagster.cli.common import console, fail, one_line_errors, set_config, settings
+from librarian_dagster.cli.serve_lock import describe, holder
 from librarian_dagster.dagster_instance import prepare_dagster_home
-from librarian_dagster.services.bootstrap import ADMIN_PASSWORD_ENV, ADMIN_USER, initialise
+from librarian_dagster.services.bootstrap import (
+    ADMIN_PASSWORD_ENV,
+    ADMIN_USER,
+    check_catalogue,
+    initialise,
+    shown_url,
+)
+from librarian_dagster.services.errors import CatalogueNotReady
 
 app = typer.Typer(
     name="librarian",
@@ -43,9 +51,19 @@ def main(
 def init() -> None:
     """Create or migrate the catalogue, stores and Dagster home; create the first admin."""
     current = settings()
+    running = holder(current.data_dir)
+    if running is not None:
+        try:
+            check_catalogue(current)
+        except CatalogueNotReady:
+            raise fail(
+                f"librarian serve ({describe(running)}) is running for {current.data_dir}: "
+                "stop it before init creates or migrates its catalogue"
+            ) from None
     result = initialise(current)
     prepare_dagster_home(current)
-    console.print(f'librarian [bold]"{current.name}"[/] ready: catalogue {current.catalogue_url}')
+    shown = shown_url(current.catalogue_url)
+    console.print(f'librarian [bold]"{current.name}"[/] ready: catalogue {shown}')
     for store in current.stores:
         console.print(f"  store {store.name} ({store.kind}) at {store.root}")
     if result.secret_key_created:

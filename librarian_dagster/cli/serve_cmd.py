@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import typer
 
@@ -14,15 +15,33 @@ from librarian_dagster.dagster_instance import (
     initialise_instance,
     prepare_dagster_home,
 )
-from librarian_dagster.services.bootstrap import prepare
+from librarian_dagster.services.bootstrap import check_catalogue, ready
 from librarian_dagster.settings import CONFIG_ENV, SECRET_KEY_ENV, LibrarianSettings
 
 
 @one_line_errors
-def serve() -> None:
-    """Run the API, the Dagster webserver and the Dagster daemon; Ctrl-C stops all three."""
+def serve(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also print the INFO logs of the API, webserver and daemon."
+        ),
+    ] = False,
+) -> None:
+    """Run the API, the Dagster webserver and the Dagster daemon; Ctrl-C stops all three.
+
+    Idle it prints nothing but warnings and errors; ``--verbose`` shows the rest.
+    """
     current = settings()
-    lock = ServeLock(current.data_dir)
+    check_catalogue(current)  # before the lock: a wrong directory leaves nothing behind
+    lock = ServeLock(
+        current.data_dir,
+        announce={
+            "api_url": current.api.public_url,
+            "ui_url": f"http://{current.dagster.webserver_host}:{current.dagster.webserver_port}",
+            "config_file": str(current.config_file or ""),
+        },
+    )
     try:
         previous = lock.acquire()
     except AlreadyServing as error:
@@ -33,7 +52,7 @@ def serve() -> None:
             err_console.print(
                 f"librarian serve: stopped {stopped} processes left by a previous serve"
             )
-        code = _serve(current, lock)
+        code = _serve(current, lock, verbose=verbose)
     finally:
         lock.release()
     raise typer.Exit(code)
@@ -48,8 +67,8 @@ def _secret_names(current: LibrarianSettings) -> list[str]:
     return names
 
 
-def _serve(current: LibrarianSettings, lock: ServeLock) -> int:
-    prepare(current)
+def _serve(current: LibrarianSettings, lock: ServeLock, *, verbose: bool) -> int:
+    ready(current)
     prepare_dagster_home(current)
     initialise_instance(current)
     env = child_environment(os.environ, _secret_names(current))
@@ -64,8 +83,9 @@ def _serve(current: LibrarianSettings, lock: ServeLock) -> int:
         webserver_port=current.dagster.webserver_port,
         workspace=current.dagster_home / "workspace.yaml",
         env=env,
+        verbose=verbose,
     )
-    console.print(f"librarian [bold]{current.name}[/]")
+    console.print(f'librarian [bold]"{current.name}"[/] serving')
     console.print(f"  API        {current.api.public_url}/api/v2/ping")
     console.print(
         f"  Dagster UI http://{current.dagster.webserver_host}:{current.dagster.webserver_port}"

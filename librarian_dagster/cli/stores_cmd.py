@@ -5,30 +5,21 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from librarian_dagster.catalogue.database import get_catalogue
-from librarian_dagster.cli.common import console, one_line_errors, settings
+from librarian_dagster.cli.common import admin_settings, catalogue, console, one_line_errors
 from librarian_dagster.services.stores import list_stores, open_stores, set_store_enabled
+from librarian_dagster.units import human_size as _human
 
 app = typer.Typer(help="Inspect and toggle stores.", no_args_is_help=True)
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 @app.command("list")
 @one_line_errors
 def list_() -> None:
     """Stores with their state and free space."""
-    current = settings()
+    current = admin_settings()
     stores = open_stores(current)
     table = Table("name", "kind", "enabled", "ingestable", "declared", "free", "root")
-    with get_catalogue(current.catalogue_url).session() as session:
+    with catalogue(current).session() as session:
         for row in list_stores(session):
             store = stores.get(row.name)
             free = _human(store.free_bytes()) if store is not None and store.root.exists() else "-"
@@ -45,8 +36,8 @@ def list_() -> None:
 
 
 def _toggle(name: str, enabled: bool) -> None:
-    current = settings()
-    with get_catalogue(current.catalogue_url).session() as session:
+    current = admin_settings()
+    with catalogue(current).session() as session:
         set_store_enabled(session, name, enabled)
     console.print(f"store {name} {'enabled' if enabled else 'disabled'}")
 

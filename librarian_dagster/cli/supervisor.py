@@ -9,6 +9,13 @@ left at the next start.
 
 Children get only the environment they need (:func:`child_environment`): not, for one,
 ``LIBRARIAN_ADMIN_PASSWORD``, which only ``init`` reads.
+
+Idle, the children print only warnings and errors (``--verbose``: their INFO lines too).
+The code servers the webserver and the daemon start log errors only: every minute the
+daemon starts a fresh one (to pick up code changes) and leaves the previous one to time out,
+which then warns "No heartbeat received in 20 seconds, shutting down" (the webserver's do the
+same after a reload, in 45 s). That is Dagster's design, not a fault; a code server's
+other warnings are about its own shutdown.
 """
 
 from __future__ import annotations
@@ -105,8 +112,11 @@ def child_commands(
     webserver_port: int,
     workspace: Path,
     env: dict[str, str],
+    verbose: bool = False,
 ) -> list[Child]:
     bindir = Path(sys.executable).parent
+    level = "info" if verbose else "warning"
+    code_servers = "info" if verbose else "error"  # see the module docstring
     return [
         Child(
             "api",
@@ -121,6 +131,8 @@ def child_commands(
                 "--port",
                 str(api_port),
                 "--no-access-log",
+                "--log-level",
+                level,
                 # The client address is the socket's: X-Forwarded-For from anyone on this
                 # host would otherwise choose the address the login throttle counts.
                 "--no-proxy-headers",
@@ -139,10 +151,27 @@ def child_commands(
                 webserver_host,
                 "-p",
                 str(webserver_port),
+                "--dagster-log-level",
+                level,
+                "--code-server-log-level",
+                code_servers,
             ],
             env,
         ),
-        Child("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)], env),
+        Child(
+            "dagster-daemon",
+            [
+                str(bindir / "dagster-daemon"),
+                "run",
+                "-w",
+                str(workspace),
+                "--log-level",
+                level,
+                "--code-server-log-level",
+                code_servers,
+            ],
+            env,
+        ),
     ]
 
 

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from librarian_dagster.catalogue.database import get_catalogue
-from librarian_dagster.cli.common import console, fail, one_line_errors, settings
+from librarian_dagster.cli.common import admin_settings, catalogue, console, fail, one_line_errors
 from librarian_dagster.services import accounts
 from librarian_dagster.states import UserLevel
 
@@ -34,9 +33,9 @@ def create(
     ] = None,
 ) -> None:
     """Create an account."""
-    current = settings()
+    current = admin_settings()
     secret = _read_password(password)
-    with get_catalogue(current.catalogue_url).session() as session:
+    with catalogue(current).session() as session:
         accounts.create_user(
             session, accounts.password_hasher(current.security), name, secret, level
         )
@@ -47,9 +46,9 @@ def create(
 @one_line_errors
 def list_() -> None:
     """List accounts and their levels."""
-    current = settings()
+    current = admin_settings()
     table = Table("name", "level", "created", "password changed")
-    with get_catalogue(current.catalogue_url).session() as session:
+    with catalogue(current).session() as session:
         for user in accounts.list_users(session):
             table.add_row(
                 user.name,
@@ -64,10 +63,13 @@ def list_() -> None:
 @one_line_errors
 def delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Delete an account."""
+    current = admin_settings()
+    database = catalogue(current)
+    with database.session() as session:
+        accounts.get_user(session, name)  # no such user: say so before asking anything
     if not yes and not typer.confirm(f"delete user {name}?"):
         raise fail("not deleted", code=1)
-    current = settings()
-    with get_catalogue(current.catalogue_url).session() as session:
+    with database.session() as session:
         accounts.delete_user(session, name)
     console.print(f"deleted user {name}")
 
@@ -86,8 +88,8 @@ def password(
     ] = None,
 ) -> None:
     """Set an account's password."""
-    current = settings()
+    current = admin_settings()
     secret = _read_password(password)
-    with get_catalogue(current.catalogue_url).session() as session:
+    with catalogue(current).session() as session:
         accounts.set_password(session, accounts.password_hasher(current.security), name, secret)
     console.print(f"password of {name} changed")

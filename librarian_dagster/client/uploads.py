@@ -38,7 +38,13 @@ from librarian_dagster.client.errors import (
 )
 from librarian_dagster.client.transfer import LocalBook, body_for, scan_book
 from librarian_dagster.states import FINAL_STATUSES, TransferStatus
-from librarian_dagster.storage.checksums import Checksum, ChecksumError, Progress, hash_path
+from librarian_dagster.storage.checksums import (
+    Checksum,
+    ChecksumError,
+    EmptyBookError,
+    Progress,
+    hash_path,
+)
 from librarian_dagster.storage.movers.copy import copy_and_hash
 from librarian_dagster.storage.names import InvalidNameError, normalise_name, validate_new_name
 from librarian_dagster.storage.posix import remove_if_present
@@ -94,7 +100,10 @@ class UploadItem:
 
 
 def prepare(local: Path | str, dest: PurePath | str) -> UploadItem:
-    """Check the name and scan the local book: refuse bad input before staging anything."""
+    """Check the name and scan the local book: refuse bad input before staging anything.
+
+    An empty directory (no file anywhere in it) is refused here, as the librarian would.
+    """
     local = Path(local)
     name = normalise_name(as_name(dest))
     try:
@@ -109,6 +118,8 @@ def prepare(local: Path | str, dest: PurePath | str) -> UploadItem:
         raise LibrarianError(f"cannot upload {local}: {error}") from error
     except OSError as error:
         raise LibrarianError(f"cannot read {local}: {error.strerror or error}") from error
+    if book.is_directory and not book.files:  # the librarian would refuse it (400)
+        raise LibrarianError(str(EmptyBookError(str(local))))
     return UploadItem(local, name, book)
 
 

@@ -11,21 +11,81 @@ events and materializations, a run in the UI like any other (tagged
 The job is ``jobs.ingest.ingest_books`` with the resources the caller gives, not the whole
 code location: the API loads no sensors and no other flow. What happens when the API dies
 mid-run is ``jobs.run_liveness``'s business.
+
+``execute_in_process`` records no code-location origin on its runs, and the UI's
+*Re-execute* needs one (without it Dagster fails with ``CheckError: Expected non-None
+value``). The API's instance therefore gives the ``ingest_books`` runs it creates the origin
+of the ``librarian`` code location, the one the webserver and daemon load: a re-execution
+is then an ordinary queued run of the same job and config, which re-reads the catalogue and
+does only what is still missing (stored books are skipped, refused ones stay refused).
 """
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import dagster as dg
 
+# Dagster has no public way to give an in-process run the origin the UI re-executes from
+# (dagster-io/dagster#19458, closed unfixed); tests/test_ui_truth.py re-executes such a run
+# through the UI's own GraphQL mutation, so an upgrade that breaks this fails there.
+from dagster._core.remote_origin import (
+    RegisteredCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+
 from librarian_dagster.dagster_instance import API_INSTANCE_FILE
 from librarian_dagster.jobs.ingest import ingest_books
-from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, FINISHED_TAG, PROCESS_TAG
+from librarian_dagster.jobs.names import (
+    API_EXECUTOR,
+    EXECUTOR_TAG,
+    FINISHED_TAG,
+    INGEST_JOB,
+    LOCATION_NAME,
+    PROCESS_TAG,
+    REPOSITORY_NAME,
+)
 from librarian_dagster.jobs.run_liveness import ACTIVE_RUN_STATUSES, process_token
 
 # Op logs of API runs go to the event log (the UI); the API's own log gets warnings only.
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def ingest_job_origin() -> RemoteJobOrigin:
+    """Where ``ingest_books`` lives for the webserver: the ``librarian`` code location.
+
+    A location known by name only: re-execution reads the location and repository names and
+    loads the job from the webserver's own workspace, which maps the name to the module.
+    """
+    return RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin(LOCATION_NAME),
+            repository_name=REPOSITORY_NAME,
+        ),
+        job_name=INGEST_JOB,
+    )
+
+
+_ORIGIN_MARK = "_librarian_records_origin"
+
+
+def _recording_origin(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """Make ``instance`` give the ``ingest_books`` runs it creates their code-location origin."""
+    if getattr(instance, _ORIGIN_MARK, False):
+        return instance
+    create: Callable[..., dg.DagsterRun] = instance.create_run_for_job
+    origin = ingest_job_origin()
+
+    def create_run_for_job(job_def: dg.JobDefinition, *args: Any, **kwargs: Any) -> dg.DagsterRun:
+        if job_def.name == INGEST_JOB and kwargs.get("remote_job_origin") is None:
+            kwargs["remote_job_origin"] = origin
+        return create(job_def, *args, **kwargs)
+
+    instance.create_run_for_job = create_run_for_job  # type: ignore[method-assign]
+    setattr(instance, _ORIGIN_MARK, True)
+    return instance
 
 
 def api_instance() -> dg.DagsterInstance:
@@ -65,7 +125,7 @@ def execute_ingest_run(
     try:
         return ingest_books.execute_in_process(
             run_config={**run_config, **_QUIET_LOGGERS},
-            instance=instance,
+            instance=_recording_origin(instance),
             tags={**tags, EXECUTOR_TAG: API_EXECUTOR, PROCESS_TAG: process_token()},
             resources=needed,
             raise_on_error=False,

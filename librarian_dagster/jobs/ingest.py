@@ -19,10 +19,13 @@ from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
     BOOKS_TAG,
+    COMMIT_REQUEST,
     INGEST_JOB,
     INGEST_KIND,
     INGEST_OP,
     KIND_TAG,
+    REQUESTED_BY_TAG,
+    UI_USER_TAG,
 )
 from librarian_dagster.jobs.run_liveness import run_is_active
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
@@ -30,6 +33,8 @@ from librarian_dagster.services import inbox
 from librarian_dagster.services.files import is_catalogued
 from librarian_dagster.services.ingest import IngestOutcome, ingest_transfer
 from librarian_dagster.services.ingest_requests import StagedItem, clear_launched, group_for_runs
+from librarian_dagster.states import TransferStatus
+from librarian_dagster.units import human_size
 
 
 class InboxBookConfig(dg.Config):
@@ -71,8 +76,20 @@ def describe_books(names: Sequence[str]) -> str:
 
 
 def ingest_run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
-    """Tags of an ingest run: its kind (the queue limits it) and which books it is about."""
-    return {KIND_TAG: INGEST_KIND, BOOKS_TAG: describe_books([item.name for item in group])[:200]}
+    """Tags of an ingest run: its kind (the queue limits it), which books, and who asked.
+
+    A run asked for at commit names the accounts that committed (the UI's "Launched by"
+    shows it instead of "Manually launched"); a sensor's run is named by Dagster itself.
+    """
+    tags = {KIND_TAG: INGEST_KIND, BOOKS_TAG: describe_books([item.name for item in group])[:200]}
+    committers = sorted({item.committed_by for item in group if item.committed_by})
+    if committers:
+        who = ", ".join(committers[:3]) + (
+            f" and {len(committers) - 3} more" if len(committers) > 3 else ""
+        )
+        tags[UI_USER_TAG] = f"{who} (commit)"[:200]
+        tags[REQUESTED_BY_TAG] = COMMIT_REQUEST
+    return tags
 
 
 def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
@@ -81,6 +98,7 @@ def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
         partition=outcome.name,
         metadata={
             "size": dg.MetadataValue.int(outcome.size),
+            "size (human)": human_size(outcome.size),
             "checksum": outcome.checksum or "",
             "store": outcome.store or "",
             "path": dg.MetadataValue.path(outcome.path or ""),
@@ -164,6 +182,9 @@ def ingest_books_op(
             context.log.error(f"refused {outcome.name}: {outcome.reason}")
             refused.append({"name": outcome.name, "reason": outcome.reason or ""})
             _drop_partition(context, catalogue, outcome.name)
+        elif outcome.reason == f"already {TransferStatus.FAILED.value}":
+            # A re-execution of a run that refused it: nothing to do, but not "all is well".
+            context.log.warning(f"{outcome.name}: refused by an earlier run; nothing to do")
         else:
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
     # A run that refused a book fails (red in the UI), after the books it stored were

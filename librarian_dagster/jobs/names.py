@@ -31,3 +31,10 @@ API_EXECUTOR = "api"
 PROCESS_TAG = "librarian/process"
 # Set by the API's runner once execute_in_process has returned (or raised).
 FINISHED_TAG = "librarian/finished"
+# Where a run asked for at commit came from. The UI's "Launched by" column reads Dagster's
+# ``user`` tag (sensor runs carry ``dagster/sensor_name`` instead).
+UI_USER_TAG = "user"
+REQUESTED_BY_TAG = "librarian/requested_by"
+COMMIT_REQUEST = "upload commit"
+# Dagster's tag on a re-executed run, naming the run it re-executes.
+PARENT_RUN_TAG = "dagster/parent_run_id"

@@ -15,7 +15,13 @@ from functools import cache
 
 import dagster as dg
 
-from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, FINISHED_TAG, PROCESS_TAG
+from librarian_dagster.jobs.names import (
+    API_EXECUTOR,
+    EXECUTOR_TAG,
+    FINISHED_TAG,
+    PARENT_RUN_TAG,
+    PROCESS_TAG,
+)
 
 ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -67,14 +73,19 @@ def process_is_gone(token: str) -> bool:
     return current is None or (bool(start) and bool(current) and current != start)
 
 
+def executed_by_api(run: dg.DagsterRun) -> bool:
+    """Whether the API process executes this run (``jobs.api_executor``).
+
+    A re-execution of such a run (from the UI) inherits its tags, ``librarian/executor``
+    included, but is launched through the queue like any other run: it has a parent.
+    """
+    return run.tags.get(EXECUTOR_TAG) == API_EXECUTOR and PARENT_RUN_TAG not in run.tags
+
+
 def worker_is_gone(run: dg.DagsterRun) -> bool:
     """An API-executed run whose process has exited (nobody will ever finish it)."""
     token = run.tags.get(PROCESS_TAG)
-    return (
-        run.tags.get(EXECUTOR_TAG) == API_EXECUTOR
-        and token is not None
-        and (process_is_gone(token))
-    )
+    return executed_by_api(run) and token is not None and process_is_gone(token)
 
 
 def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -89,7 +100,7 @@ def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
     run = instance.get_run_by_id(run_id)
     if run is None:
         return False
-    if run.tags.get(EXECUTOR_TAG) == API_EXECUTOR:
+    if executed_by_api(run):
         return FINISHED_TAG not in run.tags and not worker_is_gone(run)
     return run.status in ACTIVE_RUN_STATUSES
 

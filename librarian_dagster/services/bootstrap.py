@@ -4,6 +4,11 @@ Idempotent by construction: every step checks what is there and only adds what i
 so ``init`` can be re-run after an upgrade (it applies new migrations) or a config change
 (it syncs stores), and never replaces a secret key or resets a password. Dagster's home
 (``dagster_instance``) is the CLI's to prepare, after this: the core knows no Dagster.
+
+Only ``init`` creates or migrates a catalogue (``prepare``). Everything else — ``serve``,
+the admin commands — opens one that must already be there and current (``ready``,
+``open_catalogue``): a command run in the wrong directory must say so in one line, not
+leave a fresh empty catalogue behind, and a schema upgrade is an operator's deliberate act.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from librarian_dagster.catalogue.database import get_catalogue
-from librarian_dagster.catalogue.migrate import upgrade
+from librarian_dagster.catalogue.database import Catalogue, get_catalogue
+from librarian_dagster.catalogue.migrate import current_revision, head_revision, upgrade
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
+from librarian_dagster.services.errors import CatalogueNotReady
 from librarian_dagster.services.stores import open_stores, sync_stores
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
 from librarian_dagster.states import UserLevel
@@ -46,6 +54,71 @@ def ensure_secret_key(settings: LibrarianSettings) -> bool:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(32) + "\n")
     return True
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for a terminal or a log: the password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _where(settings: LibrarianSettings) -> str:
+    """Which configuration was used, for error lines."""
+    if settings.config_file is not None:
+        return f"config {settings.config_file}"
+    return f"no config file: embedded defaults, data dir {settings.data_dir}"
+
+
+def check_catalogue(settings: LibrarianSettings) -> None:
+    """Raise ``CatalogueNotReady`` (one line, with the fix) unless the catalogue is current.
+
+    Creates nothing: a SQLite file that is not there is reported, not made.
+    """
+    url = make_url(settings.catalogue_url)
+    shown = shown_url(settings.catalogue_url)
+    sqlite_file = (
+        Path(url.database)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:"
+        else None
+    )
+    if sqlite_file is not None and not sqlite_file.is_file():
+        raise CatalogueNotReady(
+            f"no catalogue at {sqlite_file} ({_where(settings)}); run `librarian init` "
+            "to create it, or point --config / LIBRARIAN_CONFIG at the librarian's "
+            "librarian.toml"
+        )
+    try:
+        found = current_revision(get_catalogue(settings.catalogue_url).engine)
+    except SQLAlchemyError as error:
+        reason = str(error.orig if getattr(error, "orig", None) else error).splitlines()[0]
+        raise CatalogueNotReady(
+            f"cannot open the catalogue {shown} ({_where(settings)}): {reason}"
+        ) from None
+    wanted = head_revision()
+    if found is None:
+        raise CatalogueNotReady(
+            f"the catalogue {shown} is empty (never initialised; {_where(settings)}); "
+            "run `librarian init`"
+        )
+    if found != wanted:
+        raise CatalogueNotReady(
+            f"the catalogue {shown} is at schema revision {found}, this librarian needs "
+            f"{wanted}; back it up, then run `librarian init` to migrate it"
+        )
+
+
+def open_catalogue(settings: LibrarianSettings) -> Catalogue:
+    """The librarian's catalogue, checked to exist and be current (never created here)."""
+    check_catalogue(settings)
+    return get_catalogue(settings.catalogue_url)
+
+
+def ready(settings: LibrarianSettings) -> None:
+    """``serve``'s start: an existing, current catalogue; store layout and store rows synced."""
+    catalogue = open_catalogue(settings)
+    for store in open_stores(settings).values():
+        store.ensure_layout()
+    with catalogue.session() as session:
+        sync_stores(session, settings)
 
 
 def prepare(settings: LibrarianSettings) -> None:

@@ -44,6 +44,12 @@ class Unavailable(ServiceError):
     title = "Unavailable"
 
 
+class CatalogueNotReady(Unavailable):
+    """The catalogue is missing, unreachable, empty or at another schema revision."""
+
+    title = "Catalogue not ready"
+
+
 class TooLarge(ServiceError):
     """Over a size limit that no store's free space would change (413)."""
 

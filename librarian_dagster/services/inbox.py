@@ -21,7 +21,8 @@ is renamed back into the inbox and its marker becomes ``<book>.failed`` holding 
 (``InboxHooks``); it is not picked up again until someone writes a new ``.done``. If it
 cannot go back (the producer wrote a new book of that name meanwhile, or the store has no
 inbox any more), it stays in staging and an event says where: the producer's data is never
-deleted.
+deleted. An empty directory (no file in it or below it) is refused like a bad name: it stays
+in the inbox beside a ``.failed`` marker saying so.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from librarian_dagster.services.ingest_requests import StagedItem
 from librarian_dagster.services.stores import open_store
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
 from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
-from librarian_dagster.storage.checksums import Checksum, ChecksumError
+from librarian_dagster.storage.checksums import Checksum, ChecksumError, refuse_empty_directory
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.names import InvalidNameError, validate_new_name
@@ -197,6 +198,7 @@ def _register(
     try:
         name = validate_new_name(name)
         checksum = _marker_checksum(book)
+        refuse_empty_directory(book, repr(name))  # EmptyBookError: a ChecksumError
     except (InvalidNameError, ChecksumError) as error:
         _write_failed_marker(book, f"refused: {error}")
         return None, f"inbox {name}: refused ({error})"

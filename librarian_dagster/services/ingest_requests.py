@@ -25,6 +25,8 @@ class StagedItem:
     transfer_id: int
     name: str
     size: int
+    # Who asked for it at commit (the uploader's account); None when a sensor found it.
+    committed_by: str | None = None
 
 
 def group_for_runs(

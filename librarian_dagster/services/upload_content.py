@@ -29,7 +29,12 @@ from librarian_dagster.services.upload_reservations import reserved_bytes
 from librarian_dagster.services.uploads import owned_upload, refuse_lapsed, require_staging
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import TransferStatus
-from librarian_dagster.storage.checksums import CHUNK_SIZE, Checksum
+from librarian_dagster.storage.checksums import (
+    CHUNK_SIZE,
+    Checksum,
+    EmptyBookError,
+    is_empty_directory,
+)
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.movers.receive import (
     FILE_MEDIA_TYPE,
@@ -100,10 +105,10 @@ def receive_content(
     """Write a streamed body into the upload's staging, hashing it as it is written.
 
     A file for ``application/octet-stream``, a directory for ``application/x-tar``. The
-    bytes must be exactly the declared size and, when a checksum was declared at stage,
-    match it: otherwise they are removed and the request is refused (400), so a lying
-    client leaves nothing behind. A previous partial attempt is replaced. No transaction
-    is open while the bytes arrive.
+    bytes must be exactly the declared size, a directory must hold at least one file, and,
+    when a checksum was declared at stage, match it: otherwise they are removed and the
+    request is refused (400), so a lying client leaves nothing behind. A previous partial
+    attempt is replaced. No transaction is open while the bytes arrive.
     """
     if media_type not in (FILE_MEDIA_TYPE, TAR_MEDIA_TYPE):
         raise UnsupportedMediaType(
@@ -112,7 +117,7 @@ def receive_content(
         )
     with catalogue.session() as session:
         transfer, staging = _for_content(session, stores, upload_id, principal, ingest)
-        declared_size, declared_checksum = transfer.size, transfer.checksum
+        declared_size, declared_checksum, name = transfer.size, transfer.checksum, transfer.name
         store_id = transfer.store_id
         transfer.updated_at = datetime.now(UTC)  # bytes are arriving: not idle
     expected = Checksum.parse(declared_checksum) if declared_checksum else None
@@ -128,6 +133,8 @@ def receive_content(
                 has_room=lambda: _has_room(catalogue, staging, store_id, declared_size, ingest),
             )
             received = receive_tar(stream, staging.data_path, algorithm, declared_size, limits)
+            if received.size == 0 and is_empty_directory(staging.data_path):
+                raise ReceiveError(str(EmptyBookError(repr(name))))
         else:
             received = receive_file(stream, staging.data_path, algorithm, declared_size)
         if received.size != declared_size:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,7 +45,12 @@ from librarian_dagster.services.incoming import (
 from librarian_dagster.services.upload_reservations import check_user_cap, lapsed, reserved_bytes
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus, UserLevel
-from librarian_dagster.storage.checksums import Checksum, ChecksumError
+from librarian_dagster.storage.checksums import (
+    Checksum,
+    ChecksumError,
+    EmptyBookError,
+    refuse_empty_directory,
+)
 from librarian_dagster.storage.errors import (
     PathEscapeError,
     StagingNotFoundError,
@@ -229,12 +235,22 @@ def commit_upload(
         raise InvalidRequest(f"nothing is staged at {staging.data_path}")
     if size != transfer.size:
         raise InvalidRequest(f"size mismatch: declared {transfer.size} bytes, staged {size}")
+    if size == 0:  # only then can it be an empty directory
+        refuse_empty_book(staging.data_path, transfer.name)
     transfer.checksum = checksum
     transfer.status = TransferStatus.STAGED
     if launching:
         transfer.launched_at = datetime.now(UTC)
     session.flush()
     return transfer
+
+
+def refuse_empty_book(data_path: Path, name: str) -> None:
+    """An empty directory is not a book (400): almost always a producer's bug."""
+    try:
+        refuse_empty_directory(data_path, repr(name))
+    except EmptyBookError as error:
+        raise InvalidRequest(str(error)) from None
 
 
 def get_upload(session: Session, upload_id: int, principal: Principal) -> IncomingTransfer:

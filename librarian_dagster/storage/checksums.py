@@ -27,6 +27,11 @@ fifos and sockets are not allowed inside a book (their meaning is not portable
 between stores) and raise :class:`UnsupportedEntryError`.  :class:`DirectoryDigest`
 is the single implementation of this format.
 
+An empty directory (nothing in it, or only more empty directories) is not a book: it is
+almost always a producer's bug, and its checksum would be the empty file's. Uploads and
+inbox books are refused with :class:`EmptyBookError` (:func:`refuse_empty_directory`);
+hashing itself still takes one, as stored copies are re-verified whatever they hold.
+
 Copying while hashing lives with the movers (``storage.movers.copy``); both read in
 :data:`CHUNK_SIZE` chunks into one page-aligned buffer (:func:`new_buffer`).
 """
@@ -96,6 +101,42 @@ class UnsupportedEntryError(ChecksumError):
     def __reduce__(self) -> tuple[type[UnsupportedEntryError], tuple[str, str]]:
         """Pickle by constructor arguments so the error survives process boundaries."""
         return type(self), (self.relpath, self.kind)
+
+
+class EmptyBookError(ChecksumError):
+    """A directory book without a single file in it or below it."""
+
+    def __init__(self, shown: str) -> None:
+        super().__init__(
+            f"{shown} is an empty directory (no file in it or below it); "
+            "an empty directory is not a book"
+        )
+        self.shown = shown
+
+    def __reduce__(self) -> tuple[type[EmptyBookError], tuple[str]]:
+        return type(self), (self.shown,)
+
+
+def is_empty_directory(path: StrPath) -> bool:
+    """Whether ``path`` is a directory holding nothing but (empty) directories.
+
+    Not followed: a symlink is not a directory, and anything that is not a directory (a
+    file, a symlink, a fifo) makes the tree non-empty (the others are refused elsewhere).
+    Stops at the first such entry. A tree that vanishes meanwhile is not called empty:
+    whoever reads it next says what is wrong.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        return all(entry.is_dir(follow_symlinks=False) for _, entry in walk(path))
+    except FileNotFoundError:
+        return False
+
+
+def refuse_empty_directory(path: StrPath, shown: str | None = None) -> None:
+    """Raise :class:`EmptyBookError` (naming ``shown``, else ``path``) for an empty dir."""
+    if is_empty_directory(path):
+        raise EmptyBookError(shown if shown is not None else str(path))
 
 
 @dataclass(frozen=True)

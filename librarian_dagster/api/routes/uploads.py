@@ -184,7 +184,9 @@ def commit_upload(
         )
         info = upload_info(transfer, settings)
     if launcher is not None:
-        launcher.request([StagedItem(info.upload_id, info.name, info.size)])
+        launcher.request(
+            [StagedItem(info.upload_id, info.name, info.size, committed_by=request.user.name)]
+        )
     return info
 
 
