@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INGEST_KIND, KIND_TAG, LOCATION_NAME
-from librarian_dagster.settings import CONFIG_ENV, LibrarianSettings, SettingsError
+from librarian_dagster.settings import CONFIG_ENV, LibrarianSettings
 
 DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
 API_INSTANCE_FILE = "api-instance.yaml"
@@ -69,11 +69,7 @@ def run_launcher_config(settings: LibrarianSettings) -> dict[str, Any] | None:
     dagster = settings.dagster
     if dagster.run_launcher == "default":
         return None
-    if not dagster.postgres_url:
-        raise SettingsError(
-            f"dagster.run_launcher = {dagster.run_launcher!r} needs dagster.postgres_url: "
-            "runs on other hosts cannot reach SQLite under DAGSTER_HOME"
-        )
+    # (Settings refuse a launcher without postgres_url: runs elsewhere need shared storage.)
     env = [CONFIG_ENV] if settings.config_file is not None else []
     env.append(DAGSTER_PG_URL_ENV)
     env += [name for name in dagster.run_launcher_env if name not in env]

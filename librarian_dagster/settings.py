@@ -18,7 +18,6 @@ code location and the tests can load with whatever environment they are given.
 from __future__ import annotations
 
 import os
-import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,10 +30,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from librarian_dagster.settings_errors import (
+    ENV_PREFIX,
+    NO_FILE,
+    format_validation_error,
+    format_value_error,
+)
 from librarian_dagster.storage.checksums import ALGORITHMS, DEFAULT_ALGORITHM
 
-ENV_PREFIX = "LIBRARIAN_"
-NO_FILE = "settings"  # how errors name the source when there is no config file
 CONFIG_ENV = "LIBRARIAN_CONFIG"
 DEFAULT_CONFIG = "librarian.toml"
 SECRET_KEY_ENV = "LIBRARIAN_SECRET_KEY"
@@ -84,11 +87,10 @@ class DagsterSettings(_Section):
     # empty means SQLite under DAGSTER_HOME.
     postgres_url: str = ""
     max_concurrent_runs: Annotated[int, Field(ge=1)] = 4
-    # Where queued runs (the sensors', the UI's; not the API's commit-time runs) execute:
-    # "default" starts a process on this host, "docker" a container (dagster-docker; the
-    # engine DOCKER_HOST names), "k8s" a Kubernetes Job (dagster-k8s). The last two need
-    # `postgres_url`, an image with this librarian installed, and the stores mounted at the
-    # same paths wherever the runs start (docs/deployment.md, "Beyond one machine").
+    # Where queued runs (not the API's commit-time runs) execute: "default" a process here,
+    # "docker" a container on the local engine, "k8s" a Kubernetes Job. The last two need
+    # `postgres_url`, an image with this librarian, and the stores at the same paths
+    # wherever runs start (docs/deployment.md, "Beyond one machine").
     run_launcher: Literal["default", "docker", "k8s"] = "default"
     run_launcher_image: str = ""
     # docker: the network the run containers join (empty: Docker's default).
@@ -108,6 +110,11 @@ class DagsterSettings(_Section):
     def _launcher_needs_image(self) -> DagsterSettings:
         if self.run_launcher != "default" and not self.run_launcher_image:
             raise ValueError(f"run_launcher {self.run_launcher!r} needs run_launcher_image")
+        if self.run_launcher != "default" and not self.postgres_url:
+            raise ValueError(
+                f"run_launcher {self.run_launcher!r} needs postgres_url: runs on other hosts "
+                "cannot reach SQLite under DAGSTER_HOME"
+            )
         return self
 
 
@@ -327,43 +334,6 @@ def _resolve_paths(settings: LibrarianSettings, base: Path) -> LibrarianSettings
     )
 
 
-def _env_name(location: tuple[int | str, ...]) -> str | None:
-    """The ``LIBRARIAN_*`` variable that set the value at ``location``, if one did.
-
-    pydantic-settings reads ``LIBRARIAN_API__PORT`` for ``api.port`` (case-insensitive) and,
-    for a section, a JSON object in ``LIBRARIAN_API``: the longest set prefix is the culprit.
-    """
-    wanted = {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
-    parts = [str(part) for part in location]
-    for end in range(len(parts), 0, -1):
-        candidate = ENV_PREFIX + "__".join(parts[:end]).upper()
-        if candidate in wanted:
-            return wanted[candidate]
-    return None
-
-
-def _format_error(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    variable = _env_name(tuple(first["loc"]))
-    if variable is not None:  # the environment overrides the file: name what really set it
-        where = "environment" if source == NO_FILE else f"environment, overrides {source}"
-        return f"{variable} ({where}): {location}: {message}{suffix}"
-    return f"{source}: {location}: {message}{suffix}"
-
-
-def _format_value_error(error: ValueError, source: str) -> str:
-    """A TOML syntax error, or a section given in the environment that is not JSON."""
-    found = re.search(r'field "(\w+)" from source "EnvSettingsSource"', str(error))
-    if found is not None:
-        variable = _env_name((found.group(1),)) or ENV_PREFIX + found.group(1).upper()
-        return f"{variable} (environment): not a JSON object for the [{found.group(1)}] section"
-    return f"{source}: {error}"
-
-
 def config_path_from_env() -> Path:
     return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
 
@@ -388,9 +358,9 @@ def load_settings(
     try:
         settings = LibrarianSettings(**overrides)
     except ValidationError as error:
-        raise SettingsError(_format_error(error, source)) from None
+        raise SettingsError(format_validation_error(error, source)) from None
     except ValueError as error:  # TOML syntax errors surface as ValueError subclasses
-        raise SettingsError(_format_value_error(error, source)) from None
+        raise SettingsError(format_value_error(error, source)) from None
     finally:
         _toml_file.reset(token)
     base = path.resolve().parent if exists else (base_dir or Path.cwd())

@@ -85,3 +85,8 @@ class CorruptionReason(enum.StrEnum):
     MISMATCH = "mismatch"  # its bytes hash to another checksum
     MISSING = "missing"  # nothing at its path
     UNREADABLE = "unreadable"  # it cannot be hashed (e.g. a symlink appeared inside the book)
+
+    @property
+    def label(self) -> str:
+        """The word a person reads: "corrupt" for a mismatch, else the reason itself."""
+        return "corrupt" if self is CorruptionReason.MISMATCH else self.value

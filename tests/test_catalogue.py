@@ -194,3 +194,49 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     catalogue.dispose()
+
+
+def test_migration_0002_gives_copies_taken_out_of_service_earlier_a_record(
+    catalogue: Catalogue,
+) -> None:
+    """Before 0002 a check that found a copy missing only marked it unavailable."""
+    from alembic import command
+
+    from librarian_dagster.catalogue.migrate import alembic_config
+    from librarian_dagster.catalogue.models import CorruptFile
+    from librarian_dagster.states import CorruptionReason, CorruptionStatus
+
+    command.downgrade(alembic_config(catalogue.engine), "0001")
+    with catalogue.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO stores (id, name, kind, root, enabled, ingestable, declared,"
+                " created_at, updated_at) VALUES (1, 'main', 'local', '/d', true, true, true,"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        for file_id, available in ((1, True), (2, False)):
+            connection.execute(
+                text(
+                    "INSERT INTO files (id, name, size, checksum, is_directory, uploader,"
+                    " source, created_at) VALUES (:id, :name, 1, 'xxh3_128:00', false, 'u',"
+                    " 's', CURRENT_TIMESTAMP)"
+                ),
+                {"id": file_id, "name": f"f{file_id}"},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO instances (id, file_id, store_id, path, available,"
+                    " created_at) VALUES (:id, :id, 1, 'p', :available, CURRENT_TIMESTAMP)"
+                ),
+                {"id": file_id, "available": available},
+            )
+    upgrade(catalogue.engine)
+    with catalogue.session() as session:
+        (record,) = session.scalars(select(CorruptFile)).all()
+        assert (record.instance_id, record.reason, record.status) == (
+            2,
+            CorruptionReason.MISSING,
+            CorruptionStatus.DETECTED,
+        )
+        assert record.detected_at.tzinfo is not None

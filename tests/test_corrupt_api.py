@@ -102,6 +102,10 @@ def test_the_corrupt_routes_are_admin_only_and_page_by_cursor(
         first = admin.request("GET", "/corrupt", params={"limit": 2}).json()
         assert first["unresolved"] == 3 and first["next_cursor"]
         assert len(first["corrupt"]) == 2
+        files_cursor = admin.request("GET", "/files", params={"limit": 1}).json()["next_cursor"]
+        assert files_cursor
+        with pytest.raises(LibrarianError, match="invalid cursor"):
+            admin.request("GET", "/corrupt", params={"cursor": files_cursor})
         with pytest.raises(LibrarianError, match="limit"):
             admin.request("GET", "/corrupt", params={"limit": 0})
         record_id = first["corrupt"][0]["id"]
@@ -117,25 +121,28 @@ def test_the_corrupt_routes_are_admin_only_and_page_by_cursor(
         assert admin.ping().corrupt_copies == 2
 
 
+NAME = "cli/[/x]bad[red]"
+
+
 def test_the_cli_lists_dismisses_and_locate_says_corrupt(
     librarian: RunningLibrarian, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from librarian_dagster.cli.main import app
 
-    damaged(librarian, tmp_path, "cli/bad")
+    damaged(librarian, tmp_path, NAME)  # a name that is Rich markup: printed as it is
     user, password = credentials(UserLevel.ADMIN)
     monkeypatch.setenv("LIBRARIAN_PASSWORD", password)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     where = ["--url", librarian.url, "--user", user]
 
-    located = runner.invoke(app, ["locate", "cli/bad", *where])
+    located = runner.invoke(app, ["locate", NAME, *where])
     assert located.exit_code == 0, located.output
     assert "[corrupt" in located.stdout and "[unavailable]" not in located.stdout
 
     listed = runner.invoke(app, ["corrupt", "list", *where])
     assert listed.exit_code == 0, listed.output
-    assert "cli/bad" in listed.stdout and "corrupt" in listed.stdout
+    assert NAME in listed.stdout and "corrupt" in listed.stdout
     assert "1 unresolved corrupt copy" in listed.stderr
 
     as_json = runner.invoke(app, ["corrupt", "list", "--json", *where])
@@ -148,4 +155,4 @@ def test_the_cli_lists_dismisses_and_locate_says_corrupt(
     assert again.exit_code == 1
     (line,) = again.stderr.strip().splitlines()
     assert line.startswith("error: ") and "already dismissed" in line
-    assert "cli/bad" not in runner.invoke(app, ["corrupt", "list", *where]).stdout
+    assert NAME not in runner.invoke(app, ["corrupt", "list", *where]).stdout

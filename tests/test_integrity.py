@@ -8,6 +8,7 @@ row, an ERROR line, an observation on the book's partition, green again after a 
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from librarian_dagster.assets.book import BOOK_KEY
-from librarian_dagster.catalogue.models import CorruptFile, Event, Instance
+from librarian_dagster.catalogue.models import CorruptFile, Event, Instance, Store
 from librarian_dagster.definitions import defs
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS
-from librarian_dagster.services import corrupt
+from librarian_dagster.services import corrupt, integrity
 from librarian_dagster.services.errors import Conflict, NotFound
-from librarian_dagster.services.integrity import verify_instances
+from librarian_dagster.services.integrity import VerifyReport, verify_instances
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import CorruptionReason, CorruptionStatus
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
@@ -139,12 +140,102 @@ def test_an_unmounted_store_is_reported_and_nothing_is_marked_missing(
     moved = tmp_path / "unmounted"
     root.rename(moved)
     try:
-        report = verify_instances(site.catalogue, site.stores)
+        gone = verify_instances(site.catalogue, site.stores)
+        # What an unmounted drive really leaves: an empty mount point, in which serve may
+        # even have recreated the (empty) layout.
+        root.mkdir()
+        site.store.ensure_layout()
+        empty = verify_instances(site.catalogue, site.stores)
     finally:
+        shutil.rmtree(root)
         moved.rename(root)
-    assert not report.passed and list(report.unreadable_stores) == ["main"]
-    assert report.bad == [] and records(site) == []
+    for report in (gone, empty):
+        assert not report.passed and list(report.unreadable_stores) == ["main"]
+        assert report.bad == [] and report.good == []
+    assert "unmounted" in empty.unreadable_stores["main"]
+    assert records(site) == []
     assert verify_instances(site.catalogue, site.stores).passed
+
+
+@pytest.fixture
+def two_stores(make_settings: Callable[..., LibrarianSettings], database_url: str) -> Site:
+    extra = '[[stores]]\nname = "drive"\nroot = "stores/drive"\nreserve_bytes = 0'
+    return open_site(make_settings(database_url=database_url, extra_toml=extra))
+
+
+def store_on(site: Site, tmp_path: Path, name: str, store: str) -> Path:
+    """Ingest a book, then move its copy to ``store`` (as if it had been put there)."""
+    path = stored(site, tmp_path, name)
+    target = site.stores[store].path_for(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(target)
+    with site.catalogue.session() as session:
+        instance = session.scalars(select(Instance).join(Instance.file)).all()[-1]
+        instance.store_id = session.scalar(select(Store.id).where(Store.name == store))
+    return target
+
+
+def test_an_unreadable_store_does_not_starve_the_others(two_stores: Site, tmp_path: Path) -> None:
+    for index in range(3):
+        store_on(two_stores, tmp_path, f"drive/{index}", "drive")
+    rot(stored(two_stores, tmp_path, "main/bad"))
+    drive = two_stores.stores["drive"]
+    shutil.rmtree(drive.store_dir)  # unmounted
+    report = verify_instances(two_stores.catalogue, two_stores.stores, limit=2)
+    assert [bad.name for bad in report.bad] == ["main/bad"]  # found, though drive is older
+    assert list(report.unreadable_stores) == ["drive"]
+
+
+def test_a_store_dropped_from_the_config_with_copies_fails_the_check(
+    two_stores: Site,
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    store_on(two_stores, tmp_path, "kept/one", "drive")
+    stored(two_stores, tmp_path, "main/one")
+    only_main = open_site(make_settings(database_url=database_url))
+    report = verify_instances(only_main.catalogue, only_main.stores)
+    assert report.good == ["main/one"] and not report.passed
+    assert "not in the configuration" in report.unreadable_stores["drive"]
+
+
+def test_the_budget_is_kept_with_known_bad_copies(site: Site, tmp_path: Path) -> None:
+    rot(stored(site, tmp_path, "h/bad"))
+    stored(site, tmp_path, "h/fine")
+    verify_instances(site.catalogue, site.stores, names=["h/bad"])
+    report = verify_instances(site.catalogue, site.stores, limit=1)
+    assert len(report.good) + len(report.bad) == 1
+
+
+def test_two_executions_reading_one_bad_copy_open_one_record(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rot(stored(site, tmp_path, "i/bad"))
+    both_read = threading.Barrier(2, timeout=30)
+    real_read = integrity._read
+
+    def read_then_wait(*args: object) -> object:
+        found = real_read(*args)
+        both_read.wait()  # both have read the copy before either records it
+        return found
+
+    monkeypatch.setattr(integrity, "_read", read_then_wait)
+    reports: list[VerifyReport] = []
+    threads = [
+        threading.Thread(
+            target=lambda: reports.append(verify_instances(site.catalogue, site.stores))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(reports) == 2
+    assert sorted(bad.new for report in reports for bad in report.bad) == [False, True]
+    assert records(site) == [("detected", "mismatch", False)]
+    assert events(site, "copy_mismatch") == 1
 
 
 def test_an_operator_can_dismiss_a_record_and_the_copy_stays_out_of_service(

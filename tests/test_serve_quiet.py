@@ -51,7 +51,8 @@ def test_idle_serve_prints_nothing_but_warnings_and_errors(tmp_path: Path) -> No
         idle = site.output()
         assert idle.count("live-site") == 1 and BANNER in idle, idle
         assert not INFO.search(idle), idle
-        assert HEARTBEAT not in idle, idle
+        # (The heartbeat warning comes only ~100 s in, when the daemon first replaces its
+        # code server: test_quiet_code_servers_do_not_warn_of_missed_heartbeats checks it.)
 
         # Warnings and errors still get through: the API's warning for a 507 ...
         upload = httpx.post(

@@ -153,8 +153,8 @@ def test_failed_runs_checks_and_re_execution_look_as_they_are(tmp_path: Path) ->
         assert tags_of(parent)["user"] == "admin (commit)"
         assert tags_of(parent)["librarian/executor"] == "api"
 
-        # Re-execute, as the UI's button does: accepted, and the new run does only what is
-        # still missing (nothing: one book is stored, the other was refused for good).
+        # Re-execute, as the UI's button does: accepted; the new run does only what is still
+        # missing (the stored book is skipped) and stays red over the book refused for good.
         launched = graphql(
             site,
             REEXECUTE,
@@ -162,9 +162,12 @@ def test_failed_runs_checks_and_re_execution_look_as_they_are(tmp_path: Path) ->
         )["launchPipelineReexecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         child_id = launched["run"]["runId"]
-        assert wait_final(site, child_id) == "SUCCESS", site.log()
+        assert wait_final(site, child_id) == "FAILURE", site.log()
         (child,) = runs(site, runIds=[child_id])
-        assert tags_of(child)["dagster/parent_run_id"] == parent["runId"]
+        child_tags = tags_of(child)
+        assert child_tags["dagster/parent_run_id"] == parent["runId"]
+        assert child_tags["user"] == f"re-execution of {parent['runId'][:8]}"
+        assert child_tags["librarian/executor"] == "queue"
         with LibrarianClient(site.api_url, "admin", ADMIN_PASSWORD) as client:
             assert [f.name for f in client.search_files(name="ui/*")] == ["ui/good"]
 

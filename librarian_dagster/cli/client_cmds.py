@@ -309,8 +309,7 @@ def search(
 def _instance_state(instance: InstanceInfo) -> str:
     """What is wrong with a copy, if anything: corrupt (or missing) beats unavailable."""
     if instance.corrupt is not None:
-        word = "corrupt" if instance.corrupt.value == "mismatch" else instance.corrupt.value
-        return f"  [{word}: see `librarian corrupt list`]"
+        return f"  [{instance.corrupt.label}: see `librarian corrupt list`]"
     return "" if instance.available else "  [unavailable]"
 
 

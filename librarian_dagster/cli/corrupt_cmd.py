@@ -10,6 +10,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from librarian_dagster.cli.common import console, err_console, one_line_errors
@@ -37,11 +38,11 @@ def list_(
         return
     table = Table("id", "name", "store", "problem", "status", "detected")
     for record in records:
-        table.add_row(
+        table.add_row(  # names may hold [ ]: never markup
             str(record.id),
-            record.name,
-            record.store,
-            "corrupt" if record.reason.value == "mismatch" else record.reason.value,
+            escape(record.name),
+            escape(record.store),
+            record.reason.label,
             record.status.value,
             f"{record.detected_at:%Y-%m-%d %H:%M}",
         )
@@ -62,4 +63,8 @@ def dismiss(
     """Close a record by hand; the copy stays out of service and nothing is deleted."""
     with connect(server, url, user) as client:
         record = client.dismiss_corrupt(record_id, note)
-    console.print(f"record {record.id} ({record.name} in store {record.store}) dismissed")
+    console.print(
+        f"record {record.id} ({record.name} in store {record.store}) dismissed",
+        markup=False,
+        highlight=False,
+    )

@@ -59,7 +59,9 @@ def serve(
 
 
 def _secret_names(current: LibrarianSettings) -> list[str]:
-    names = [SECRET_KEY_ENV]
+    """Variables the children get besides the allow-list: secrets, and what runs launched
+    elsewhere take from the daemon's environment (``[dagster] run_launcher_env``)."""
+    names = [SECRET_KEY_ENV, *current.dagster.run_launcher_env]
     if current.notify is not None:
         names.append(current.notify.slack_token_env)
     if current.globus is not None:

@@ -34,6 +34,7 @@ from typing import IO
 
 LOCK_NAME = "serve.lock"
 STATE_DIR_ENV = "LIBRARIAN_STATE_DIR"
+LOCK_PATIENCE_SECONDS = 1.0
 TOKEN_ENV = "LIBRARIAN_SERVE_TOKEN"
 STOP_GRACE_SECONDS = 10.0
 
@@ -164,6 +165,23 @@ def running_librarians() -> list[RunningLibrarian]:
     return found
 
 
+def _lock_exclusive(handle: IO[str]) -> None:
+    """Take the lock, or raise ``BlockingIOError`` if a serve holds it.
+
+    ``holder`` (an admin command looking for the running librarian) takes it shared for an
+    instant; a serve starting in that instant waits a little rather than being refused.
+    """
+    deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ServeLock:
     def __init__(self, data_dir: Path, announce: dict[str, str] | None = None) -> None:
         """``announce``: what the lock file and pointer tell others (URLs, config file)."""
@@ -175,10 +193,10 @@ class ServeLock:
     def acquire(self) -> str | None:
         """Take the lock (or raise ``AlreadyServing``); the token of the serve before, if it
         ran in this boot and did not end cleanly."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(handle)
         except BlockingIOError:
             handle.seek(0)
             running = _parse(handle.read())

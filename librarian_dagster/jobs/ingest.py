@@ -20,10 +20,13 @@ from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
     BOOKS_TAG,
     COMMIT_REQUEST,
+    EXECUTOR_TAG,
     INGEST_JOB,
     INGEST_KIND,
     INGEST_OP,
     KIND_TAG,
+    PARENT_RUN_TAG,
+    QUEUE_EXECUTOR,
     REQUESTED_BY_TAG,
     UI_USER_TAG,
 )
@@ -146,6 +149,22 @@ def _drop_partition(
     context.instance.delete_dynamic_partition(BOOKS_PARTITIONS, name)
 
 
+def _retag_re_execution(context: dg.OpExecutionContext, parent: str) -> None:
+    """A re-execution inherits its parent's tags: say truthfully who runs it and where.
+
+    It was launched from the UI (not at commit) and executes in a run worker (not in the
+    API process); ``run_liveness`` already judges it by status (it has a parent).
+    """
+    context.instance.add_run_tags(
+        context.run_id,
+        {
+            UI_USER_TAG: f"re-execution of {parent[:8]}",
+            REQUESTED_BY_TAG: "re-execution",
+            EXECUTOR_TAG: QUEUE_EXECUTOR,
+        },
+    )
+
+
 @dg.op(name=INGEST_OP, tags={KIND_TAG: INGEST_KIND})
 def ingest_books_op(
     context: dg.OpExecutionContext,
@@ -153,6 +172,9 @@ def ingest_books_op(
     catalogue: CatalogueResource,
     stores: StoresResource,
 ) -> None:
+    parent = context.run.tags.get(PARENT_RUN_TAG)
+    if parent is not None:
+        _retag_re_execution(context, parent)
     transfer_ids = list(config.transfer_ids)
     if config.register_inbox:
         transfer_ids += _register_inbox_books(context, catalogue, config)
@@ -182,9 +204,10 @@ def ingest_books_op(
             context.log.error(f"refused {outcome.name}: {outcome.reason}")
             refused.append({"name": outcome.name, "reason": outcome.reason or ""})
             _drop_partition(context, catalogue, outcome.name)
-        elif outcome.reason == f"already {TransferStatus.FAILED.value}":
-            # A re-execution of a run that refused it: nothing to do, but not "all is well".
-            context.log.warning(f"{outcome.name}: refused by an earlier run; nothing to do")
+        elif parent is not None and outcome.reason == f"already {TransferStatus.FAILED.value}":
+            # Re-executing cannot retry a refused book (its data is gone): not "all is well".
+            context.log.error(f"{outcome.name}: refused by an earlier run; upload it again")
+            refused.append({"name": outcome.name, "reason": "refused by an earlier run"})
         else:
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
     # A run that refused a book fails (red in the UI), after the books it stored were

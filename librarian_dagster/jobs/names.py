@@ -28,6 +28,7 @@ INBOX_TAG = "librarian/inbox"
 # Runs executed inside the API process (``jobs.api_executor``) and their liveness.
 EXECUTOR_TAG = "librarian/executor"
 API_EXECUTOR = "api"
+QUEUE_EXECUTOR = "queue"  # a run worker (what a re-execution of an API run is)
 PROCESS_TAG = "librarian/process"
 # Set by the API's runner once execute_in_process has returned (or raised).
 FINISHED_TAG = "librarian/finished"

@@ -113,8 +113,12 @@ def open_catalogue(settings: LibrarianSettings) -> Catalogue:
 
 
 def ready(settings: LibrarianSettings) -> None:
-    """``serve``'s start: an existing, current catalogue; store layout and store rows synced."""
+    """``serve``'s start: an existing, current catalogue; store layout and store rows synced.
+
+    The data dir is narrowed to 0700 here too (it may predate that rule).
+    """
     catalogue = open_catalogue(settings)
+    narrow_mode(settings.data_dir, 0o700)
     for store in open_stores(settings).values():
         store.ensure_layout()
     with catalogue.session() as session:

@@ -30,6 +30,7 @@ from librarian_dagster.states import (
 
 # Who closed a record that closed itself: the check re-read the copy and it matched.
 VERIFIED_BY = "verified"
+CURSOR_KIND = "c"  # keyset cursors of /corrupt (files use "f")
 
 
 def open_record(session: Session, instance_id: int) -> CorruptFile | None:
@@ -156,8 +157,8 @@ def list_records(
     if not include_resolved:
         statement = statement.where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
     if cursor:
-        statement = statement.where(CorruptFile.id > decode_cursor(cursor))
+        statement = statement.where(CorruptFile.id > decode_cursor(cursor, CURSOR_KIND))
     rows = session.scalars(statement).all()
     if len(rows) > limit:
-        return rows[:limit], encode_cursor(rows[limit - 1].id)
+        return rows[:limit], encode_cursor(rows[limit - 1].id, CURSOR_KIND)
     return rows, None

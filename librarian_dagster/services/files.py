@@ -154,14 +154,16 @@ def _name_matches(session: Session, pattern: str) -> ColumnElement[bool]:
     return File.name.regexp_match(glob_to_regex(pattern))
 
 
-def encode_cursor(file_id: int) -> str:
-    return base64.urlsafe_b64encode(f"f:{file_id}".encode()).decode().rstrip("=")
+def encode_cursor(row_id: int, kind: str = "f") -> str:
+    """An opaque keyset cursor: the last id of a page, tagged with what it pages (``f``:
+    files, ``c``: corrupt-copy records), so one list's cursor is refused by another."""
+    return base64.urlsafe_b64encode(f"{kind}:{row_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, kind: str = "f") -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        digits = text.removeprefix("f:")
+        digits = text.removeprefix(f"{kind}:")
         if digits == text or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
             raise ValueError(text)
         file_id = int(digits)

@@ -8,8 +8,11 @@ copies already known bad, so that a copy an operator restored is found good agai
   service and its record closed (``services.corrupt.close_repaired``);
 - a bad copy (bytes differ, gone, unreadable) is taken out of service and gets one open
   corrupt-copy record and an operator event, in one transaction; nothing is deleted;
-- a store whose root is not there (an unmounted drive, a lost mount) is not read at all and
-  is reported: bad storage must not turn every copy on it into a "missing" record.
+- a store that cannot be read (its store area gone, or empty while the catalogue records
+  copies there: an unmounted drive's bare mount point) is not read at all and is reported,
+  and its copies are not candidates: bad storage must neither turn every copy on it into a
+  "missing" record nor use up the budget that copies elsewhere need. So is a store dropped
+  from the configuration while the catalogue records copies in service there.
 
 The report counts the records still open after the execution, whichever copies it read: the
 check stays failed until every bad copy is repaired or dismissed. Paths are re-derived from
@@ -18,6 +21,7 @@ the store and the name, never taken from the row as given.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import CorruptFile, File, Instance
+from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
 from librarian_dagster.services import corrupt
 from librarian_dagster.services.events import record_event
 from librarian_dagster.states import UNRESOLVED_CORRUPTION, CorruptionReason, Severity
@@ -89,14 +93,17 @@ class _Candidate:
     name: str
     checksum: str
     store: str
-    record_id: int | None  # the copy's open corrupt-copy record, if it is known bad
 
 
-def _known_bad(session: Session, names: Sequence[str], limit: int) -> list[_Candidate]:
-    """Copies with an open record, the longest unread first."""
+def _known_bad(
+    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
+) -> list[_Candidate]:
+    """Copies with an open record on a readable store, the longest unread first."""
     statement = (
         select(CorruptFile)
         .join(Instance, CorruptFile.instance_id == Instance.id)
+        .join(Store, CorruptFile.store_id == Store.id)
+        .where(Store.name.in_(list(readable)))
         .options(
             joinedload(CorruptFile.file),
             joinedload(CorruptFile.store),
@@ -115,35 +122,45 @@ def _known_bad(session: Session, names: Sequence[str], limit: int) -> list[_Cand
             record.file.name,
             record.file.checksum,
             record.store.name,
-            record.id,
         )
         for record in session.scalars(statement).unique().all()
     ]
 
 
-def _in_service(session: Session, names: Sequence[str], limit: int) -> list[_Candidate]:
-    """Copies in service, least recently verified (never verified first)."""
+def _in_service(
+    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
+) -> list[_Candidate]:
+    """Copies in service on a readable store, least recently verified (never verified first)."""
     statement = (
         select(Instance)
         .join(File)
+        .join(Store, Instance.store_id == Store.id)
         .options(joinedload(Instance.file), joinedload(Instance.store))
-        .where(Instance.available)
+        .where(Instance.available, Store.name.in_(list(readable)))
         .order_by(Instance.verified_at.is_not(None), Instance.verified_at, Instance.id)
         .limit(limit)
     )
     if names:
         statement = statement.where(File.name.in_(list(names)))
     return [
-        _Candidate(row.id, row.file.name, row.file.checksum, row.store.name, None)
+        _Candidate(row.id, row.file.name, row.file.checksum, row.store.name)
         for row in session.scalars(statement).all()
     ]
 
 
-def _candidates(catalogue: Catalogue, names: Sequence[str], limit: int) -> list[_Candidate]:
-    """Known-bad copies (up to half the budget, at least one) first, then copies in service."""
-    with catalogue.session() as session:
-        known_bad = _known_bad(session, names, limit if names else max(1, limit // 2))
-        return known_bad + _in_service(session, names, limit - len(known_bad) or 1)
+def _candidates(
+    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
+) -> list[_Candidate]:
+    """Known-bad copies (up to half the budget, at least one) first, then copies in service.
+
+    Only copies on stores that can be read now: a store that cannot must not take the whole
+    budget execution after execution while copies elsewhere go unread.
+    """
+    if not readable:
+        return []
+    known_bad = _known_bad(session, names, readable, limit if names else max(1, limit // 2))
+    room = limit - len(known_bad)
+    return known_bad + (_in_service(session, names, readable, room) if room > 0 else [])
 
 
 def _read(path: Path, expected: Checksum) -> tuple[Checksum | None, CorruptionReason | None, str]:
@@ -161,14 +178,58 @@ def _read(path: Path, expected: Checksum) -> tuple[Checksum | None, CorruptionRe
     return found, CorruptionReason.MISMATCH, f"{path}: expected {expected}, found {found}"
 
 
-def _root_problem(store: LocalStore) -> str | None:
-    """Why a store cannot be read at all (its root is gone or not a directory), or None."""
+def _store_problem(session: Session, store: LocalStore) -> str | None:
+    """Why a configured store cannot be read at all now, or None.
+
+    An unmounted drive usually leaves an empty mount point (and ``serve`` may have recreated
+    the empty layout inside it): a store area with no entries at all while the catalogue
+    records copies in service there is reported, not taken as "every copy missing".
+    """
     try:
-        if store.root.is_dir():
-            return None
-        return f"store root {store.root} is not there (unmounted?)"
+        if not store.store_dir.is_dir():
+            return f"store area {store.store_dir} is not there (unmounted?)"
+        with os.scandir(store.store_dir) as entries:
+            empty = next(entries, None) is None
     except OSError as error:
-        return f"store root {store.root}: {error.strerror or error}"
+        return f"store area {store.store_dir}: {error.strerror or error}"
+    if empty and _holds_copies(session, store.name):
+        return (
+            f"store area {store.store_dir} is empty but the catalogue records copies there "
+            "(unmounted?)"
+        )
+    return None
+
+
+def _holds_copies(session: Session, store_name: str) -> bool:
+    return (
+        session.scalar(
+            select(Instance.id)
+            .join(Store, Instance.store_id == Store.id)
+            .where(Store.name == store_name, Instance.available)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _store_problems(session: Session, stores: dict[str, LocalStore]) -> dict[str, str]:
+    """Stores whose copies cannot be read now: unreadable ones, and unconfigured ones that
+    the catalogue still says hold copies in service (nothing could ever verify those)."""
+    problems = {
+        name: problem
+        for name, store in stores.items()
+        if (problem := _store_problem(session, store)) is not None
+    }
+    orphaned = session.scalars(
+        select(Store.name)
+        .join(Instance, Instance.store_id == Store.id)
+        .where(Instance.available, Store.name.not_in(list(stores)))
+        .distinct()
+        .limit(REPORTED_NAMES)
+    ).all()
+    for name in orphaned:
+        problems[name] = "not in the configuration; its copies in service cannot be verified"
+    return problems
 
 
 def _record(
@@ -179,14 +240,19 @@ def _record(
     detail: str,
     report: VerifyReport,
 ) -> None:
-    """Write what one read found, in one transaction."""
+    """Write what one read found, in one transaction.
+
+    The copy's row is locked and its open record looked up again under the lock: two
+    executions that read the same bad copy at once (a schedule and a click) open one record
+    and one event between them, and the second reports it as already known.
+    """
     with catalogue.session() as session:
-        instance = session.get(Instance, candidate.instance_id)
+        instance = session.get(Instance, candidate.instance_id, with_for_update=True)
         if instance is None:
             return  # deleted meanwhile
-        record = session.get(CorruptFile, candidate.record_id) if candidate.record_id else None
+        record = corrupt.open_record(session, instance.id)
         if reason is None:
-            if record is not None and record.status in UNRESOLVED_CORRUPTION:
+            if record is not None:
                 corrupt.close_repaired(session, record, instance)
                 report.repaired.append(candidate.name)
             else:
@@ -195,6 +261,7 @@ def _record(
             report.bytes_read += instance.file.size
             return
         actual = str(found) if found is not None else None
+        new = record is None
         if record is not None:
             record.updated_at = datetime.now(UTC)  # read again: rotate to the back
         else:
@@ -209,14 +276,7 @@ def _record(
                 subject=candidate.name,
             )
         report.bad.append(
-            BadCopy(
-                candidate.name,
-                candidate.store,
-                reason,
-                candidate.checksum,
-                actual,
-                new=candidate.record_id is None,
-            )
+            BadCopy(candidate.name, candidate.store, reason, candidate.checksum, actual, new=new)
         )
 
 
@@ -229,16 +289,12 @@ def verify_instances(
 ) -> VerifyReport:
     report = VerifyReport()
     started = time.monotonic()
-    for candidate in _candidates(catalogue, names, limit):
-        store = stores.get(candidate.store)
-        if store is None:
-            continue  # a store no longer configured: nothing to read it with
-        if candidate.store in report.unreadable_stores:
-            continue
-        problem = _root_problem(store)
-        if problem is not None:
-            report.unreadable_stores[candidate.store] = problem
-            continue
+    with catalogue.session() as session:
+        report.unreadable_stores = _store_problems(session, stores)
+        readable = [name for name in stores if name not in report.unreadable_stores]
+        candidates = _candidates(session, names, readable, limit)
+    for candidate in candidates:
+        store = stores[candidate.store]
         expected = Checksum.parse(candidate.checksum)
         found, reason, detail = _read(store.path_for(candidate.name), expected)
         _record(catalogue, candidate, found, reason, detail, report)
