@@ -7,8 +7,11 @@ They never skip: an unreachable server is an error (deselect with ``-m "not post
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,9 +34,9 @@ POSTGRES_URL = os.environ.get(
 
 # Running serves leave pointers for admin commands (cli.serve_lock.registry_dir): the tests'
 # go to a directory of this session, never the user's own state directory.
-os.environ.setdefault(
-    "LIBRARIAN_STATE_DIR", f"/tmp/librarian-test-state-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-)
+if "LIBRARIAN_STATE_DIR" not in os.environ:
+    os.environ["LIBRARIAN_STATE_DIR"] = tempfile.mkdtemp(prefix="librarian-test-state-")
+    atexit.register(shutil.rmtree, os.environ["LIBRARIAN_STATE_DIR"], ignore_errors=True)
 
 # Cheap argon2 for tests that log in many times; one test checks the production defaults.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024, "argon2_parallelism": 1}
