@@ -64,7 +64,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import socket
 import sqlite3
 import statistics
@@ -72,7 +71,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +94,7 @@ from librarian_dagster.storage.checksums import (  # noqa: E402
     hash_path,
     new_hasher,
 )
+from librarian_dagster.storage.posix import remove_if_present  # noqa: E402
 from librarian_dagster.wire import API_PREFIX, MAX_PAGE  # noqa: E402
 from tests.conftest import FAST_ARGON2  # noqa: E402
 from tests.live import ADMIN_PASSWORD, LiveLibrarian  # noqa: E402
@@ -144,19 +144,6 @@ def checksum_of(data: bytes) -> Checksum:
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that also gets through the store's read-only books."""
-
-    def make_writable(func: Callable[..., object], target: str, _exc_info: object) -> None:
-        os.chmod(os.path.dirname(target), 0o755)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, 0o755)
-        func(target)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable)
 
 
 # -- the site ------------------------------------------------------------------------------
@@ -972,7 +959,7 @@ def main() -> None:
             with live_site(work, args.attackers) as (live, attackers):
                 measured = measure(live, attackers, args)
         finally:
-            remove_tree(work)
+            remove_if_present(work)  # also through read-only books
         rounds.append(
             {
                 "round": number,

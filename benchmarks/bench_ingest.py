@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import select
-import shutil
 import sqlite3
 import statistics
 import struct
@@ -76,6 +75,7 @@ from librarian_dagster.client import uploads as client_uploads  # noqa: E402
 from librarian_dagster.jobs.names import API_EXECUTOR, EXECUTOR_TAG, INGEST_JOB, INGEST_OP  # noqa: E402
 from librarian_dagster.storage.checksums import hash_path  # noqa: E402
 from librarian_dagster.storage.movers.copy import copy_and_hash  # noqa: E402
+from librarian_dagster.storage.posix import remove_if_present  # noqa: E402
 from tests.live import ADMIN_PASSWORD, LiveLibrarian  # noqa: E402
 
 WORK = HERE / "work"
@@ -134,19 +134,6 @@ def make_random_file(path: Path, size: int) -> None:
     with open(path, "wb") as out:
         for offset in range(0, size, BLOCK):
             out.write(block[: size - offset])
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that also gets through the store's read-only books."""
-
-    def make_writable(func: Callable[..., object], target: str, _exc_info: object) -> None:
-        os.chmod(os.path.dirname(target), 0o755)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, 0o755)
-        func(target)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable)
 
 
 def fsync_path(path: Path) -> None:
@@ -1115,7 +1102,7 @@ def main() -> None:
                         "git": git_state(),
                     }
     finally:
-        remove_tree(work)
+        remove_if_present(work)  # also through read-only books
     result = {
         # Other work on the machine skews the numbers: a 1-minute load well above what the
         # benchmark itself causes means the run was disturbed.

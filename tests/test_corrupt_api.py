@@ -21,8 +21,6 @@ from librarian_dagster.states import UserLevel
 from tests.api_helpers import credentials
 from tests.client_helpers import RunningLibrarian, make_tree, running_librarian
 
-PASSWORD_VAR = "TEST_CORRUPT_ADMIN_PASSWORD"
-
 
 @pytest.fixture
 def librarian(

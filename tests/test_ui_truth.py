@@ -122,6 +122,27 @@ def upload_with_wrong_checksum(client: LibrarianClient, source: Path, name: str)
     return upload_id
 
 
+def wait_refused(client: LibrarianClient, upload_id: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get_upload(upload_id).status.value != "failed":
+        assert time.monotonic() < deadline, "the bad upload was never refused"
+        time.sleep(0.5)
+
+
+def failed_ingest_run(site: LiveLibrarian, book: str, timeout: float = 60) -> dict[str, Any]:
+    """The ingest run that refused ``book``, once it has ended FAILURE."""
+
+    def failed() -> list[dict[str, Any]]:
+        return [
+            run
+            for run in runs(site, pipelineName="ingest_books")
+            if run["status"] == "FAILURE" and book in tags_of(run)["librarian/books"]
+        ]
+
+    site.wait_until(failed, timeout, f"the run that refused {book} to end failed")
+    return failed()[0]
+
+
 def test_failed_runs_checks_and_re_execution_look_as_they_are(tmp_path: Path) -> None:
     site = LiveLibrarian(tmp_path / "site")
     site.directory.mkdir()
@@ -133,23 +154,10 @@ def test_failed_runs_checks_and_re_execution_look_as_they_are(tmp_path: Path) ->
         bad.write_bytes(b"bytes that will not match")
         with LibrarianClient(site.api_url, "admin", ADMIN_PASSWORD) as client:
             client.upload(good, "ui/good")
-            upload_id = upload_with_wrong_checksum(client, bad, "ui/bad")
-            deadline = time.monotonic() + 120
-            while client.get_upload(upload_id).status.value != "failed":
-                assert time.monotonic() < deadline, "the bad upload was never refused"
-                time.sleep(0.5)
+            wait_refused(client, upload_with_wrong_checksum(client, bad, "ui/bad"))
 
         # The commit-time run that refused the book is red and says who asked for it.
-        def failed_runs() -> list[dict[str, Any]]:
-            return [
-                run
-                for run in runs(site, pipelineName="ingest_books")
-                if run["status"] == "FAILURE" and "ui/bad" in tags_of(run)["librarian/books"]
-            ]
-
-        site.wait_until(failed_runs, 60, "the refusing run to end failed")
-        failed = failed_runs()
-        parent = failed[0]
+        parent = failed_ingest_run(site, "ui/bad")
         assert tags_of(parent)["user"] == "admin (commit)"
         assert tags_of(parent)["librarian/executor"] == "api"
 

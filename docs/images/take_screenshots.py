@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -24,10 +23,11 @@ from tests.live import ADMIN_PASSWORD, LiveLibrarian
 from tests.test_ui_truth import (
     CHECK_EXECUTION,
     LAUNCH,
+    failed_ingest_run,
     graphql,
-    runs,
     upload_with_wrong_checksum,
     wait_final,
+    wait_refused,
 )
 
 
@@ -63,10 +63,9 @@ def main(out: Path) -> None:
         bad.write_bytes(b"nope")
         with LibrarianClient(site.api_url, "admin", ADMIN_PASSWORD) as client:
             client.upload(good, "2026/12/02/obs_0001")
-            upload_with_wrong_checksum(client, bad, "2026/12/02/obs_0002")
-            time.sleep(8)
+            wait_refused(client, upload_with_wrong_checksum(client, bad, "2026/12/02/obs_0002"))
             stored = Path(client.get_file("2026/12/02/obs_0001").instances[0].path)
-        (failed,) = [r for r in runs(site, pipelineName="ingest_books") if r["status"] == "FAILURE"]
+        failed = failed_ingest_run(site, "2026/12/02/obs_0002")
         stored.chmod(0o644)
         stored.write_bytes(b"bit rot")
         for _ in range(2):

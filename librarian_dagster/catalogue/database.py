@@ -57,12 +57,21 @@ def private_sqlite_file(path: Path) -> None:
         narrow_mode(candidate, 0o600)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite catalogue URL; None for another backend or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database)
+
+
 def create_catalogue_engine(url: str, **kwargs: Any) -> Engine:
     """An engine configured for the catalogue's backend (SQLite or PostgreSQL)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            private_sqlite_file(Path(parsed.database))
+        database_file = sqlite_file(url)
+        if database_file is not None:
+            private_sqlite_file(database_file)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

@@ -31,7 +31,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.database import Catalogue, sqlite_file
 from librarian_dagster.cli.serve_lock import describe, running_librarians
 from librarian_dagster.client.errors import LibrarianError
 from librarian_dagster.services.bootstrap import open_catalogue
@@ -101,7 +101,8 @@ def admin_settings() -> LibrarianSettings:
     if _explicit():
         return settings()
     here = load_settings()
-    if Path(here.catalogue_url.removeprefix("sqlite:///")).is_file() or here.database_url:
+    catalogue_here = sqlite_file(here.catalogue_url)
+    if here.database_url or (catalogue_here is not None and catalogue_here.is_file()):
         return here
     running = running_librarians()
     if len(running) == 1:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from librarian_dagster.catalogue.database import Catalogue, get_catalogue
+from librarian_dagster.catalogue.database import Catalogue, get_catalogue, sqlite_file
 from librarian_dagster.catalogue.migrate import current_revision, head_revision, upgrade
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
@@ -73,16 +73,11 @@ def check_catalogue(settings: LibrarianSettings) -> None:
 
     Creates nothing: a SQLite file that is not there is reported, not made.
     """
-    url = make_url(settings.catalogue_url)
     shown = shown_url(settings.catalogue_url)
-    sqlite_file = (
-        Path(url.database)
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:"
-        else None
-    )
-    if sqlite_file is not None and not sqlite_file.is_file():
+    database_file = sqlite_file(settings.catalogue_url)
+    if database_file is not None and not database_file.is_file():
         raise CatalogueNotReady(
-            f"no catalogue at {sqlite_file} ({_where(settings)}); run `librarian init` "
+            f"no catalogue at {database_file} ({_where(settings)}); run `librarian init` "
             "to create it, or point --config / LIBRARIAN_CONFIG at the librarian's "
             "librarian.toml"
         )

@@ -51,11 +51,12 @@ def record_bad_copy(
     actual: str | None,
     detail: str | None,
 ) -> CorruptFile:
-    """Take the copy out of service and open its record (or return the one already open)."""
+    """Take the copy out of service and open its record.
+
+    The caller has looked under the copy's row lock and found no open record
+    (``services.integrity._record``); the partial unique index is the backstop.
+    """
     instance.available = False
-    existing = open_record(session, instance.id)
-    if existing is not None:
-        return existing
     record = CorruptFile(
         file_id=instance.file_id,
         instance_id=instance.id,
