@@ -19,6 +19,7 @@ import pytest
 from litestar.testing import TestClient
 
 from librarian_dagster.api import housekeeping
+from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.services import upload_content, upload_reservations, uploads
 from librarian_dagster.services.accounts import Principal
@@ -308,3 +309,33 @@ def test_a_shared_filesystem_copy_in_progress_is_not_expired(site: Site) -> None
         == 0
     )
     assert status(site, upload_id)[0] == TransferStatus.INITIATED
+
+
+def test_a_cancel_while_a_body_arrives_leaves_exactly_one_removal(
+    site: Site, tmp_path: Path
+) -> None:
+    """The body's writer has checked the status (not cancelled yet) and is about to end when
+    the cancel commits: the removal is handed to it under the slots' lock and done once the
+    body has ended, never by both and never by neither."""
+    slots = UploadSlots(per_user=2, total=4)
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"x" * 100)
+    arriving = site.stage("handover/body", payload)
+    staging = site.staging_path(arriving).parent
+    with slots.hold(arriving, UPLOADER.name) as left_to_body:
+        uploads.cancel_upload(
+            site.catalogue, site.stores, arriving, UPLOADER, leave_removal=slots.leave_to_body
+        )
+        assert staging.exists(), "removed under a body that may still be writing"
+        assert left_to_body == []  # handed over only as the slot is released
+    assert len(left_to_body) == 1
+    left_to_body[0]()
+    assert not staging.exists()
+    assert site.status(arriving)[0] == "cancelled"
+
+    idle = site.stage("handover/idle", payload)
+    idle_staging = site.staging_path(idle).parent
+    uploads.cancel_upload(
+        site.catalogue, site.stores, idle, UPLOADER, leave_removal=slots.leave_to_body
+    )
+    assert not idle_staging.exists()  # no body arriving: the cancel removes it itself

@@ -6,7 +6,9 @@ it ends. Three limits keep one client from stopping the API for the others:
 - one writer per upload: a second ``PUT`` to an upload whose body is still arriving gets
   409 (before, both answered 200 and the first one's bytes were silently replaced), and so
   does a commit (the route checks that the caller owns the upload first); a cancel goes
-  through, and the body's writer removes the data when it sees it;
+  through, and leaves the removal of the data to the body's request, which does it once the
+  body has ended (``leave_to_body``): one remover, never two on a growing tree, and never
+  none (the cancel hands over under the same lock that the body's end takes);
 - ``per_user`` bodies at once per user (429 beyond, with ``Retry-After``);
 - ``total`` bodies at once overall, on a thread limiter of their own, so stalled uploads can
   never take the threads that authentication and the other routes run on; the last quarter
@@ -19,8 +21,8 @@ In memory, per API process (the librarian runs one).
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -35,6 +37,8 @@ class UploadSlots:
         self._for_newcomers = total // 4
         self._active: set[int] = set()
         self._by_user: Counter[str] = Counter()
+        # Work handed to a body's request (``leave_to_body``), to run once the body ended.
+        self._left: defaultdict[int, list[Callable[[], None]]] = defaultdict(list)
         self._lock = threading.Lock()
         self.limiter = anyio.CapacityLimiter(total)
 
@@ -43,9 +47,14 @@ class UploadSlots:
         with self._lock:
             return frozenset(self._active)
 
-    def is_receiving(self, upload_id: int) -> bool:
+    def leave_to_body(self, upload_id: int, action: Callable[[], None]) -> bool:
+        """Give ``action`` to the request whose body for this upload is arriving, to run once
+        the body has ended; False if none is arriving (the caller runs it itself)."""
         with self._lock:
-            return upload_id in self._active
+            if upload_id not in self._active:
+                return False
+            self._left[upload_id].append(action)
+            return True
 
     def refuse_if_receiving(self, upload_id: int, what: str) -> None:
         """409 while a body for this upload is arriving: it cannot be cancelled or committed."""
@@ -57,11 +66,13 @@ class UploadSlots:
                 )
 
     @contextmanager
-    def hold(self, upload_id: int, user: str) -> Iterator[None]:
+    def hold(self, upload_id: int, user: str) -> Iterator[list[Callable[[], None]]]:
         """Hold the slot of this upload (and one of the user's) while its body arrives.
 
         Refused at once (429) when every upload thread is taken: a request must not wait
-        without a deadline for one, holding its slot meanwhile.
+        without a deadline for one, holding its slot meanwhile. The list it gives is filled,
+        as the slot is released, with the work left to this request (``leave_to_body``),
+        for the request to run after the block.
         """
         with self._lock:
             free = self._total - len(self._active)  # each held body takes a thread token
@@ -88,10 +99,12 @@ class UploadSlots:
                 )
             self._active.add(upload_id)
             self._by_user[user] += 1
+        left: list[Callable[[], None]] = []
         try:
-            yield
+            yield left
         finally:
             with self._lock:
+                left += self._left.pop(upload_id, [])
                 self._active.discard(upload_id)
                 self._by_user[user] -= 1
                 if self._by_user[user] <= 0:

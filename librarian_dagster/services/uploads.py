@@ -14,7 +14,7 @@ Bytes streamed over HTTP are received by ``services.upload_content``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -286,14 +286,16 @@ def cancel_upload(
     upload_id: int,
     principal: Principal,
     *,
-    body_arriving: bool = False,
+    leave_removal: Callable[[int, Callable[[], None]], bool] | None = None,
 ) -> None:
     """Cancel an upload that no run has claimed yet, and remove its staged data.
 
     The data goes only *after* the cancellation committed: if the commit fails, it is still
-    there for the upload to go on. While a body is arriving (``body_arriving``), its writer
-    removes the data when it sees the cancellation (``upload_content``), not this call: two
-    removers of one growing tree trip over each other.
+    there for the upload to go on. ``leave_removal(upload_id, remove)`` (the API's
+    ``UploadSlots.leave_to_body``) hands the removal to a body's writer if one is arriving,
+    to do once the body has ended, and says whether it did: two removers of one growing
+    tree trip over each other, and a writer that checked the status just before the
+    cancellation committed would otherwise leave the data behind.
     """
     with catalogue.session() as session:
         transfer = owned_upload(session, upload_id, principal, for_update=True)
@@ -304,8 +306,12 @@ def cancel_upload(
         transfer.completed_at = datetime.now(UTC)
         session.flush()
         staging = staging_of(transfer, stores)
-    if not body_arriving:  # a body that starts meanwhile: its writer removes the rest
+
+    def remove() -> None:
         discard_quietly(staging, f"cancelled upload {upload_id}")
+
+    if leave_removal is None or not leave_removal(upload_id, remove):
+        remove()
 
 
 class UploadHooks:

@@ -8,6 +8,7 @@ app-wide JSON limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio.to_thread
@@ -151,8 +152,13 @@ async def put_content(
             uploads.get_upload(session, upload_id, request.user)
 
     await anyio.to_thread.run_sync(owned)
-    with upload_slots.hold(upload_id, request.user.name):
-        return await anyio.to_thread.run_sync(receive, limiter=upload_slots.limiter)
+    left_to_us: list[Callable[[], None]] = []  # (still empty if the slot is refused)
+    try:
+        with upload_slots.hold(upload_id, request.user.name) as left_to_us:
+            return await anyio.to_thread.run_sync(receive, limiter=upload_slots.limiter)
+    finally:
+        for action in left_to_us:  # a cancel that came while the body arrived: its removal
+            await anyio.to_thread.run_sync(action)
 
 
 @post(
@@ -236,11 +242,7 @@ def cancel_upload(
     upload_id: UploadId,
 ) -> None:
     uploads.cancel_upload(
-        catalogue,
-        stores,
-        upload_id,
-        request.user,
-        body_arriving=upload_slots.is_receiving(upload_id),
+        catalogue, stores, upload_id, request.user, leave_removal=upload_slots.leave_to_body
     )
 
 
