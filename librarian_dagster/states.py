@@ -45,6 +45,55 @@ class TransferStatus(enum.StrEnum):
 
 FINAL_STATUSES = frozenset({TransferStatus.STORED, TransferStatus.FAILED, TransferStatus.CANCELLED})
 PENDING_STATUSES = (TransferStatus.INITIATED, TransferStatus.STAGED, TransferStatus.VERIFYING)
+# An outgoing transfer (one book on its way to a peer) is ``initiated`` while it waits for a
+# batch or for the peer's answer to stage, ``ongoing`` while the mover carries it, ``staged``
+# once its bytes are in the peer's staging and the peer was told, and ``stored`` when the
+# peer says it verified and stored them. At most one pending transfer per book and peer.
+OUTGOING_PENDING = (TransferStatus.INITIATED, TransferStatus.ONGOING, TransferStatus.STAGED)
+
+
+class BatchStatus(enum.StrEnum):
+    """Life of a clone batch: one mover task carrying many books to one peer."""
+
+    INITIATED = "initiated"  # formed by the clone sensor; the peer not asked to stage yet
+    STAGED = "staged"  # the peer staged its books; waiting for a free mover slot
+    SUBMITTING = "submitting"  # submission id recorded; the mover may or may not have it
+    ONGOING = "ongoing"  # the mover has the task
+    SUCCEEDED = "succeeded"  # the mover moved every book it still had to
+    FAILED = "failed"  # the mover gave up on some books (each has its own outcome)
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+
+
+# Batches that hold (or may hold) a task at their mover: they count against
+# ``[transfer] max_active_transfers``.
+MOVER_BUSY = (BatchStatus.SUBMITTING, BatchStatus.ONGOING)
+BATCH_OPEN = (
+    BatchStatus.INITIATED,
+    BatchStatus.STAGED,
+    BatchStatus.SUBMITTING,
+    BatchStatus.ONGOING,
+)
+
+
+class MoverName(enum.StrEnum):
+    """The byte movers a peer can be reached by (SPEC §5: ``mover`` of ``POST /peers``)."""
+
+    LOCAL = "local"  # copies on this host: same-host peers, tests
+    GLOBUS = "globus"
+
+
+class StageAnswer(enum.StrEnum):
+    """A peer's answer to "stage this book" (``POST /clones/stage``), per book."""
+
+    STAGED = "staged"  # a staging directory is ready for its bytes
+    HELD = "held"  # the peer holds a verified copy with the same checksum: nothing to send
+    IN_PROGRESS = "in_progress"  # the peer is already receiving or verifying it from us
+    CONFLICT = "conflict"  # the peer holds another book under that name: never overwritten
+    REFUSED = "refused"  # the peer cannot take it (its name rules, say); ``reason`` says why
 
 
 class TransferKind(enum.StrEnum):
