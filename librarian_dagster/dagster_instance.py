@@ -17,7 +17,15 @@ from typing import Any
 
 import yaml
 
-from librarian_dagster.jobs.names import BOOKS_PARTITIONS, INGEST_KIND, KIND_TAG, LOCATION_NAME
+from librarian_dagster.jobs.names import (
+    BOOKS_PARTITIONS,
+    CALLBACKS_KIND,
+    CLONE_KIND,
+    INGEST_KIND,
+    KIND_TAG,
+    LOCATION_NAME,
+    RECEIVE_KIND,
+)
 from librarian_dagster.settings import CONFIG_ENV, LibrarianSettings
 
 DAGSTER_PG_URL_ENV = "LIBRARIAN_DAGSTER_PG_URL"
@@ -38,9 +46,13 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
             "config": {
                 "max_concurrent_runs": settings.dagster.max_concurrent_runs,
                 "dequeue_interval_seconds": 1,
-                # A burst of uploads must not take every slot: transfers and checks go on.
+                # A burst of uploads (or of clones arriving) must not take every slot:
+                # transfers, callbacks and checks go on.
                 "tag_concurrency_limits": [
                     {"key": KIND_TAG, "value": INGEST_KIND, "limit": 2},
+                    {"key": KIND_TAG, "value": RECEIVE_KIND, "limit": 2},
+                    {"key": KIND_TAG, "value": CLONE_KIND, "limit": 2},
+                    {"key": KIND_TAG, "value": CALLBACKS_KIND, "limit": 1},
                 ],
             },
         },
@@ -197,3 +209,24 @@ def dagster_env(settings: LibrarianSettings) -> dict[str, str]:
     if settings.dagster.postgres_url:
         env[DAGSTER_PG_URL_ENV] = settings.dagster.postgres_url
     return env
+
+
+def reload_code_location(settings: LibrarianSettings, timeout: float = 10.0) -> str | None:
+    """Ask the running Dagster webserver to reload the code location (peer assets change
+    when peers do); None if it did, else why not (it may not be running: that is fine)."""
+    import httpx
+
+    url = f"http://{settings.dagster.webserver_host}:{settings.dagster.webserver_port}/graphql"
+    query = (
+        "mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) "
+        "{ __typename } }"
+    )
+    try:
+        response = httpx.post(
+            url, json={"query": query, "variables": {"name": LOCATION_NAME}}, timeout=timeout
+        )
+        response.raise_for_status()
+        kind = response.json()["data"]["reloadRepositoryLocation"]["__typename"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+        return f"{type(error).__name__}: {error}"[:200]
+    return None if kind == "WorkspaceLocationEntry" else kind

@@ -2,29 +2,49 @@
 
 Each flow lists what it contributes in its own modules (``assets/``, ``jobs/``,
 ``sensors/``, one file name per flow); this module only merges those lists with the
-resources, which are the same keys everywhere (``resources.librarian_resources``). Nothing
-here reads configuration: resources resolve it when a run starts.
+resources, which are the same keys everywhere (``resources.librarian_resources``).
+
+``defs`` is loaded lazily (``@dg.definitions``), when Dagster loads the location, never at
+import: it reads the peers from the catalogue, because each peer has an asset of its own
+(``assets.clones``). If the catalogue cannot be read then, the location still loads, with
+no peer assets and a warning; cloning itself does not depend on them. Resources resolve
+their configuration when a run starts.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import dagster as dg
 
 from librarian_dagster.assets import book, integrity
+from librarian_dagster.assets.clones import peer_assets
+from librarian_dagster.jobs import clones as clone_jobs
 from librarian_dagster.jobs import ingest as ingest_jobs
 from librarian_dagster.resources import librarian_resources
+from librarian_dagster.sensors import clones as clone_sensors
+from librarian_dagster.sensors import clones_copies, clones_receive
 from librarian_dagster.sensors import ingest as ingest_sensors
+
+log = logging.getLogger(__name__)
 
 ASSETS = [*book.ASSETS]
 ASSET_CHECKS = [*integrity.ASSET_CHECKS]
-JOBS = [*ingest_jobs.JOBS]
-SENSORS = [*ingest_sensors.SENSORS]
+JOBS = [*ingest_jobs.JOBS, *clone_jobs.JOBS]
+SENSORS = [
+    *ingest_sensors.SENSORS,
+    *clone_sensors.SENSORS,
+    *clones_receive.SENSORS,
+    *clones_copies.SENSORS,
+]
 SCHEDULES: list[dg.ScheduleDefinition] = []
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(peers: Sequence[str] = ()) -> dg.Definitions:
+    """The definitions, with an asset for each of ``peers``."""
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, *peer_assets(peers)],
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
         sensors=SENSORS,
@@ -33,4 +53,17 @@ def build_definitions() -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+def known_peers() -> list[str]:
+    """The peers in the catalogue of the librarian this process serves ([] if unreadable)."""
+    from librarian_dagster.services.peer_names import peer_names
+
+    try:
+        return peer_names()
+    except Exception as error:  # the location must load anyway: only peer assets are missing
+        log.warning("peer assets left out: the catalogue could not be read (%s)", error)
+        return []
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(known_peers())

@@ -31,6 +31,7 @@ OUTER_LAYERS = tuple(
         "resources",
         "definitions",
         "dagster_instance",
+        "peer_links",
         "api",
         "client",
         "cli",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from librarian_dagster.dagster_instance import (
@@ -13,7 +14,7 @@ from librarian_dagster.dagster_instance import (
     prepare_dagster_home,
     workspace_config,
 )
-from librarian_dagster.definitions import defs
+from librarian_dagster.definitions import build_definitions, defs
 from librarian_dagster.settings import LibrarianSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +24,9 @@ def test_definitions_load_and_resources_resolve(
     make_settings: Callable[..., LibrarianSettings],
 ) -> None:
     settings = make_settings()
-    assert isinstance(defs, dg.Definitions)
-    repository = defs.get_repository_def()
+    loaded = build_definitions()
+    assert isinstance(loaded, dg.Definitions)
+    repository = loaded.get_repository_def()
     repository.load_all_definitions()
     assert {"catalogue", "stores"} <= set(repository.get_top_level_resources())
     from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
@@ -54,3 +56,30 @@ def test_postgres_storage_never_writes_the_url(
     assert yaml.safe_load(text)["storage"] == {
         "postgres": {"postgres_url": {"env": "LIBRARIAN_DAGSTER_PG_URL"}}
     }
+
+
+def test_the_code_location_has_an_asset_per_peer_from_the_catalogue(
+    make_settings: Callable[..., LibrarianSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``defs`` is loaded lazily and reads the peers from the catalogue of the librarian the
+    environment names; without a readable catalogue it loads anyway, without peer assets."""
+    from librarian_dagster.catalogue.database import get_catalogue
+    from librarian_dagster.catalogue.migrate import upgrade
+    from librarian_dagster.catalogue.models import Librarian
+
+    settings = make_settings()
+    monkeypatch.setenv("LIBRARIAN_CONFIG", str(settings.config_file))
+    without = defs()
+    assert not [key for key in without.resolve_all_asset_keys() if key.path[0] == "peers"]
+    catalogue = get_catalogue(settings.catalogue_url)
+    upgrade(catalogue.engine)
+    with catalogue.session() as session:
+        for name in ("site-b", "site.c"):
+            session.add(
+                Librarian(name=name, url="http://x", remote_user="u", encrypted_password=b"")
+            )
+    loaded = defs()
+    keys = {key for key in loaded.resolve_all_asset_keys() if key.path[0] == "peers"}
+    assert keys == {dg.AssetKey(["peers", "site-b"]), dg.AssetKey(["peers", "site.c"])}
+    spec = loaded.resolve_assets_def(dg.AssetKey(["peers", "site-b"]))
+    assert spec.partitions_def == loaded.resolve_assets_def(dg.AssetKey("book")).partitions_def

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.definitions import defs
+from librarian_dagster.definitions import build_definitions
 from librarian_dagster.jobs.ingest import ingest_run_config
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS, BOOKS_TAG, INBOX_TAG, SOURCE_TAG
 from librarian_dagster.sensors.ingest import ingest_sensor
@@ -22,6 +22,8 @@ from librarian_dagster.services import inbox
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
+
+defs = build_definitions()
 
 
 @pytest.fixture

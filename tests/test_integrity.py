@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.catalogue.models import CorruptFile, Event, Instance, Store
-from librarian_dagster.definitions import defs
+from librarian_dagster.definitions import build_definitions
 from librarian_dagster.jobs.names import BOOKS_PARTITIONS
 from librarian_dagster.services import corrupt, integrity
 from librarian_dagster.services.errors import Conflict, NotFound
@@ -26,6 +26,8 @@ from librarian_dagster.services.integrity import VerifyReport, verify_instances
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import CorruptionReason, CorruptionStatus
 from tests.ingest_helpers import Site, dagster_resources, make_book, open_site
+
+defs = build_definitions()
 
 
 @pytest.fixture

@@ -40,10 +40,22 @@ class InlineMover:
         self._pending: dict[str, Sequence[MoveItem]] = {}
         self._deferred = deferred
 
-    def submit(self, items: Sequence[MoveItem], *, label: str) -> str:
+    def new_submission_id(self) -> str:
+        return f"inline-{next(self._ids)}"
+
+    def submit(
+        self,
+        items: Sequence[MoveItem],
+        *,
+        label: str,
+        submission_id: str,
+        endpoint: str | None = None,
+    ) -> str:
         if not items:
             raise MoverError(f"{label}: nothing to move")
-        task_id = f"inline-{next(self._ids)}"
+        task_id = submission_id
+        if task_id in self._reports:
+            return task_id  # the same submission: the same task, nothing moved twice
         if self._deferred:
             self._pending[task_id] = items
             self._reports[task_id] = TaskReport(task_id, TaskStatus.ACTIVE)
@@ -102,7 +114,7 @@ def test_submit_returns_a_task_whose_report_says_every_item_arrived(tmp_path: Pa
     items = [MoveItem(str(s), str(tmp_path / "out" / s.name)) for s in sources]
     (tmp_path / "out").mkdir()
     mover = InlineMover()
-    task_id = mover.submit(items, label="batch 1")
+    task_id = mover.submit(items, label="batch 1", submission_id=mover.new_submission_id())
     report = mover.status(task_id)
     assert report.status == TaskStatus.SUCCEEDED and report.status.final
     assert [r.item for r in report.items] == items and all(r.done for r in report.items)
@@ -119,7 +131,9 @@ def test_a_failed_item_fails_the_task_with_the_movers_words(tmp_path: Path) -> N
         MoveItem(str(tmp_path / "missing"), str(tmp_path / "missing.copy")),
     ]
     mover = InlineMover()
-    report = mover.status(mover.submit(items, label="batch 2"))
+    report = mover.status(
+        mover.submit(items, label="batch 2", submission_id=mover.new_submission_id())
+    )
     assert report.status == TaskStatus.FAILED and report.fault
     (failed,) = report.failed_items
     assert failed.item == items[1] and failed.fault == "FileNotFoundError" and not failed.done
@@ -131,7 +145,9 @@ def test_unknown_tasks_and_cancel_of_a_final_task(tmp_path: Path) -> None:
         mover.status("nope")
     source = tmp_path / "s"
     source.write_bytes(b"s")
-    task_id = mover.submit([MoveItem(str(source), str(tmp_path / "d"))], label="b")
+    task_id = mover.submit(
+        [MoveItem(str(source), str(tmp_path / "d"))], label="b", submission_id="inline-b"
+    )
     mover.cancel(task_id)  # already final: nothing changes
     assert mover.status(task_id).status == TaskStatus.SUCCEEDED
     assert [status for status in TaskStatus if status.final] == [
@@ -145,8 +161,12 @@ def test_an_active_task_can_be_cancelled_and_then_moves_nothing(tmp_path: Path) 
     source = tmp_path / "s"
     source.write_bytes(b"s")
     mover = InlineMover(deferred=True)
-    kept = mover.submit([MoveItem(str(source), str(tmp_path / "kept"))], label="kept")
-    dropped = mover.submit([MoveItem(str(source), str(tmp_path / "dropped"))], label="dropped")
+    kept = mover.submit(
+        [MoveItem(str(source), str(tmp_path / "kept"))], label="kept", submission_id="k"
+    )
+    dropped = mover.submit(
+        [MoveItem(str(source), str(tmp_path / "dropped"))], label="dropped", submission_id="d"
+    )
     assert mover.status(dropped).status == TaskStatus.ACTIVE and not TaskStatus.ACTIVE.final
     mover.cancel(dropped)
     mover.run_pending()

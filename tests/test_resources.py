@@ -11,13 +11,15 @@ from sqlalchemy import select
 
 from librarian_dagster.catalogue.database import get_catalogue
 from librarian_dagster.catalogue.models import Event, Librarian
-from librarian_dagster.definitions import defs
+from librarian_dagster.definitions import build_definitions
 from librarian_dagster.resources import NotifierResource, PeersResource, librarian_resources
 from librarian_dagster.services.bootstrap import ensure_secret_key, prepare
 from librarian_dagster.services.errors import NotFound, Unavailable
 from librarian_dagster.services.peers import encrypt_password
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
 from librarian_dagster.states import Severity
+
+defs = build_definitions()
 
 KEYS = {"catalogue", "stores", "mover", "peers", "notifier"}
 TOKEN = "xoxb-not-a-real-token-0123456789"

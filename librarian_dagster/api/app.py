@@ -24,9 +24,19 @@ from librarian_dagster.api.housekeeping import housekeeping
 from librarian_dagster.api.login_throttle import LoginThrottle
 from librarian_dagster.api.openapi import PROBLEM_JSON, document_problems, openapi_config
 from librarian_dagster.api.requests import LibrarianRequest, options_answer
-from librarian_dagster.api.routes import corrupt, files, ping, uploads, users
+from librarian_dagster.api.routes import (
+    clones,
+    corrupt,
+    files,
+    peers,
+    ping,
+    transfers,
+    uploads,
+    users,
+)
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
+from librarian_dagster.peer_links import http_links
 from librarian_dagster.services.accounts import password_hasher
 from librarian_dagster.services.errors import ServiceError, TooManyRequests
 from librarian_dagster.services.ingest_launcher import IngestLauncher
@@ -115,8 +125,19 @@ def create_app(
             uploads.router(),
             files.router(),
             corrupt.router(),
+            peers.router(),
+            peers.account_router(),
+            clones.router(),
+            transfers.router(),
         ],
-        dependencies=app_dependencies(settings, catalogue, stores, launcher, slots),
+        dependencies=app_dependencies(
+            settings,
+            catalogue,
+            stores,
+            launcher,
+            slots,
+            http_links(settings.transfer.peer_timeout_seconds),
+        ),
         lifespan=[housekeeping(settings, catalogue, stores, slots)],
         # The pool's idle connections go with the app (the engine stays usable).
         on_shutdown=[catalogue.dispose],

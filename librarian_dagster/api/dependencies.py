@@ -17,6 +17,7 @@ from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.services.ingest_launcher import IngestLauncher
+from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.local_store import LocalStore
 
@@ -26,6 +27,7 @@ StoresDep = NamedDependency[SkipValidation[dict[str, LocalStore]]]
 LauncherDep = NamedDependency[SkipValidation[IngestLauncher | None]]
 LeftoverCountsDep = NamedDependency[SkipValidation[LeftoverCounts]]
 UploadSlotsDep = NamedDependency[SkipValidation[UploadSlots]]
+PeerLinksDep = NamedDependency[SkipValidation[PeerLinks]]
 
 
 def _constant(value: Any) -> Provide:
@@ -38,9 +40,12 @@ def app_dependencies(
     stores: dict[str, LocalStore],
     launcher: IngestLauncher | None,
     upload_slots: UploadSlots,
+    peer_links: PeerLinks,
 ) -> dict[str, Provide]:
-    """The dependencies of every route: settings, catalogue, stores, the ingest launcher."""
+    """The dependencies of every route: settings, catalogue, stores, the ingest launcher,
+    and how to call peers."""
     return {
+        "peer_links": _constant(peer_links),
         "settings": _constant(settings),
         "catalogue": _constant(catalogue),
         "stores": _constant(stores),
@@ -54,6 +59,7 @@ __all__ = [
     "CatalogueDep",
     "LauncherDep",
     "LeftoverCountsDep",
+    "PeerLinksDep",
     "SettingsDep",
     "StoresDep",
     "UploadSlotsDep",

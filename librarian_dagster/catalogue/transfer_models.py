@@ -127,6 +127,7 @@ class TransferBatch(Base):
     polled_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
 
     transfers: Mapped[list[OutgoingTransfer]] = relationship(back_populates="batch")
+    librarian: Mapped[Librarian] = relationship()
 
 
 class OutgoingTransfer(Base):

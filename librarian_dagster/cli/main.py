@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from librarian_dagster.cli import client_cmds, corrupt_cmd, serve_cmd, stores_cmd, users_cmd
+from librarian_dagster.cli import (
+    client_cmds,
+    corrupt_cmd,
+    peers_cmd,
+    serve_cmd,
+    stores_cmd,
+    transfers_cmd,
+    users_cmd,
+)
 from librarian_dagster.cli.common import console, fail, one_line_errors, set_config, settings
 from librarian_dagster.cli.serve_lock import describe, holder
 from librarian_dagster.dagster_instance import prepare_dagster_home
@@ -30,6 +38,8 @@ app = typer.Typer(
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(stores_cmd.app, name="store")
 app.add_typer(corrupt_cmd.app, name="corrupt")
+app.add_typer(peers_cmd.app, name="peer")
+app.add_typer(transfers_cmd.app, name="transfer")
 app.command("serve")(serve_cmd.serve)
 client_cmds.register(app)
 

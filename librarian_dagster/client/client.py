@@ -29,6 +29,7 @@ from librarian_dagster.storage.checksums import DEFAULT_ALGORITHM, Progress
 from librarian_dagster.wire import (
     API_PREFIX,
     MAX_PAGE,
+    AccountInfo,
     CorruptCopy,
     CorruptList,
     FileInfo,
@@ -241,6 +242,10 @@ class LibrarianClient:
     def ping(self) -> PingResponse:
         """The librarian's name, version and health (no credentials needed)."""
         return read_model(self.request("GET", "/ping"), PingResponse)
+
+    def account(self) -> AccountInfo:
+        """Who these credentials are on the librarian (any level may ask)."""
+        return read_model(self.request("GET", "/account"), AccountInfo)
 
     def get_upload(self, upload_id: int) -> UploadInfo:
         return read_model(self.request("GET", f"/uploads/{upload_id}"), UploadInfo)

@@ -165,19 +165,21 @@ def _retag_re_execution(context: dg.OpExecutionContext, parent: str) -> None:
     )
 
 
-@dg.op(name=INGEST_OP, tags={KIND_TAG: INGEST_KIND})
-def ingest_books_op(
+def ingest_transfers(
     context: dg.OpExecutionContext,
-    config: IngestConfig,
     catalogue: CatalogueResource,
     stores: StoresResource,
+    transfer_ids: Sequence[int],
+    *,
+    re_execution: bool = False,
 ) -> None:
-    parent = context.run.tags.get(PARENT_RUN_TAG)
-    if parent is not None:
-        _retag_re_execution(context, parent)
-    transfer_ids = list(config.transfer_ids)
-    if config.register_inbox:
-        transfer_ids += _register_inbox_books(context, catalogue, config)
+    """Verify and store each transfer (``services.ingest``), one ``book`` materialization per
+    stored book; the one loop of every ingesting op (uploads, inbox books, clones).
+
+    A run that refused a book fails (red in the UI), after the books it stored were recorded;
+    its metadata says which were refused and why. An unexpected error on one book does not
+    stop the others; the run fails at the end so the failure alerts.
+    """
     all_stores = stores.all()
     errors: list[str] = []
     refused: list[dict[str, str]] = []
@@ -204,14 +206,12 @@ def ingest_books_op(
             context.log.error(f"refused {outcome.name}: {outcome.reason}")
             refused.append({"name": outcome.name, "reason": outcome.reason or ""})
             _drop_partition(context, catalogue, outcome.name)
-        elif parent is not None and outcome.reason == f"already {TransferStatus.FAILED.value}":
+        elif re_execution and outcome.reason == f"already {TransferStatus.FAILED.value}":
             # Re-executing cannot retry a refused book (its data is gone): not "all is well".
             context.log.error(f"{outcome.name}: refused by an earlier run; upload it again")
             refused.append({"name": outcome.name, "reason": "refused by an earlier run"})
         else:
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
-    # A run that refused a book fails (red in the UI), after the books it stored were
-    # recorded above; the metadata says which were refused and why.
     if errors or refused:
         parts = [f"{len(refused)} refused"] if refused else []
         parts += [f"{len(errors)} hit unexpected errors"] if errors else []
@@ -222,6 +222,22 @@ def ingest_books_op(
                 "errors": dg.MetadataValue.json(errors),
             },
         )
+
+
+@dg.op(name=INGEST_OP, tags={KIND_TAG: INGEST_KIND})
+def ingest_books_op(
+    context: dg.OpExecutionContext,
+    config: IngestConfig,
+    catalogue: CatalogueResource,
+    stores: StoresResource,
+) -> None:
+    parent = context.run.tags.get(PARENT_RUN_TAG)
+    if parent is not None:
+        _retag_re_execution(context, parent)
+    transfer_ids = list(config.transfer_ids)
+    if config.register_inbox:
+        transfer_ids += _register_inbox_books(context, catalogue, config)
+    ingest_transfers(context, catalogue, stores, transfer_ids, re_execution=parent is not None)
 
 
 @dg.job(

@@ -14,9 +14,27 @@ BOOKS_PARTITIONS = "books"
 INGEST_JOB = "ingest_books"
 INGEST_OP = "verify_and_store"
 
+# Cloning to peers (SPEC §6 pins the job names).
+CLONE_JOB = "clone_batch"
+CLONE_OP = "send_batch"
+RECEIVE_JOB = "receive_clones"
+RECEIVE_OP = "receive_and_store"
+DELIVER_JOB = "deliver_callbacks"
+DELIVER_OP = "deliver_owed_callbacks"
+RECONCILE_JOB = "reconcile_clones"
+RECONCILE_OP = "ask_peers_about_stale_clones"
+# The per-peer assets ("which books does this peer hold") live under this key prefix.
+PEER_ASSET_PREFIX = "peers"
+
 # What kind of work a run does; the run queue limits concurrent runs per kind.
 KIND_TAG = "librarian/kind"
 INGEST_KIND = "ingest"
+CLONE_KIND = "clone"
+RECEIVE_KIND = "receive"
+CALLBACKS_KIND = "callbacks"
+# Which clone batch and peer a run is about.
+BATCH_TAG = "librarian/batch"
+PEER_TAG = "librarian/peer"
 # Which books a run is about, for people reading the runs list.
 BOOKS_TAG = "librarian/books"
 # Where an ingest run's books come from when not from uploads ("inbox"), and which inbox

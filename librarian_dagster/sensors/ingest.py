@@ -20,6 +20,7 @@ second.
 
 import hashlib
 import time
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -47,6 +48,7 @@ from librarian_dagster.jobs.run_liveness import (
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services import inbox
 from librarian_dagster.services.ingest_requests import (
+    INGEST_KINDS,
     StagedItem,
     group_for_runs,
     mark_launched,
@@ -54,17 +56,69 @@ from librarian_dagster.services.ingest_requests import (
     verifying_transfers,
 )
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import TransferKind
 
 
 def _orphaned(
-    context: dg.SensorEvaluationContext, catalogue: CatalogueResource, limit: int
+    context: dg.SensorEvaluationContext,
+    catalogue: CatalogueResource,
+    limit: int,
+    kinds: Collection[TransferKind],
 ) -> list[StagedItem]:
     """Claimed transfers whose run is over without finishing them (killed, crashed)."""
     return [
         item
-        for item, run_id in verifying_transfers(catalogue.catalogue, limit)
+        for item, run_id in verifying_transfers(catalogue.catalogue, limit, kinds)
         if run_id is None or not run_is_active(context.instance, run_id)
     ]
+
+
+RequestFor = Callable[[list[StagedItem], int], dg.RunRequest]
+
+
+def staged_run_requests(
+    context: dg.SensorEvaluationContext,
+    catalogue: CatalogueResource,
+    kinds: Collection[TransferKind],
+    request_for: RequestFor,
+) -> tuple[list[dg.RunRequest], int | None]:
+    """Runs for staged transfers of ``kinds`` that need one (see the module docstring), and
+    the highest transfer id requested; their partitions added and the requests recorded."""
+    settings = catalogue.settings.ingest
+    items = staged_needing_runs(
+        catalogue.catalogue,
+        relaunch_after_seconds=settings.relaunch_after_seconds,
+        limit=settings.max_transfers_per_tick,
+        kinds=kinds,
+    )
+    items += _orphaned(context, catalogue, settings.max_transfers_per_tick, kinds)
+    if not items:
+        return [], None
+    # A run the API process was executing when it died still looks started to Dagster (and
+    # holds a slot of the run queue): mark it failed, so the UI tells the truth.
+    for run_id in fail_abandoned_runs(context.instance):
+        context.log.warning(f"run {run_id}: its API process exited; marked failed")
+    items.sort(key=lambda item: item.transfer_id)
+    groups = group_for_runs(items, settings.max_books_per_run, settings.max_bytes_per_run)
+    now = int(time.time())
+    requests = [request_for(group, now) for group in groups]
+    # One batched add, not a dynamic_partitions_request: the daemon handles those one key at
+    # a time with two new connections each (1.9 s on SQLite and 5.6 s on PostgreSQL for 500
+    # keys, measured), while this call costs 11-50 ms. Before mark_launched: if it fails,
+    # the next tick simply tries again.
+    context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, sorted({item.name for item in items}))
+    mark_launched(catalogue.catalogue, [item.transfer_id for item in items])
+    return requests, max(item.transfer_id for item in items)
+
+
+def _ingest_request(group: list[StagedItem], now: int) -> dg.RunRequest:
+    return dg.RunRequest(
+        # Re-requests of the same books happen minutes apart: the second in the key keeps
+        # them distinct while a retried evaluation of this tick is deduplicated.
+        run_key=f"ingest:{group[0].transfer_id}-{group[-1].transfer_id}:{now}",
+        run_config=ingest_run_config([item.transfer_id for item in group]),
+        tags=ingest_run_tags(group),
+    )
 
 
 def _retry_seconds(settings: LibrarianSettings, books: list[inbox.InboxBook]) -> float:
@@ -130,47 +184,20 @@ def _inbox_request(
 def ingest_sensor(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource
 ) -> dg.SensorResult:
-    settings = catalogue.settings.ingest
     requests: list[dg.RunRequest] = []
     inbox_request = _inbox_request(context, catalogue)
     if inbox_request is not None:
         context.log.info(f"inbox books to register: {inbox_request.tags[BOOKS_TAG]}")
         requests.append(inbox_request)
-    items = staged_needing_runs(
-        catalogue.catalogue,
-        relaunch_after_seconds=settings.relaunch_after_seconds,
-        limit=settings.max_transfers_per_tick,
-    )
-    items += _orphaned(context, catalogue, settings.max_transfers_per_tick)
-    if not items and not requests:
+    staged, high_water = staged_run_requests(context, catalogue, INGEST_KINDS, _ingest_request)
+    requests += staged
+    if not requests:
         return dg.SensorResult(skip_reason="no staged books")
-    if not items:
+    if high_water is None:
         return dg.SensorResult(run_requests=requests, cursor=context.cursor)
-    # A run the API process was executing when it died still looks started to Dagster (and
-    # holds an ingest slot of the run queue): mark it failed, so the UI tells the truth.
-    for run_id in fail_abandoned_runs(context.instance):
-        context.log.warning(f"run {run_id}: its API process exited; marked failed")
-    items.sort(key=lambda item: item.transfer_id)
-    groups = group_for_runs(items, settings.max_books_per_run, settings.max_bytes_per_run)
-    now = int(time.time())
-    requests += [
-        dg.RunRequest(
-            # Re-requests of the same books happen minutes apart: the second in the key keeps
-            # them distinct while a retried evaluation of this tick is deduplicated.
-            run_key=f"ingest:{group[0].transfer_id}-{group[-1].transfer_id}:{now}",
-            run_config=ingest_run_config([item.transfer_id for item in group]),
-            tags=ingest_run_tags(group),
-        )
-        for group in groups
-    ]
-    # One batched add, not a dynamic_partitions_request: the daemon handles those one key at
-    # a time with two new connections each (1.9 s on SQLite and 5.6 s on PostgreSQL for 500
-    # keys, measured), while this call costs 11-50 ms. Before mark_launched: if it fails,
-    # the next tick simply tries again.
-    context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, sorted({item.name for item in items}))
-    mark_launched(catalogue.catalogue, [item.transfer_id for item in items])
-    high_water = max(int(context.cursor or 0), max(item.transfer_id for item in items))
-    return dg.SensorResult(run_requests=requests, cursor=str(high_water))
+    return dg.SensorResult(
+        run_requests=requests, cursor=str(max(int(context.cursor or 0), high_water))
+    )
 
 
 SENSORS = [ingest_sensor]

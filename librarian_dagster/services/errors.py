@@ -71,3 +71,24 @@ class TooManyRequests(ServiceError):
 class UnsupportedMediaType(ServiceError):
     status = 415
     title = "Unsupported media type"
+
+
+class Forbidden(ServiceError):
+    """The caller may not act on this (a callback about a transfer that is not theirs)."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class PeerCallFailed(ServiceError):
+    """A peer did not answer as it should (down, refusing us, or not who it should be).
+
+    ``peer_status`` is the HTTP status the peer answered, None when it did not answer.
+    """
+
+    status = 502
+    title = "Bad gateway"
+
+    def __init__(self, detail: str, peer_status: int | None = None) -> None:
+        super().__init__(detail)
+        self.peer_status = peer_status

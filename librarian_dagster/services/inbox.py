@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer, Store
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import is_catalogued
 from librarian_dagster.services.incoming import (
@@ -348,7 +348,7 @@ class InboxHooks:
     def __init__(self, settings: LibrarianSettings) -> None:
         self._settings = settings
 
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+    def on_stored(self, session: Session, transfer: IncomingTransfer, file: File) -> None:
         """Nothing more to do: the marker went when the book was staged."""
 
     def on_failed(

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer, Store
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Store
 from librarian_dagster.services.events import record_event
 from librarian_dagster.states import PENDING_STATUSES, Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.errors import StagingNotFoundError
@@ -145,7 +145,7 @@ class KindHooks(Protocol):
     write lock (SQLite's is the whole database) is held while it runs.
     """
 
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None: ...
+    def on_stored(self, session: Session, transfer: IncomingTransfer, file: File) -> None: ...
 
     def on_failed(
         self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
@@ -155,7 +155,7 @@ class KindHooks(Protocol):
 class KeepInStaging:
     """For kinds without hooks of their own: keep the data, tell an operator where it is."""
 
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+    def on_stored(self, session: Session, transfer: IncomingTransfer, file: File) -> None:
         """Nothing to do."""
 
     def on_failed(

@@ -16,9 +16,10 @@ does a transfer that keeps crashing its runs (after ``MAX_ATTEMPTS``): both go t
 ``_fail``, the one failure path. What else happens depends on the transfer's kind, through
 its ``KindHooks``, called in the transaction that records the outcome: an upload's bad data
 is removed once that transaction has committed (``uploads.UploadHooks``), an inbox book goes
-back to its producer or stays in staging with an event (``inbox.InboxHooks``), a clone will
-owe its sender a callback (outbox). A kind without hooks keeps its data in staging and says
-so in an event: ingest never deletes what it was not told it may.
+back to its producer or stays in staging with an event (``inbox.InboxHooks``), a clone owes
+its sender a callback through the outbox (``clones_incoming.CloneHooks``). A kind without
+hooks keeps its data in staging and says so in an event: ingest never deletes what it was
+not told it may.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
+from librarian_dagster.services.clones_incoming import CloneHooks
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
 from librarian_dagster.services.incoming import KeepInStaging, KindHooks, Staging, fail
@@ -46,6 +48,7 @@ from librarian_dagster.storage.checksums import (
     Checksum,
     ChecksumError,
     hash_path,
+    is_empty_directory,
 )
 from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
@@ -59,7 +62,11 @@ RunIsActive = Callable[[str], bool]
 
 def kind_hooks(settings: LibrarianSettings) -> dict[TransferKind, KindHooks]:
     """The hooks of every kind that has its own (the others get ``KeepInStaging``)."""
-    return {TransferKind.UPLOAD: UploadHooks(), TransferKind.INBOX: InboxHooks(settings)}
+    return {
+        TransferKind.UPLOAD: UploadHooks(),
+        TransferKind.INBOX: InboxHooks(settings),
+        TransferKind.CLONE: CloneHooks(),
+    }
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,8 @@ def _verify(path: Path, claimed: ClaimedTransfer) -> Checksum:
     size = tree_size(path)
     if size != claimed.size:
         raise VerificationFailed(f"size mismatch: declared {claimed.size} bytes, found {size}")
+    if size == 0 and is_empty_directory(path):  # uploads are refused at commit; not clones
+        raise VerificationFailed("an empty directory is not a book")
     algorithm = claimed.checksum.algorithm if claimed.checksum else DEFAULT_ALGORITHM
     try:
         actual = hash_path(path, algorithm)
@@ -232,7 +241,7 @@ def _record(
         transfer.status = TransferStatus.STORED
         transfer.completed_at = now
         transfer.checksum = file.checksum
-        hooks.on_stored(session, transfer)
+        hooks.on_stored(session, transfer, file)
         return True
 
 

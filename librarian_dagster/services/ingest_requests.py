@@ -9,7 +9,7 @@ business (``jobs/``); this module only reads and marks the catalogue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +17,10 @@ from sqlalchemy import or_, select, update
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.states import TransferStatus
+from librarian_dagster.states import TransferKind, TransferStatus
+
+# What the ingest sensor handles; clones have their own sensor and job (receive_clones).
+INGEST_KINDS = (TransferKind.UPLOAD, TransferKind.INBOX, TransferKind.SNEAKER)
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,14 @@ def clear_launched(catalogue: Catalogue, transfer_ids: Sequence[int]) -> None:
 
 
 def staged_needing_runs(
-    catalogue: Catalogue, *, relaunch_after_seconds: float, limit: int
+    catalogue: Catalogue,
+    *,
+    relaunch_after_seconds: float,
+    limit: int,
+    kinds: Collection[TransferKind] = INGEST_KINDS,
 ) -> list[StagedItem]:
-    """Staged transfers with no run requested, or whose request is overdue; oldest first.
+    """Staged transfers of these kinds with no run requested, or whose request is overdue;
+    oldest first.
 
     Served by the ``(status, id)`` index: only pending rows are ``staged``, so this stays
     cheap however large the catalogue grows.
@@ -88,6 +96,7 @@ def staged_needing_runs(
             select(IncomingTransfer.id, IncomingTransfer.name, IncomingTransfer.size)
             .where(
                 IncomingTransfer.status == TransferStatus.STAGED,
+                IncomingTransfer.kind.in_(list(kinds)),
                 or_(IncomingTransfer.launched_at.is_(None), IncomingTransfer.launched_at < overdue),
             )
             .order_by(IncomingTransfer.id)
@@ -96,7 +105,9 @@ def staged_needing_runs(
     return [StagedItem(row.id, row.name, row.size) for row in rows]
 
 
-def verifying_transfers(catalogue: Catalogue, limit: int) -> list[tuple[StagedItem, str | None]]:
+def verifying_transfers(
+    catalogue: Catalogue, limit: int, kinds: Collection[TransferKind] = INGEST_KINDS
+) -> list[tuple[StagedItem, str | None]]:
     """Transfers some run claimed, with that run's id: the sensor checks they are alive."""
     with catalogue.session() as session:
         rows = session.execute(
@@ -106,7 +117,10 @@ def verifying_transfers(catalogue: Catalogue, limit: int) -> list[tuple[StagedIt
                 IncomingTransfer.size,
                 IncomingTransfer.run_id,
             )
-            .where(IncomingTransfer.status == TransferStatus.VERIFYING)
+            .where(
+                IncomingTransfer.status == TransferStatus.VERIFYING,
+                IncomingTransfer.kind.in_(list(kinds)),
+            )
             .order_by(IncomingTransfer.id)
             .limit(limit)
         ).all()

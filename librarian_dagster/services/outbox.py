@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.models import CallbackOutbox
@@ -53,12 +53,14 @@ def enqueue(session: Session, librarian_id: int, route: str, payload: dict[str, 
     return row.id
 
 
-def backoff(attempts: int) -> timedelta:
-    """How long to wait after the ``attempts``-th failed delivery (1 → BACKOFF_FIRST)."""
+def backoff(
+    attempts: int, first: timedelta = BACKOFF_FIRST, maximum: timedelta = BACKOFF_MAX
+) -> timedelta:
+    """How long to wait after the ``attempts``-th failed delivery (1 → ``first``)."""
     if attempts < 1:
         return timedelta(0)
-    doubled = BACKOFF_FIRST * (2 ** min(attempts - 1, 20))
-    return min(doubled, BACKOFF_MAX)
+    doubled = first * (2 ** min(attempts - 1, 20))
+    return min(doubled, maximum)
 
 
 def take_due(
@@ -66,12 +68,14 @@ def take_due(
     *,
     limit: int = 100,
     librarian_ids: Sequence[int] | None = None,
+    callback_ids: Sequence[int] | None = None,
     lease: timedelta = LEASE,
     now: datetime | None = None,
 ) -> list[Callback]:
     """Up to ``limit`` undelivered callbacks whose time has come, oldest due first, leased.
 
-    ``librarian_ids`` restricts them to some peers (those that answer, say).
+    ``librarian_ids`` restricts them to some peers (those that answer, say), and
+    ``callback_ids`` to some rows (those a run just wrote and delivers at once).
     """
     now = now or datetime.now(UTC)
     statement = (
@@ -83,6 +87,8 @@ def take_due(
     )
     if librarian_ids is not None:
         statement = statement.where(CallbackOutbox.librarian_id.in_(list(librarian_ids)))
+    if callback_ids is not None:
+        statement = statement.where(CallbackOutbox.id.in_(list(callback_ids)))
     taken = []
     for row in session.scalars(statement):
         row.next_attempt_at = now + lease
@@ -100,7 +106,13 @@ def mark_delivered(session: Session, callback_id: int, *, now: datetime | None =
 
 
 def mark_failed(
-    session: Session, callback_id: int, error: str, *, now: datetime | None = None
+    session: Session,
+    callback_id: int,
+    error: str,
+    *,
+    now: datetime | None = None,
+    first: timedelta = BACKOFF_FIRST,
+    maximum: timedelta = BACKOFF_MAX,
 ) -> datetime | None:
     """The call did not go through: count it, keep why, and set when to try again."""
     row = session.get(CallbackOutbox, callback_id, with_for_update=True)
@@ -108,5 +120,18 @@ def mark_failed(
         return None
     row.attempts += 1
     row.last_error = error[:MAX_ERROR_LENGTH]
-    row.next_attempt_at = (now or datetime.now(UTC)) + backoff(row.attempts)
+    row.next_attempt_at = (now or datetime.now(UTC)) + backoff(row.attempts, first, maximum)
     return row.next_attempt_at
+
+
+def due_count(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
+    """How many undelivered callbacks are due (counting stops at ``limit``: a sensor needs
+    to know "some", cheaply)."""
+    now = now or datetime.now(UTC)
+    due = (
+        select(CallbackOutbox.id)
+        .where(CallbackOutbox.delivered_at.is_(None), CallbackOutbox.next_attempt_at <= now)
+        .limit(limit)
+        .subquery()
+    )
+    return int(session.scalar(select(func.count()).select_from(due)) or 0)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer, Store
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Store
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.errors import (
     Conflict,
@@ -80,17 +80,18 @@ def check_name(name: str) -> str:
         raise InvalidRequest(f"invalid name: {error}") from None
 
 
-def _choose_store(
+def choose_store(
     session: Session,
     stores: dict[str, LocalStore],
     ingest: IngestSettings,
     size: int,
-    uploader: str,
+    uploader: str | None,
 ) -> tuple[Store, LocalStore]:
     """The first enabled, ingestable local store with room for ``size`` bytes (else 507).
 
-    Room is the store's free space less what live uploads reserved; the uploader's own
-    reservations are capped (``upload_reservations.check_user_cap``).
+    Room is the store's free space less what live transfers reserved; an uploader's own
+    reservations are capped (``upload_reservations.check_user_cap``); ``uploader=None``
+    (a peer's clone batch, which is not one user's) skips that cap.
     """
     rows = session.scalars(
         select(Store)
@@ -101,7 +102,8 @@ def _choose_store(
     if not candidates:
         raise InsufficientStorage("no enabled ingestable store is configured")
     free_now = {row.id: store.free_bytes() for row, store in candidates}
-    check_user_cap(session, ingest, uploader, size, free_now.values())
+    if uploader is not None:
+        check_user_cap(session, ingest, uploader, size, free_now.values())
     best_free = 0
     for row, store in candidates:
         free = free_now[row.id] - reserved_bytes(session, ingest, store_id=row.id)
@@ -163,7 +165,7 @@ def stage_upload(
         refuse_lapsed(pending, ingest)
         pending.updated_at = datetime.now(UTC)  # resumed: not idle
         return pending, False
-    row, store = _choose_store(session, stores, ingest, size, principal.name)
+    row, store = choose_store(session, stores, ingest, size, principal.name)
     try:
         transfer = stage_transfer(
             session,
@@ -324,7 +326,7 @@ class UploadHooks:
     removal also leaves an event saying where.
     """
 
-    def on_stored(self, session: Session, transfer: IncomingTransfer) -> None:
+    def on_stored(self, session: Session, transfer: IncomingTransfer, file: File) -> None:
         """Nothing more to do: the client sees ``stored`` when it polls."""
 
     def on_failed(

@@ -7,6 +7,11 @@ allows ≤ 100 pending tasks and ≤ 20 requests a second, so one task per book 
 process, possibly after a restart) asks the mover by that id alone, so a mover keeps no state
 that only the submitting process knows.
 
+A task is submitted under a *submission id* the caller got from the mover first and
+recorded: submitting again with the same id (after a crash between the submit and the
+record of its task id) returns the same task and moves nothing twice. Globus works this
+way; ``LocalMover`` does the same.
+
 Statuses are the librarian's, not the mover's: ``stalled`` is a task that will not move
 again without an operator (Globus ``INACTIVE``, typically expired credentials), which the
 librarian must alert on rather than wait for. A report carries per-item results as far as
@@ -36,10 +41,17 @@ class TaskStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class MoveItem:
-    """One book to move: paths as this mover addresses them (local paths, collection paths)."""
+    """One book to move: paths as this mover addresses them (local paths, collection paths).
+
+    ``checksum`` is the book's catalogue checksum: a mover that hashes what it reads
+    (``LocalMover``) refuses to deliver a source that does not match it. ``recursive`` says
+    the book is a directory (Globus must be told).
+    """
 
     source: str
     destination: str
+    checksum: str | None = None
+    recursive: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class ItemResult:
     item: MoveItem
     done: bool
     fault: str | None = None
+    # The checksum of what was read, when the mover hashed it.
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +108,23 @@ class Mover(Protocol):
     #: The name peers are configured with (``"local"``, ``"globus"``).
     name: str
 
-    def submit(self, items: Sequence[MoveItem], *, label: str) -> str:
-        """Start moving ``items`` as one task; return its id. Raises ``MoverError``."""
+    def new_submission_id(self) -> str:
+        """An id to record before ``submit``, so that a repeated submit is recognised."""
+        ...
+
+    def submit(
+        self,
+        items: Sequence[MoveItem],
+        *,
+        label: str,
+        submission_id: str,
+        endpoint: str | None = None,
+    ) -> str:
+        """Start moving ``items`` as one task; return its id. Raises ``MoverError``.
+
+        ``endpoint`` is the destination as the mover knows it (a Globus collection id; the
+        local mover needs none). The same ``submission_id`` again returns the same task.
+        """
         ...
 
     def status(self, task_id: str) -> TaskReport:

@@ -1,0 +1,357 @@
+"""Cloning books to peers, the sender's side: form batches, stage, submit, settle, re-send.
+
+The life of a batch (one mover task to one peer; SPEC §1.2), each step one short
+transaction and safe to repeat (a run killed at any point is finished by the next):
+
+1. ``form_batches`` (the clone sensor): per enabled peer, books above the peer's high-water
+   mark that it does not hold and that are not in flight, plus re-sends whose back-off is
+   over, oldest first, cut into batches of ``batch_min``…``batch_max`` books under
+   ``batch_max_bytes``. A smaller batch waits until its oldest book has waited
+   ``batch_max_wait_seconds``. Rows are made here (``initiated``), so a tick repeated finds
+   them made: the unique index on pending (book, peer) pairs makes sending twice
+   impossible, not merely unlikely. The high-water mark moves past what was batched, so a
+   tick never reads the whole catalogue.
+2. ``run_batch`` → ``_stage``: the peer stages the batch (``POST /clones/stage``) and answers
+   per book: staged (a path for the bytes), held (recorded as a remote instance, nothing
+   sent), in progress (asked again later), conflict or refused (failed, with an event).
+3. ``_submit``: at most ``max_active_transfers`` tasks per mover (counted under a lock on
+   that mover's peers); a submission id is recorded *before* the mover is called, so a
+   repeated submit returns the same task.
+4. ``_settle``: once the task is over, books that arrived are ``staged`` and the peer is
+   owed ``/clones/staged`` (outbox); books that did not are sent again after a back-off,
+   up to ``max_attempts``, then failed with the mover's words. Only they are re-sent: one
+   bad book does not cost the batch.
+
+The peer's ``/clones/complete`` turns a book into a remote instance
+(``clones_callbacks``); a book sent but never confirmed is settled by asking the peer
+(``reconcile``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import (
+    File,
+    Instance,
+    Librarian,
+    OutgoingTransfer,
+    RemoteInstance,
+    TransferBatch,
+)
+from librarian_dagster.services.clones_batch import (
+    BatchOutcome,
+    batch_row,
+    defer,
+    release,
+    stage,
+    submit,
+)
+from librarian_dagster.services.clones_settle import poll
+from librarian_dagster.services.peers import PeerLinks
+from librarian_dagster.settings import LibrarianSettings, TransferSettings
+from librarian_dagster.states import (
+    BATCH_OPEN,
+    OUTGOING_PENDING,
+    BatchStatus,
+    TransferStatus,
+)
+from librarian_dagster.storage.movers.protocol import Mover
+
+# -- forming batches (the clone sensor) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    file_id: int
+    size: int
+    waited_since: datetime
+    transfer: OutgoingTransfer | None = None  # a re-send waiting for a batch
+
+
+@dataclass(frozen=True)
+class FormedBatch:
+    batch_id: int
+    peer: str
+    books: int
+    bytes: int
+    first: str
+    last: str
+
+
+def open_batches_by_mover(session: Session) -> dict[str, int]:
+    """Batches not yet over, per mover (they hold or will hold a mover task)."""
+    rows = session.execute(
+        select(TransferBatch.mover, func.count())
+        .where(TransferBatch.status.in_(BATCH_OPEN))
+        .group_by(TransferBatch.mover)
+    )
+    return {mover: int(count) for mover, count in rows}
+
+
+def _fresh(session: Session, peer: Librarian, limit: int) -> tuple[list[Candidate], list[int]]:
+    """Books above the peer's high-water mark, oldest first: (to send, ids to pass over).
+
+    Bounded by ``limit`` rows and answered by three indexed look-ups on that small set
+    (held there, in flight there, a copy here) instead of an anti-join over the catalogue.
+    """
+    files = session.execute(
+        select(File.id, File.size, File.created_at)
+        .where(File.id > peer.clone_high_water_file_id)
+        .order_by(File.id)
+        .limit(limit)
+    ).all()
+    if not files:
+        return [], []
+    ids = [row.id for row in files]
+    held = set(
+        session.scalars(
+            select(RemoteInstance.file_id).where(
+                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
+            )
+        )
+    )
+    in_flight = set(
+        session.scalars(
+            select(OutgoingTransfer.file_id).where(
+                OutgoingTransfer.librarian_id == peer.id,
+                OutgoingTransfer.file_id.in_(ids),
+                OutgoingTransfer.status.in_(OUTGOING_PENDING),
+            )
+        )
+    )
+    here = set(
+        session.scalars(
+            select(Instance.file_id).where(Instance.file_id.in_(ids), Instance.available)
+        )
+    )
+    candidates, passed = [], []
+    for row in files:
+        if row.id in held or row.id in in_flight:
+            passed.append(row.id)
+        elif row.id not in here:
+            passed.append(row.id)  # no copy to send: the integrity flow repairs it first
+        else:
+            candidates.append(Candidate(row.id, row.size, row.created_at))
+    return candidates, passed
+
+
+def _waiting(session: Session, peer: Librarian, now: datetime, limit: int) -> list[Candidate]:
+    """Re-sends of this peer whose back-off is over, oldest book first."""
+    rows = session.execute(
+        select(OutgoingTransfer, File.size)
+        .join(File, File.id == OutgoingTransfer.file_id)
+        .where(
+            OutgoingTransfer.librarian_id == peer.id,
+            OutgoingTransfer.status == TransferStatus.INITIATED,
+            OutgoingTransfer.batch_id.is_(None),
+            OutgoingTransfer.next_attempt_at <= now,
+        )
+        .order_by(OutgoingTransfer.file_id)
+        .limit(limit)
+    ).all()
+    return [
+        Candidate(
+            row.OutgoingTransfer.file_id,
+            row.size,
+            row.OutgoingTransfer.created_at,
+            row.OutgoingTransfer,
+        )
+        for row in rows
+    ]
+
+
+def _plan(
+    candidates: Sequence[Candidate],
+    transfer: TransferSettings,
+    batches_allowed: int,
+    more_beyond: bool,
+    now: datetime,
+) -> list[list[Candidate]]:
+    """Cut candidates (oldest first) into batches; a short last batch only if it has waited."""
+    batches: list[list[Candidate]] = []
+    current: list[Candidate] = []
+    current_bytes = 0
+    for candidate in candidates:
+        if current and (
+            len(current) >= transfer.batch_max
+            or current_bytes + candidate.size > transfer.batch_max_bytes
+        ):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(candidate)
+        current_bytes += candidate.size
+    if current:
+        oldest = min(candidate.waited_since for candidate in current)
+        waited = (now - oldest).total_seconds() >= transfer.batch_max_wait_seconds
+        if len(current) >= transfer.batch_min or waited or more_beyond:
+            batches.append(current)
+    return batches[:batches_allowed]
+
+
+def _form_for_peer(
+    session: Session, settings: LibrarianSettings, peer: Librarian, slots: int, now: datetime
+) -> list[FormedBatch]:
+    transfer = settings.transfer
+    allowed = min(slots, transfer.max_batches_per_tick)
+    limit = allowed * transfer.batch_max
+    waiting = _waiting(session, peer, now, limit)
+    fresh, passed = _fresh(session, peer, limit + 1)
+    more_beyond = len(fresh) + len(passed) > limit
+    candidates = sorted(waiting + fresh, key=lambda c: c.file_id)[:limit]
+    batches = _plan(candidates, transfer, allowed, more_beyond, now)
+    taken = {candidate.file_id for batch in batches for candidate in batch}
+    # The mark passes every fresh book up to the first one left for a later tick.
+    fresh_ids = sorted([c.file_id for c in fresh] + passed)
+    high_water = peer.clone_high_water_file_id
+    for file_id in fresh_ids:
+        if file_id in taken or file_id in passed:
+            high_water = file_id
+        else:
+            break
+    peer.clone_high_water_file_id = high_water
+    formed = []
+    for batch in batches:
+        row = TransferBatch(
+            librarian_id=peer.id,
+            mover=peer.mover,
+            status=BatchStatus.INITIATED,
+            file_count=len(batch),
+            total_bytes=sum(candidate.size for candidate in batch),
+            run_requested_at=now,
+        )
+        session.add(row)
+        session.flush()
+        for candidate in batch:
+            if candidate.transfer is not None:
+                candidate.transfer.batch_id = row.id
+            else:
+                session.add(
+                    OutgoingTransfer(
+                        file_id=candidate.file_id,
+                        librarian_id=peer.id,
+                        batch_id=row.id,
+                        status=TransferStatus.INITIATED,
+                    )
+                )
+        session.flush()
+        names = session.scalars(
+            select(File.name).where(File.id.in_([batch[0].file_id, batch[-1].file_id]))
+        ).all()
+        formed.append(
+            FormedBatch(row.id, peer.name, row.file_count, row.total_bytes, names[0], names[-1])
+        )
+    return formed
+
+
+def form_batches(
+    catalogue: Catalogue, settings: LibrarianSettings, *, now: datetime | None = None
+) -> list[FormedBatch]:
+    """Form the batches due now for every peer whose transfers are enabled (see above)."""
+    now = now or datetime.now(UTC)
+    formed: list[FormedBatch] = []
+    with catalogue.session() as session:
+        peers = session.scalars(
+            select(Librarian.id).where(Librarian.transfers_enabled).order_by(Librarian.id)
+        ).all()
+    for peer_id in peers:
+        with catalogue.session() as session:
+            peer = session.get(Librarian, peer_id, with_for_update=True)
+            if peer is None or not peer.transfers_enabled:
+                continue
+            busy = open_batches_by_mover(session).get(peer.mover, 0)
+            slots = settings.transfer.max_active_transfers - busy
+            if slots > 0:
+                formed += _form_for_peer(session, settings, peer, slots, now)
+    return formed
+
+
+def requeue_books(
+    session: Session, peer: Librarian, names: Sequence[str], *, now: datetime | None = None
+) -> tuple[int, int]:
+    """Send these books to ``peer`` (again), in the next batches: a UI backfill or an
+    operator's request. Books it holds or that are in flight are left alone; a book that
+    failed for good gets a fresh row. Returns (queued, left alone)."""
+    now = now or datetime.now(UTC)
+    files = session.execute(select(File.id, File.name).where(File.name.in_(list(names)))).all()
+    ids = [row.id for row in files]
+    busy = set(
+        session.scalars(
+            select(OutgoingTransfer.file_id).where(
+                OutgoingTransfer.librarian_id == peer.id,
+                OutgoingTransfer.file_id.in_(ids),
+                OutgoingTransfer.status.in_(OUTGOING_PENDING),
+            )
+        )
+    ) | set(
+        session.scalars(
+            select(RemoteInstance.file_id).where(
+                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
+            )
+        )
+    )
+    queued = 0
+    for file_id in ids:
+        if file_id in busy:
+            continue
+        session.add(
+            OutgoingTransfer(
+                file_id=file_id,
+                librarian_id=peer.id,
+                status=TransferStatus.INITIATED,
+                next_attempt_at=now,
+            )
+        )
+        queued += 1
+    session.flush()
+    return queued, len(names) - queued
+
+
+# -- the whole -------------------------------------------------------------------------
+
+
+def run_batch(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    batch_id: int,
+    *,
+    links: PeerLinks,
+    movers: dict[str, Mover],
+) -> BatchOutcome:
+    """Take the batch as far as it can go now; raises ``BatchDeferred`` to be retried later."""
+    started = time.monotonic()
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id)
+        if batch is None:
+            return BatchOutcome(batch_id, "?", "over", "no such batch")
+        outcome = BatchOutcome(batch_id, batch.librarian.name, "over", mover=batch.mover)
+        status, task_id, mover_name = batch.status, batch.task_id, batch.mover
+        outcome.books, outcome.bytes = batch.file_count, batch.total_bytes
+    if status.final:
+        outcome.detail = f"already {status.value}"
+        return outcome
+    mover = movers.get(mover_name)
+    if status == BatchStatus.INITIATED:
+        stage(catalogue, settings, links, batch_id, outcome)
+        with catalogue.session() as session:
+            batch = batch_row(session, batch_id)
+            assert batch is not None
+            status = batch.status
+            outcome.books, outcome.bytes = batch.file_count, batch.total_bytes
+    if status in (BatchStatus.STAGED, BatchStatus.SUBMITTING):
+        if mover is None:
+            outcome.detail = f"no {mover_name!r} mover on this librarian (check [globus])"
+            raise defer(catalogue, settings, batch_id, outcome)
+        submit(catalogue, settings, mover, batch_id, outcome)
+    elif status == BatchStatus.ONGOING and mover is not None and task_id is not None:
+        poll(catalogue, settings, mover, batch_id, task_id, outcome)
+    release(catalogue, batch_id)
+    outcome.seconds = time.monotonic() - started
+    return outcome

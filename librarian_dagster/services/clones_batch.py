@@ -1,0 +1,399 @@
+"""One clone batch, step by step: ask the peer to stage it, submit it, settle it.
+
+``run_batch`` does whatever the batch still needs, reading its state afresh, so a
+``clone_batch`` run can be repeated, re-executed or killed at any point (see
+``services.clones`` for the whole life of a batch). Network calls (the peer, the mover)
+happen outside transactions; each state change is one short transaction:
+
+- killed before the peer's answer is recorded: the next run asks again, and the peer answers
+  the same (its stage is idempotent per outgoing transfer id);
+- killed after the submission id is recorded but before the task id: the next run submits
+  again with the same submission id, and the mover returns the same task;
+- killed while settling: nothing was recorded; the next run reads the same report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import (
+    File,
+    Instance,
+    Librarian,
+    OutgoingTransfer,
+    Store,
+    TransferBatch,
+)
+from librarian_dagster.services import outbox
+from librarian_dagster.services.clones_incoming import record_remote_instance
+from librarian_dagster.services.events import record_event
+from librarian_dagster.services.peers import PeerLinks, access_of, record_contact
+from librarian_dagster.settings import LibrarianSettings, TransferSettings
+from librarian_dagster.states import (
+    MOVER_BUSY,
+    BatchStatus,
+    MoverName,
+    Severity,
+    StageAnswer,
+    TransferStatus,
+)
+from librarian_dagster.storage.movers.protocol import (
+    MoveItem,
+    Mover,
+    MoverError,
+)
+from librarian_dagster.wire import CloneItem, CloneStageRequest, CloneStageResponse
+from librarian_dagster.wire.clones import CLONES_FAIL
+
+Step = Literal["staged", "submitted", "waiting", "moving", "settled", "over"]
+# Batches that still need a run before the mover has a task.
+BEFORE_TASK = (BatchStatus.INITIATED, BatchStatus.STAGED, BatchStatus.SUBMITTING)
+
+
+@dataclass
+class BatchOutcome:
+    """What a run did to a batch, for its log and metadata."""
+
+    batch_id: int
+    peer: str
+    step: Step
+    detail: str = ""
+    books: int = 0
+    bytes: int = 0
+    task_id: str | None = None
+    mover: str | None = None
+    fault: str | None = None
+    seconds: float = 0.0
+    # Outbox rows this step wrote (delivered at once by the run, the sensor's backstop).
+    callbacks: list[int] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class BatchDeferred(Exception):
+    """The batch could not go on now (peer down, mover refusing); it is retried later."""
+
+    def __init__(self, outcome: BatchOutcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
+def defer(
+    catalogue: Catalogue, settings: LibrarianSettings, batch_id: int, outcome: BatchOutcome
+) -> BatchDeferred:
+    """Count the failed attempt, back off, remember why; the exception to raise."""
+    with catalogue.session() as session:
+        batch = session.get(TransferBatch, batch_id, with_for_update=True)
+        if batch is not None:
+            batch.attempts += 1
+            batch.failure_reason = outcome.detail[:4000]
+            batch.next_attempt_at = datetime.now(UTC) + retry_delay(
+                settings.transfer, batch.attempts
+            )
+    return BatchDeferred(outcome)
+
+
+def retry_delay(transfer: TransferSettings, attempts: int) -> timedelta:
+    """The back-off before the next send of a book that failed ``attempts`` times."""
+    seconds = transfer.retry_backoff_seconds * 2 ** max(0, min(attempts - 1, 20))
+    return timedelta(seconds=min(seconds, transfer.retry_backoff_max_seconds))
+
+
+def schedule_resend(
+    session: Session,
+    settings: LibrarianSettings,
+    row: OutgoingTransfer,
+    reason: str,
+    *,
+    count: bool = True,
+    now: datetime | None = None,
+) -> bool:
+    """Send ``row``'s book again later, or fail it for good after ``max_attempts``.
+
+    ``count=False`` for a wait that is nobody's fault (the peer is still busy with it).
+    Returns True if it will be sent again. A book failed for good is owed to nobody; the
+    peer is told (``/clones/fail``) so that it removes what it staged.
+    """
+    now = now or datetime.now(UTC)
+    if count:
+        row.attempts += 1
+    row.failure_reason = reason[:4000]
+    row.batch_id = None
+    if row.attempts >= settings.transfer.max_attempts:
+        row.status = TransferStatus.FAILED
+        row.completed_at = now
+        record_event(
+            session,
+            Severity.ERROR,
+            "clone_failed",
+            f"sending {row.file.name!r} to {row.librarian.name} failed {row.attempts} times; "
+            f"last: {reason}",
+            subject=row.file.name,
+            details={"transfer_id": row.id, "peer": row.librarian.name},
+        )
+        if row.remote_transfer_id is not None:
+            outbox.enqueue(
+                session,
+                row.librarian_id,
+                CLONES_FAIL,
+                {
+                    "role": "source",
+                    "transfers": [
+                        {
+                            "transfer_id": row.remote_transfer_id,
+                            "reason": f"the sender gave up: {reason}"[:4000],
+                        }
+                    ],
+                },
+            )
+        return False
+    row.status = TransferStatus.INITIATED
+    row.next_attempt_at = now + retry_delay(settings.transfer, row.attempts if count else 1)
+    return True
+
+
+def batch_row(session: Session, batch_id: int, *, lock: bool = False) -> TransferBatch | None:
+    return session.get(TransferBatch, batch_id, with_for_update=lock)
+
+
+def rows_of(session: Session, batch_id: int, status: TransferStatus) -> list[OutgoingTransfer]:
+    return list(
+        session.scalars(
+            select(OutgoingTransfer)
+            .where(OutgoingTransfer.batch_id == batch_id, OutgoingTransfer.status == status)
+            .options(selectinload(OutgoingTransfer.file), selectinload(OutgoingTransfer.librarian))
+            .order_by(OutgoingTransfer.id)
+            .with_for_update()
+        )
+    )
+
+
+def _copy_here(session: Session, file_id: int) -> tuple[str, str] | None:
+    """(path, store name) of an available copy of ``file_id`` in one of our stores."""
+    row = session.execute(
+        select(Instance.path, Store.name)
+        .join(Store, Store.id == Instance.store_id)
+        .where(Instance.file_id == file_id, Instance.available)
+        .order_by(Instance.id)
+        .limit(1)
+    ).first()
+    return None if row is None else (row.path, row.name)
+
+
+# -- stage ------------------------------------------------------------------------------
+
+
+def _stage_request(session: Session, batch: TransferBatch) -> CloneStageRequest | None:
+    items = []
+    for row in rows_of(session, batch.id, TransferStatus.INITIATED):
+        copy = _copy_here(session, row.file_id)
+        file: File = row.file
+        items.append(
+            CloneItem(
+                transfer_id=row.id,
+                name=file.name,
+                size=file.size,
+                checksum=file.checksum,
+                is_directory=file.is_directory,
+                uploader=file.uploader,
+                source=file.source,
+                source_store=copy[1] if copy else "unknown",
+            )
+        )
+    if not items:
+        return None
+    return CloneStageRequest(mover=MoverName(batch.mover), items=items)
+
+
+def _record_answers(
+    session: Session,
+    settings: LibrarianSettings,
+    batch: TransferBatch,
+    response: CloneStageResponse,
+    outcome: BatchOutcome,
+) -> None:
+    rows = {row.id: row for row in rows_of(session, batch.id, TransferStatus.INITIATED)}
+    now = datetime.now(UTC)
+    for answer in response.items:
+        row = rows.get(answer.transfer_id)
+        if row is None:
+            continue  # not ours, or already settled by an earlier answer
+        name = row.file.name
+        if answer.answer == StageAnswer.STAGED:
+            row.remote_transfer_id = answer.remote_transfer_id
+            row.remote_staging_path = answer.staging_path
+        elif answer.answer == StageAnswer.HELD:
+            row.status = TransferStatus.STORED
+            row.completed_at = now
+            row.failure_reason = None
+            record_remote_instance(session, row.file_id, row.librarian_id, answer.store or "?")
+            outcome.arrived.append(name)
+        elif answer.answer == StageAnswer.IN_PROGRESS:
+            schedule_resend(session, settings, row, answer.reason or "in progress", count=False)
+            outcome.resent.append(name)
+        else:  # conflict, refused: never retried by itself
+            row.status = TransferStatus.FAILED
+            row.completed_at = now
+            row.failure_reason = f"{batch.librarian.name} {answer.answer.value}: {answer.reason}"
+            record_event(
+                session,
+                Severity.ERROR,
+                f"clone_{answer.answer.value}",
+                row.failure_reason,
+                subject=name,
+                details={"transfer_id": row.id, "peer": batch.librarian.name},
+            )
+            outcome.failed.append(name)
+    batch.endpoint = response.endpoint
+    staged = [row for row in rows.values() if row.remote_staging_path and row.batch_id]
+    batch.status = BatchStatus.STAGED if staged else BatchStatus.SUCCEEDED
+    batch.file_count = len(staged)
+    batch.total_bytes = sum(row.file.size for row in staged)
+    if not staged:
+        batch.completed_at = now
+
+
+def stage(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    links: PeerLinks,
+    batch_id: int,
+    outcome: BatchOutcome,
+) -> None:
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id)
+        assert batch is not None
+        access = access_of(settings, batch.librarian)
+        request = _stage_request(session, batch)
+    if request is None:
+        with catalogue.session() as session:
+            batch = batch_row(session, batch_id, lock=True)
+            assert batch is not None
+            batch.status = BatchStatus.SUCCEEDED
+            batch.completed_at = datetime.now(UTC)
+        outcome.step, outcome.detail = "over", "no book left to send"
+        return
+    link = links(access)
+    try:
+        response = link.stage(request)
+    except Exception as error:
+        with catalogue.session() as session:
+            record_contact(session, batch.librarian_id, str(error))
+        outcome.detail = f"{outcome.peer} did not stage the batch: {error}"
+        raise defer(catalogue, settings, batch_id, outcome) from error
+    finally:
+        link.close()
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id, lock=True)
+        assert batch is not None
+        if batch.status == BatchStatus.INITIATED:
+            _record_answers(session, settings, batch, response, outcome)
+        record_contact(session, batch.librarian_id, None)
+    outcome.step = "staged"
+    outcome.detail = (
+        f"{outcome.peer} staged the batch ({len(outcome.arrived)} held already, "
+        f"{len(outcome.failed)} refused, {len(outcome.resent)} busy)"
+    )
+
+
+# -- submit -----------------------------------------------------------------------------
+
+
+def _take_slot(session: Session, settings: LibrarianSettings, batch: TransferBatch) -> bool:
+    """Whether the batch's mover has a free task slot; locks that mover's peers so that
+    two runs cannot both take the last one."""
+    session.execute(
+        select(Librarian.id).where(Librarian.mover == batch.mover).with_for_update()
+    ).all()
+    busy = session.scalar(
+        select(func.count())
+        .select_from(TransferBatch)
+        .where(TransferBatch.mover == batch.mover, TransferBatch.status.in_(MOVER_BUSY))
+    )
+    return int(busy or 0) < settings.transfer.max_active_transfers
+
+
+def _items(session: Session, mover: Mover, batch: TransferBatch) -> list[MoveItem]:
+    """The batch's books as the mover addresses them; our copy chosen now (and recorded)."""
+    items = []
+    for row in rows_of(session, batch.id, TransferStatus.INITIATED):
+        if row.source_path is None:
+            copy = _copy_here(session, row.file_id)
+            if copy is None:
+                continue  # no copy here any more: left for the settle step to re-send
+            row.source_path = copy[0]
+        items.append(
+            MoveItem(
+                source=getattr(mover, "address", str)(row.source_path),
+                destination=row.remote_staging_path or "",
+                checksum=row.file.checksum,
+                recursive=row.file.is_directory,
+            )
+        )
+    return items
+
+
+def submit(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    mover: Mover,
+    batch_id: int,
+    outcome: BatchOutcome,
+) -> None:
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id, lock=True)
+        assert batch is not None
+        if batch.status == BatchStatus.STAGED:
+            if not _take_slot(session, settings, batch):
+                outcome.step = "waiting"
+                outcome.detail = f"every {batch.mover} slot is taken; it waits for one"
+                return
+            batch.status = BatchStatus.SUBMITTING
+            batch.submission_id = batch.submission_id or mover.new_submission_id()
+        items = _items(session, mover, batch)
+        submission_id, endpoint = batch.submission_id, batch.endpoint
+        label = f"librarian {settings.name} to {batch.librarian.name} batch {batch.id}"
+    assert submission_id is not None
+    try:
+        task_id = mover.submit(items, label=label, submission_id=submission_id, endpoint=endpoint)
+    except MoverError as error:
+        outcome.detail = f"the {mover.name} mover refused batch {batch_id}: {error}"
+        outcome.fault = str(error)
+        if error.needs_operator:
+            with catalogue.session() as session:
+                record_event(
+                    session,
+                    Severity.ERROR,
+                    "mover_needs_operator",
+                    outcome.detail,
+                    subject=f"batch {batch_id}",
+                    details={"batch_id": batch_id, "mover": mover.name},
+                )
+        raise defer(catalogue, settings, batch_id, outcome) from error
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id, lock=True)
+        assert batch is not None
+        batch.task_id = task_id
+        batch.status = BatchStatus.ONGOING
+        batch.submitted_at = batch.submitted_at or datetime.now(UTC)
+        batch.polled_at = None
+        for row in rows_of(session, batch_id, TransferStatus.INITIATED):
+            if row.source_path is not None:
+                row.status = TransferStatus.ONGOING
+    outcome.step, outcome.task_id = "submitted", task_id
+    outcome.books, outcome.detail = len(items), f"submitted as {mover.name} task {task_id}"
+
+
+def release(catalogue: Catalogue, batch_id: int) -> None:
+    """The run is done with this step: the next may be asked for at once."""
+    with catalogue.session() as session:
+        session.execute(
+            update(TransferBatch).where(TransferBatch.id == batch_id).values(next_attempt_at=None)
+        )

@@ -1,0 +1,67 @@
+"""Where the copies of books are: ours and the peers' (for the UI and for reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from librarian_dagster.catalogue.models import File, Instance, Librarian, RemoteInstance, Store
+
+
+@dataclass(frozen=True)
+class RemoteCopy:
+    id: int
+    file_id: int
+    name: str
+    peer: str
+    store: str
+
+
+def remote_instances_since(
+    session: Session, after_id: int, *, before: datetime, limit: int
+) -> list[RemoteCopy]:
+    """Remote instances with an id above ``after_id`` recorded before ``before``, by id."""
+    rows = session.execute(
+        select(
+            RemoteInstance.id,
+            RemoteInstance.file_id,
+            File.name,
+            Librarian.name.label("peer"),
+            RemoteInstance.store_name,
+        )
+        .join(File, File.id == RemoteInstance.file_id)
+        .join(Librarian, Librarian.id == RemoteInstance.librarian_id)
+        .where(RemoteInstance.id > after_id, RemoteInstance.created_at < before)
+        .order_by(RemoteInstance.id)
+        .limit(limit)
+    ).all()
+    return [RemoteCopy(r.id, r.file_id, r.name, r.peer, r.store_name) for r in rows]
+
+
+def copies_of(session: Session, file_ids: Sequence[int]) -> dict[int, tuple[str, list[str]]]:
+    """Per file id: its name and where its copies are (``here: <store>``, ``<peer>: <store>``)."""
+    if not file_ids:
+        return {}
+    names = dict(
+        session.execute(select(File.id, File.name).where(File.id.in_(file_ids))).tuples().all()
+    )
+    where: dict[int, list[str]] = {file_id: [] for file_id in names}
+    for file_id, store, available in session.execute(
+        select(Instance.file_id, Store.name, Instance.available)
+        .join(Store, Store.id == Instance.store_id)
+        .where(Instance.file_id.in_(file_ids))
+        .order_by(Instance.id)
+    ):
+        where[file_id].append(f"here: {store}" + ("" if available else " (unavailable)"))
+    for file_id, peer, store in session.execute(
+        select(RemoteInstance.file_id, Librarian.name, RemoteInstance.store_name)
+        .join(Librarian, Librarian.id == RemoteInstance.librarian_id)
+        .where(RemoteInstance.file_id.in_(file_ids))
+        .order_by(RemoteInstance.id)
+    ):
+        where[file_id].append(f"{peer}: {store}")
+    return {file_id: (names[file_id], where[file_id]) for file_id in names}
