@@ -31,9 +31,12 @@ T = TypeVar("T")
 class HttpPeerLink:
     """Calls to one peer over its REST API, as our account there."""
 
-    def __init__(self, access: PeerAccess, timeout: float) -> None:
+    def __init__(self, access: PeerAccess, timeout: float, **client_options: Any) -> None:
+        """``client_options`` go to the ``LibrarianClient`` (tests pass ``http_client``)."""
         self.name = access.name
-        self._client = LibrarianClient(access.url, access.user, access.password, timeout=timeout)
+        self._client = LibrarianClient(
+            access.url, access.user, access.password, timeout=timeout, **client_options
+        )
 
     def __repr__(self) -> str:
         return f"HttpPeerLink({self.name!r}, {self._client!r})"

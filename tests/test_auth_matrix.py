@@ -19,7 +19,13 @@ from librarian_dagster.states import UserLevel
 from tests.api_helpers import api_client, credentials
 
 PUBLIC = None
-EXPECTED: dict[tuple[str, str], UserLevel | None] = {
+# The clone routes need the caller to be a peer (an account named after a peer of ours):
+# none of this table's accounts is one, so they all get 403 (and admins where they may act
+# on any transfer pass). tests/test_clones_auth.py covers peers themselves.
+PEER_ONLY = "peer"
+PEER_OR_ADMIN = "peer or admin"
+Required = UserLevel | str | None
+EXPECTED: dict[tuple[str, str], Required] = {
     ("GET", "/api/v2/ping"): PUBLIC,
     ("GET", "/api/v2/users"): UserLevel.ADMIN,
     ("POST", "/api/v2/users"): UserLevel.ADMIN,
@@ -35,8 +41,28 @@ EXPECTED: dict[tuple[str, str], UserLevel | None] = {
     ("GET", "/api/v2/files/{name:path}"): UserLevel.READ_ONLY,
     ("GET", "/api/v2/corrupt"): UserLevel.ADMIN,
     ("POST", "/api/v2/corrupt/{record_id:int}/dismiss"): UserLevel.ADMIN,
+    ("GET", "/api/v2/account"): UserLevel.CALLBACK,
+    ("GET", "/api/v2/peers"): UserLevel.ADMIN,
+    ("POST", "/api/v2/peers"): UserLevel.ADMIN,
+    ("GET", "/api/v2/peers/{name:str}"): UserLevel.ADMIN,
+    ("PATCH", "/api/v2/peers/{name:str}"): UserLevel.ADMIN,
+    ("DELETE", "/api/v2/peers/{name:str}"): UserLevel.ADMIN,
+    ("POST", "/api/v2/peers/{name:str}/check"): UserLevel.ADMIN,
+    ("GET", "/api/v2/transfers"): UserLevel.ADMIN,
+    ("POST", "/api/v2/transfers/{transfer_id:int}/retry"): UserLevel.ADMIN,
+    ("POST", "/api/v2/transfers/{transfer_id:int}/cancel"): UserLevel.ADMIN,
+    ("POST", "/api/v2/clones/stage"): PEER_ONLY,
+    ("POST", "/api/v2/clones/status"): PEER_ONLY,
+    ("POST", "/api/v2/clones/staged"): PEER_OR_ADMIN,
+    ("POST", "/api/v2/clones/complete"): PEER_OR_ADMIN,
+    ("POST", "/api/v2/clones/fail"): PEER_OR_ADMIN,
 }
-SAMPLE_PATH_VALUES = {"name": "no-such-name", "upload_id": "999999", "record_id": "999999"}
+SAMPLE_PATH_VALUES = {
+    "name": "no-such-name",
+    "upload_id": "999999",
+    "record_id": "999999",
+    "transfer_id": "999999",
+}
 
 
 def app_routes(settings: LibrarianSettings) -> set[tuple[str, str]]:
@@ -112,6 +138,9 @@ def test_route_permission(
     elif auth != "good":
         assert response.status_code == 401, response.text
         assert response.headers["www-authenticate"].startswith("Basic")
+    elif isinstance(required, str) and not isinstance(required, UserLevel):
+        allowed = required == PEER_OR_ADMIN and level == UserLevel.ADMIN
+        assert (response.status_code not in (401, 403)) == allowed, response.text
     elif level.allows(required):
         assert response.status_code not in (401, 403), response.text
     else:

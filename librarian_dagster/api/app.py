@@ -127,7 +127,7 @@ def create_app(
             corrupt.router(),
             peers.router(),
             peers.account_router(),
-            clones.router(),
+            clones.router(catalogue),
             transfers.router(),
         ],
         dependencies=app_dependencies(

@@ -27,7 +27,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
 from argon2 import PasswordHasher
@@ -43,6 +43,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services.accounts import Principal, verify_password
 from librarian_dagster.services.errors import TooManyRequests
+from librarian_dagster.services.peers import calling_peer
 from librarian_dagster.states import UserLevel
 
 REALM = 'Basic realm="librarian", charset="UTF-8"'
@@ -173,6 +174,7 @@ class BasicAuthMiddleware(AbstractAuthenticationMiddleware):
 
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]
+AsyncGuard = Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]
 
 
 def requires(level: UserLevel) -> Guard:
@@ -191,4 +193,30 @@ def requires(level: UserLevel) -> Guard:
             )
 
     guard.required_level = level  # type: ignore[attr-defined]
+    return guard
+
+
+def requires_peer(catalogue: Catalogue, *, admin_too: bool) -> AsyncGuard:
+    """A guard for the clone routes: the caller must be a peer of ours (its account is named
+    after it), or, where ``admin_too``, an admin; 403 otherwise, before the body is read."""
+
+    async def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            return
+        principal: Principal = connection.user
+        if admin_too and principal.level == UserLevel.ADMIN:
+            return
+
+        def is_peer() -> bool:
+            with catalogue.session() as session:
+                return calling_peer(session, principal) is not None
+
+        if not await anyio.to_thread.run_sync(is_peer):
+            raise PermissionDeniedException(
+                detail=(
+                    f"{principal.name!r} is not a peer of this librarian: peers call with an "
+                    "account named after them" + (" (or an admin's)" if admin_too else "")
+                )
+            )
+
     return guard

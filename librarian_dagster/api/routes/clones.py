@@ -13,9 +13,10 @@ from litestar import Request, Router, post
 from litestar.params import JSONBody
 from sqlalchemy.orm import Session
 
-from librarian_dagster.api.auth import requires
+from librarian_dagster.api.auth import requires, requires_peer
 from librarian_dagster.api.dependencies import CatalogueDep, SettingsDep, StoresDep
 from librarian_dagster.api.openapi import problems
+from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import Librarian
 from librarian_dagster.services import clones_callbacks, clones_incoming
 from librarian_dagster.services.accounts import Principal
@@ -149,10 +150,23 @@ def status(
         return clones_callbacks.clone_states(session, sender, data)
 
 
-def router() -> Router:
+def router(catalogue: Catalogue) -> Router:
+    """Stage and status are for peers only (they act as the calling peer); the callbacks
+    about existing transfers may also come from an admin, who may act on any transfer."""
     return Router(
         path=API_PREFIX,
-        route_handlers=[stage, staged, complete, failed, status],
+        route_handlers=[
+            Router(
+                path="/",
+                route_handlers=[stage, status],
+                guards=[requires_peer(catalogue, admin_too=False)],
+            ),
+            Router(
+                path="/",
+                route_handlers=[staged, complete, failed],
+                guards=[requires_peer(catalogue, admin_too=True)],
+            ),
+        ],
         guards=[requires(UserLevel.CALLBACK)],
         tags=["clones"],
     )
