@@ -216,9 +216,8 @@ def complete_clones(
             continue
         news = record_remote_instance(session, file.id, row.librarian_id, item.store)
         if row.status != TransferStatus.STORED:
-            row.status = TransferStatus.STORED
+            row.status = TransferStatus.STORED  # failure_reason stays: why earlier tries failed
             row.completed_at = now
-            row.failure_reason = None
             news = True
         result = "recorded" if news else "already"
         acks.append(CloneAck(transfer_id=row.id, result=result, status=row.status))
@@ -244,7 +243,18 @@ def fail_outgoing(
         failure = by_id[row.id]
         current = failure.remote_transfer_id in (None, row.remote_transfer_id)
         if row.status in (TransferStatus.ONGOING, TransferStatus.STAGED) and current:
-            schedule_resend(session, settings, row, f"{row.librarian.name}: {failure.reason}")
+            reason = f"{row.librarian.name}: {failure.reason}"
+            again = schedule_resend(session, settings, row, reason)
+            if again:  # (a book that failed for good has its own event)
+                record_event(
+                    session,
+                    Severity.WARNING,
+                    "clone_refused",
+                    f"{reason}; {row.file.name!r} is sent again (attempt {row.attempts + 1} of "
+                    f"{settings.transfer.max_attempts})",
+                    subject=row.file.name,
+                    details={"transfer_id": row.id, "peer": row.librarian.name},
+                )
             result = "recorded"
         elif row.status in (TransferStatus.STORED, TransferStatus.FAILED):
             result = "already"
