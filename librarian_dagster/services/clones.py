@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,10 +50,10 @@ from librarian_dagster.services.clones_batch import (
     BatchOutcome,
     batch_row,
     defer,
-    release,
     stage,
     submit,
 )
+from librarian_dagster.services.clones_schedule import release
 from librarian_dagster.services.clones_settle import poll
 from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings, TransferSettings
@@ -66,6 +66,9 @@ from librarian_dagster.states import (
 from librarian_dagster.storage.movers.protocol import Mover
 
 # -- forming batches (the clone sensor) -------------------------------------------------
+
+
+NO_COPY = "no copy in service here to send; it waits for one (see librarian corrupt list)"
 
 
 @dataclass(frozen=True)
@@ -96,20 +99,38 @@ def open_batches_by_mover(session: Session) -> dict[str, int]:
     return {mover: int(count) for mover, count in rows}
 
 
-def _fresh(session: Session, peer: Librarian, limit: int) -> tuple[list[Candidate], list[int]]:
-    """Books above the peer's high-water mark, oldest first: (to send, ids to pass over).
+def _with_copy(session: Session, file_ids: Sequence[int]) -> set[int]:
+    """Those of ``file_ids`` with a copy here in service (there is something to send)."""
+    if not file_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Instance.file_id).where(Instance.file_id.in_(file_ids), Instance.available)
+        )
+    )
 
-    Bounded by ``limit`` rows and answered by three indexed look-ups on that small set
-    (held there, in flight there, a copy here) instead of an anti-join over the catalogue.
-    """
+
+@dataclass
+class _Fresh:
+    """Books above a peer's high-water mark, oldest first, sorted out."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    passed: list[int] = field(default_factory=list)  # held there, or already on their way
+    no_copy: list[int] = field(default_factory=list)  # nothing in service here to send
+
+
+def _fresh(session: Session, peer: Librarian, limit: int) -> _Fresh:
+    """Bounded by ``limit`` rows and answered by three indexed look-ups on that small set
+    (held there, in flight there, a copy here) instead of an anti-join over the catalogue."""
     files = session.execute(
         select(File.id, File.size, File.created_at)
         .where(File.id > peer.clone_high_water_file_id)
         .order_by(File.id)
         .limit(limit)
     ).all()
+    found = _Fresh()
     if not files:
-        return [], []
+        return found
     ids = [row.id for row in files]
     held = set(
         session.scalars(
@@ -127,24 +148,22 @@ def _fresh(session: Session, peer: Librarian, limit: int) -> tuple[list[Candidat
             )
         )
     )
-    here = set(
-        session.scalars(
-            select(Instance.file_id).where(Instance.file_id.in_(ids), Instance.available)
-        )
-    )
-    candidates, passed = [], []
+    here = _with_copy(session, ids)
     for row in files:
         if row.id in held or row.id in in_flight:
-            passed.append(row.id)
+            found.passed.append(row.id)
         elif row.id not in here:
-            passed.append(row.id)  # no copy to send: the integrity flow repairs it first
+            found.no_copy.append(row.id)
         else:
-            candidates.append(Candidate(row.id, row.size, row.created_at))
-    return candidates, passed
+            found.candidates.append(Candidate(row.id, row.size, row.created_at))
+    return found
 
 
-def _waiting(session: Session, peer: Librarian, now: datetime, limit: int) -> list[Candidate]:
-    """Re-sends of this peer whose back-off is over, oldest book first."""
+def _waiting(
+    session: Session, settings: LibrarianSettings, peer: Librarian, now: datetime, limit: int
+) -> list[Candidate]:
+    """Re-sends of this peer whose back-off is over, oldest book first. One whose copy here
+    is out of service (corrupt, its drive unmounted) waits another long back-off."""
     rows = session.execute(
         select(OutgoingTransfer, File.size)
         .join(File, File.id == OutgoingTransfer.file_id)
@@ -157,15 +176,17 @@ def _waiting(session: Session, peer: Librarian, now: datetime, limit: int) -> li
         .order_by(OutgoingTransfer.file_id)
         .limit(limit)
     ).all()
-    return [
-        Candidate(
-            row.OutgoingTransfer.file_id,
-            row.size,
-            row.OutgoingTransfer.created_at,
-            row.OutgoingTransfer,
-        )
-        for row in rows
-    ]
+    here = _with_copy(session, [row.OutgoingTransfer.file_id for row in rows])
+    later = now + timedelta(seconds=settings.transfer.retry_backoff_max_seconds)
+    candidates = []
+    for row in rows:
+        transfer: OutgoingTransfer = row.OutgoingTransfer
+        if transfer.file_id in here:
+            candidates.append(Candidate(transfer.file_id, row.size, transfer.created_at, transfer))
+        else:
+            transfer.next_attempt_at = later
+            transfer.failure_reason = NO_COPY
+    return candidates
 
 
 def _plan(
@@ -202,20 +223,33 @@ def _form_for_peer(
     transfer = settings.transfer
     allowed = min(slots, transfer.max_batches_per_tick)
     limit = allowed * transfer.batch_max
-    waiting = _waiting(session, peer, now, limit)
-    fresh, passed = _fresh(session, peer, limit + 1)
-    more_beyond = len(fresh) + len(passed) > limit
-    candidates = sorted(waiting + fresh, key=lambda c: c.file_id)[:limit]
+    waiting = _waiting(session, settings, peer, now, limit)
+    fresh = _fresh(session, peer, limit + 1)
+    more_beyond = len(fresh.candidates) + len(fresh.passed) + len(fresh.no_copy) > limit
+    candidates = sorted(waiting + fresh.candidates, key=lambda c: c.file_id)[:limit]
     batches = _plan(candidates, transfer, allowed, more_beyond, now)
     taken = {candidate.file_id for batch in batches for candidate in batch}
+    # A book with no copy in service here waits as a re-send (a long back-off), so that the
+    # mark can pass it and it is sent once its copy is repaired.
+    later = now + timedelta(seconds=transfer.retry_backoff_max_seconds)
+    for file_id in fresh.no_copy:
+        session.add(
+            OutgoingTransfer(
+                file_id=file_id,
+                librarian_id=peer.id,
+                status=TransferStatus.INITIATED,
+                next_attempt_at=later,
+                failure_reason=NO_COPY,
+            )
+        )
     # The mark passes every fresh book up to the first one left for a later tick.
-    fresh_ids = sorted([c.file_id for c in fresh] + passed)
+    settled = taken | set(fresh.passed) | set(fresh.no_copy)
+    fresh_ids = sorted([c.file_id for c in fresh.candidates] + fresh.passed + fresh.no_copy)
     high_water = peer.clone_high_water_file_id
     for file_id in fresh_ids:
-        if file_id in taken or file_id in passed:
-            high_water = file_id
-        else:
+        if file_id not in settled:
             break
+        high_water = file_id
     peer.clone_high_water_file_id = high_water
     formed = []
     for batch in batches:
@@ -243,7 +277,9 @@ def _form_for_peer(
                 )
         session.flush()
         names = session.scalars(
-            select(File.name).where(File.id.in_([batch[0].file_id, batch[-1].file_id]))
+            select(File.name)
+            .where(File.id.in_([batch[0].file_id, batch[-1].file_id]))
+            .order_by(File.id)
         ).all()
         formed.append(
             FormedBatch(row.id, peer.name, row.file_count, row.total_bytes, names[0], names[-1])

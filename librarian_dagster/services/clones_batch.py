@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -52,8 +52,6 @@ from librarian_dagster.wire import CloneItem, CloneStageRequest, CloneStageRespo
 from librarian_dagster.wire.clones import CLONES_FAIL
 
 Step = Literal["staged", "submitted", "waiting", "moving", "settled", "over"]
-# Batches that still need a run before the mover has a task.
-BEFORE_TASK = (BatchStatus.INITIATED, BatchStatus.STAGED, BatchStatus.SUBMITTING)
 
 
 @dataclass
@@ -233,7 +231,9 @@ def _record_answers(
             row.status = TransferStatus.STORED
             row.completed_at = now
             row.failure_reason = None
-            record_remote_instance(session, row.file_id, row.librarian_id, answer.store or "?")
+            record_remote_instance(
+                session, row.file_id, row.librarian_id, answer.store or "?", verified=True
+            )
             outcome.arrived.append(name)
         elif answer.answer == StageAnswer.IN_PROGRESS:
             schedule_resend(session, settings, row, answer.reason or "in progress", count=False)
@@ -389,11 +389,3 @@ def submit(
                 row.status = TransferStatus.ONGOING
     outcome.step, outcome.task_id = "submitted", task_id
     outcome.books, outcome.detail = len(items), f"submitted as {mover.name} task {task_id}"
-
-
-def release(catalogue: Catalogue, batch_id: int) -> None:
-    """The run is done with this step: the next may be asked for at once."""
-    with catalogue.session() as session:
-        session.execute(
-            update(TransferBatch).where(TransferBatch.id == batch_id).values(next_attempt_at=None)
-        )

@@ -214,7 +214,7 @@ def complete_clones(
             )
             acks.append(CloneAck(transfer_id=row.id, result="ignored", status=row.status))
             continue
-        news = record_remote_instance(session, file.id, row.librarian_id, item.store)
+        news = record_remote_instance(session, file.id, row.librarian_id, item.store, verified=True)
         if row.status != TransferStatus.STORED:
             row.status = TransferStatus.STORED  # failure_reason stays: why earlier tries failed
             row.completed_at = now

@@ -24,6 +24,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -312,19 +313,35 @@ class CloneHooks:
 
 
 def record_remote_instance(
-    session: Session, file_id: int, librarian_id: int, store_name: str
+    session: Session,
+    file_id: int,
+    librarian_id: int,
+    store_name: str,
+    *,
+    verified: bool = False,
 ) -> bool:
-    """A peer holds ``file_id`` in ``store_name``; True if this is news (idempotent)."""
+    """A peer holds ``file_id`` in ``store_name``; True if this is news (idempotent).
+
+    ``verified``: the peer says it verified its copy just now (it stored our bytes after
+    checking their checksum, or holds a book with our checksum).
+    """
     existing = session.scalar(
-        select(RemoteInstance.id).where(
+        select(RemoteInstance).where(
             RemoteInstance.file_id == file_id,
             RemoteInstance.librarian_id == librarian_id,
             RemoteInstance.store_name == store_name,
         )
     )
+    now = datetime.now(UTC) if verified else None
     if existing is not None:
+        if now is not None:
+            existing.verified_at = now
         return False
-    session.add(RemoteInstance(file_id=file_id, librarian_id=librarian_id, store_name=store_name))
+    session.add(
+        RemoteInstance(
+            file_id=file_id, librarian_id=librarian_id, store_name=store_name, verified_at=now
+        )
+    )
     session.flush()
     return True
 

@@ -2,7 +2,7 @@
 
 The transfers sensor asks; ``lease`` marks a batch as having a run asked for (no other is
 asked for until it is over or overdue: ``[transfer] relaunch_after_seconds``), and each run
-releases it when its step is done (``clones_batch.release``) or backs off on failure. Every
+releases it when its step is done (``release``) or backs off on failure. Every
 query is bounded and served by the ``(status, id)`` index: only open batches are read.
 """
 
@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import Librarian, TransferBatch
-from librarian_dagster.services.clones_batch import BEFORE_TASK
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import MOVER_BUSY, BatchStatus, MoverName
+
+# Batches that still need a run before the mover has a task.
+BEFORE_TASK = (BatchStatus.INITIATED, BatchStatus.STAGED, BatchStatus.SUBMITTING)
 
 
 def batches_due(
@@ -110,3 +112,11 @@ def mover_slots(session: Session, settings: LibrarianSettings) -> dict[str, int]
     )
     limit = settings.transfer.max_active_transfers
     return {mover.value: limit - int(busy.get(mover.value, 0)) for mover in MoverName}
+
+
+def release(catalogue: Catalogue, batch_id: int) -> None:
+    """The run is done with this step: the next may be asked for at once."""
+    with catalogue.session() as session:
+        session.execute(
+            update(TransferBatch).where(TransferBatch.id == batch_id).values(next_attempt_at=None)
+        )

@@ -281,7 +281,9 @@ def reconcile(
             name = row.file.name
             if state.state == "held":
                 row.status, row.completed_at = TransferStatus.STORED, now
-                record_remote_instance(session, row.file_id, peer_id, state.store or "?")
+                record_remote_instance(
+                    session, row.file_id, peer_id, state.store or "?", verified=True
+                )
                 outcome.held.append(name)
             elif state.state == "in_progress":
                 row.updated_at = now  # asked again after another period

@@ -1,0 +1,427 @@
+"""Helpers of ``bench_clone.py``: live librarian pairs, books, timelines, catalogues in bulk.
+
+Importing this module sets ``LIBRARIAN_STATE_DIR`` to a temporary directory (removed at
+exit) before ``tests.live`` is imported, as ``tests/conftest.py`` does for the tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # tests.live, when run as a script from anywhere
+if "LIBRARIAN_STATE_DIR" not in os.environ:  # serve-lock pointers go here, not to ~
+    os.environ["LIBRARIAN_STATE_DIR"] = tempfile.mkdtemp(prefix="bench-clone-state-")
+    atexit.register(shutil.rmtree, os.environ["LIBRARIAN_STATE_DIR"], ignore_errors=True)
+
+import dagster as dg  # noqa: E402
+from sqlalchemy import select, text  # noqa: E402
+
+from librarian_dagster.catalogue.models import Librarian  # noqa: E402
+from librarian_dagster.client import LibrarianClient  # noqa: E402
+from librarian_dagster.jobs.names import BATCH_TAG, RECEIVE_OP  # noqa: E402
+from librarian_dagster.storage.movers.local import WORKER_MODULE  # noqa: E402
+from tests.clone_live import admin, query  # noqa: E402
+from tests.live import LiveLibrarian  # noqa: E402
+
+UTC = datetime.UTC
+
+
+def r3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def summary(values: Sequence[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {
+        "n": len(values),
+        "min": r3(min(values)),
+        "median": r3(statistics.median(values)),
+        "max": r3(max(values)),
+        "sum": r3(sum(values)),
+    }
+
+
+def epoch(value: Any) -> float | None:
+    """A catalogue timestamp (SQLite text, naive UTC) as seconds since the epoch."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+# -- live librarians ------------------------------------------------------------------------
+
+
+def transfer_lines(transfer: dict[str, object]) -> list[str]:
+    return ["[transfer]", *(f"{key} = {value}" for key, value in transfer.items())]
+
+
+@contextlib.contextmanager
+def live_pair(root: Path, transfer: dict[str, object]) -> Iterator[list[LiveLibrarian]]:
+    """site-a and site-b serving under ``root`` (stopped, and their mover workers ended,
+    whatever happens); not yet peers."""
+    started: list[LiveLibrarian] = []
+    try:
+        for name in ("site-a", "site-b"):
+            directory = root / name
+            directory.mkdir(parents=True)
+            live = LiveLibrarian(directory, name=name, extra_config=transfer_lines(transfer))
+            started.append(live)
+            begun = time.monotonic()
+            live.start()
+            print(f"  {name} up in {time.monotonic() - begun:.1f} s ({live.api_url})", flush=True)
+        yield started
+    finally:
+        for live in started:
+            with contextlib.suppress(Exception):
+                live.stop()
+        stop_workers(root)
+
+
+def stop_workers(root: Path) -> list[int]:
+    """End LocalMover workers still copying under ``root`` (detached from serve), by pid."""
+    ended = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if WORKER_MODULE in cmdline and str(root) in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                ended.append(int(entry.name))
+    return ended
+
+
+def uploader(live: LiveLibrarian) -> LibrarianClient:
+    with admin(live) as client:
+        made = client.post(
+            "/users", json={"name": "alice", "password": "alice-password", "level": "read_append"}
+        )
+        made.raise_for_status()
+    return LibrarianClient(live.api_url, "alice", "alice-password", timeout=120)
+
+
+def held_at(live: LiveLibrarian, peer: str) -> int:
+    """Books ``live`` records a remote instance of at ``peer``."""
+    return int(
+        query(
+            live,
+            "SELECT count(*) FROM remote_instances r JOIN librarians l ON l.id = r.librarian_id "
+            "WHERE l.name = :peer",
+            peer=peer,
+        )[0][0]
+    )
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    sites: Sequence[LiveLibrarian],
+    every: float = 0.5,
+    on_poll: Callable[[Any], None] | None = None,
+) -> float:
+    """Poll ``condition`` every ``every`` s until it is truthy; the time it first was."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        seen = time.time()
+        if on_poll is not None:
+            on_poll(value)
+        if value:
+            return seen
+        for live in sites:
+            if live.process is not None and live.process.poll() is not None:
+                raise RuntimeError(f"{live.name} exited:\n{live.log()}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in sites)
+            raise TimeoutError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(every)
+
+
+# -- books -------------------------------------------------------------------------------
+
+
+def small_books(root: Path, count: int, seed: int = 11) -> list[tuple[Path, str]]:
+    """``count`` books of a few hundred bytes to a few KiB (log-uniform 200 B - 8 KiB);
+    every tenth a directory of three such files."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def size() -> int:
+        return int(200 * (8192 / 200) ** rng.random())
+
+    pairs = []
+    for i in range(count):
+        if i % 10 == 9:
+            book = root / f"dir{i:05d}"
+            (book / "sub").mkdir(parents=True)
+            (book / "a.dat").write_bytes(rng.randbytes(size()))
+            (book / "b.dat").write_bytes(rng.randbytes(size()))
+            (book / "sub" / "c.dat").write_bytes(rng.randbytes(size()))
+        else:
+            book = root / f"file{i:05d}.dat"
+            book.write_bytes(rng.randbytes(size()))
+        pairs.append((book, f"bench/2026/12/07/book{i:05d}"))
+    return pairs
+
+
+# -- what happened, read afterwards ----------------------------------------------------------
+
+
+def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
+    """The Dagster runs of ``job`` on ``live``: times, status, tags, transfer ids."""
+    home = live.directory / "state" / "dagster"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name=job))
+    runs = []
+    for record in records:
+        run = record.dagster_run
+        config = run.run_config.get("ops", {}).get(RECEIVE_OP, {}).get("config", {})
+        runs.append(
+            {
+                "run_id": run.run_id,
+                "status": run.status.value,
+                "created": record.create_timestamp.timestamp(),
+                "start": record.start_time,
+                "end": record.end_time,
+                "batch": run.tags.get(BATCH_TAG),
+                "books": len(config.get("transfer_ids", [])),
+            }
+        )
+    return sorted(runs, key=lambda run: run["created"])
+
+
+def run_stats(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Count, queue wait (created -> start) and duration (start -> end) of some runs."""
+    finished = [r for r in runs if r["start"] is not None and r["end"] is not None]
+    return {
+        "count": len(runs),
+        "statuses": sorted({r["status"] for r in runs}),
+        "queue_s": summary([r["start"] - r["created"] for r in finished]),
+        "duration_s": summary([r["end"] - r["start"] for r in finished]),
+    }
+
+
+def mover_task_times(live: LiveLibrarian, submission_id: str | None) -> tuple[float, float] | None:
+    """(written, over) of a LocalMover task: task.json's ``created``, final.json's mtime."""
+    if not submission_id:
+        return None
+    task = live.directory / "state" / "movers" / "local" / submission_id
+    try:
+        created = json.loads((task / "task.json").read_text())["created"]
+        return epoch(created) or 0.0, (task / "final.json").stat().st_mtime
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+PHASES = (  # (label, from milestone, to milestone) of one batch, consecutive
+    ("formed -> first clone_batch run starts (queue, run worker start)", "formed", "run1_start"),
+    ("run: stage at B + submit to the mover", "run1_start", "submitted"),
+    ("mover: worker start + copy + hash + fsync", "submitted", "copied"),
+    ("copy over -> settled (poll, clone_batch run, /clones/staged)", "copied", "settled"),
+    ("settled -> last book stored at B (receive sensor + runs)", "settled", "stored_b_last"),
+    ("last stored at B -> last remote instance at A (callback)", "stored_b_last", "complete_last"),
+)
+
+
+def batch_timelines(a: LiveLibrarian, b: LiveLibrarian, t0: float) -> list[dict[str, Any]]:
+    """Per batch of A: milestones (s after ``t0``) from both catalogues, the mover's task
+    directory and A's clone_batch runs; phases between consecutive milestones."""
+    outgoing = query(
+        a, "SELECT id, batch_id, completed_at FROM outgoing_transfers WHERE batch_id IS NOT NULL"
+    )
+    incoming = {
+        row[0]: row[1:]
+        for row in query(
+            b,
+            "SELECT source_transfer_id, created_at, completed_at, run_id FROM incoming_transfers "
+            "WHERE kind = 'clone'",
+        )
+    }
+    runs_by_batch: dict[str, list[dict[str, Any]]] = {}
+    for run in run_records(a, "clone_batch"):
+        runs_by_batch.setdefault(str(run["batch"]), []).append(run)
+    found = []
+    batches = query(
+        a,
+        "SELECT id, file_count, status, created_at, submitted_at, completed_at, submission_id "
+        "FROM transfer_batches ORDER BY id",
+    )
+    for batch_id, books, status, created, submitted, completed, submission in batches:
+        mine = [row for row in outgoing if row[1] == batch_id]
+        at_b = [incoming[row[0]] for row in mine if row[0] in incoming]
+        runs = runs_by_batch.get(str(batch_id), [])
+        task = mover_task_times(a, submission)
+        stored_b = [epoch(row[1]) for row in at_b if row[1] is not None]
+        complete = [epoch(row[2]) for row in mine if row[2] is not None]
+
+        def rel(value: float | None) -> float | None:
+            return None if value is None else r3(value - t0)
+
+        milestones = {
+            "formed": rel(epoch(created)),
+            "run1_start": rel(runs[0]["start"] if runs else None),
+            "submitted": rel(epoch(submitted)),
+            "copied": rel(task[1] if task else None),
+            "settled": rel(epoch(completed)),
+            "stored_b_first": rel(min(stored_b) if stored_b else None),
+            "stored_b_last": rel(max(stored_b) if stored_b else None),
+            "complete_last": rel(max(complete) if complete else None),
+        }
+        phases = {}
+        for label, start, end in PHASES:
+            s, e = milestones[start], milestones[end]
+            phases[label] = None if s is None or e is None else r3(e - s)
+        found.append(
+            {
+                "batch_id": batch_id,
+                "books": books,
+                "status": status,
+                "clone_batch_runs": len(runs),
+                "receive_runs_at_b": len({row[2] for row in at_b}),
+                "milestones_s": milestones,
+                "phases_s": phases,
+            }
+        )
+    return found
+
+
+# -- the clone tick's catalogue: a million files, in bulk -----------------------------------------
+
+_FILES = {
+    "sqlite": (
+        "INSERT INTO files (id, name, size, checksum, is_directory, uploader, source, created_at) "
+        "WITH RECURSIVE seq(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM seq WHERE i < :hi) "
+        "SELECT i, printf('bench/%07d.dat', i), 1000 + i % 5000, printf('xxh3_128:%032x', i), 0, "
+        "'obs', 'bench-site', :created FROM seq"
+    ),
+    "postgresql": (
+        "INSERT INTO files (id, name, size, checksum, is_directory, uploader, source, created_at) "
+        "SELECT i, 'bench/' || lpad(i::text, 7, '0') || '.dat', 1000 + i % 5000, "
+        "'xxh3_128:' || lpad(to_hex(i), 32, '0'), false, 'obs', 'bench-site', "
+        "CAST(:created AS timestamptz) FROM generate_series(CAST(:lo AS bigint), :hi) AS i"
+    ),
+}
+_INSTANCES = (
+    "INSERT INTO instances (file_id, store_id, path, available, created_at, verified_at) "
+    "SELECT id, :store, '/stores/main/store/' || name, :yes, created_at, created_at FROM files "
+    "WHERE id BETWEEN :lo AND :hi"
+)
+_REMOTES = (
+    "INSERT INTO remote_instances (file_id, librarian_id, store_name, created_at) "
+    "SELECT id, :peer, 'main', created_at FROM files WHERE id BETWEEN :lo AND :hi"
+)
+CHUNK = 200_000
+
+
+def bulk_catalogue(catalogue: Any, backend: str, files: int, held: int) -> int:
+    """``files`` files with an available instance each, a peer ``peer-b`` (local mover)
+    whose mark is at ``held`` and which holds files 1..``held``; returns the peer's id."""
+    created = "2024-01-01 00:00:00.000000" if backend == "sqlite" else "2024-01-01T00:00:00Z"
+    with catalogue.session() as session:
+        store = session.scalar(text("SELECT id FROM stores WHERE name = 'main'"))
+        peer = Librarian(
+            name="peer-b",
+            url="http://127.0.0.1:9",
+            remote_user="bench-site",
+            encrypted_password=b"not-a-password",
+            mover="local",
+            transfers_enabled=True,
+            clone_high_water_file_id=held,
+        )
+        session.add(peer)
+        session.flush()
+        peer_id = int(peer.id)
+    for lo in range(1, files + 1, CHUNK):
+        hi = min(lo + CHUNK - 1, files)
+        with catalogue.session() as session:
+            session.execute(text(_FILES[backend]), {"lo": lo, "hi": hi, "created": created})
+            session.execute(text(_INSTANCES), {"lo": lo, "hi": hi, "store": store, "yes": True})
+            if lo <= held:
+                top = min(hi, held)
+                session.execute(text(_REMOTES), {"lo": lo, "hi": top, "peer": peer_id})
+    with catalogue.engine.connect() as connection:
+        if backend == "postgresql":  # what autovacuum does soon after a bulk load
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    return peer_id
+
+
+def reset_clone_state(catalogue: Any, peer_id: int, mark: int) -> None:
+    """Forget every batch and outgoing transfer; the peer's mark back to ``mark``."""
+    with catalogue.session() as session:
+        session.execute(text("DELETE FROM outgoing_transfers"))
+        session.execute(text("DELETE FROM transfer_batches"))
+        peer = session.get(Librarian, peer_id)
+        assert peer is not None
+        peer.clone_high_water_file_id = mark
+
+
+def table_counts(catalogue: Any) -> dict[str, int]:
+    with catalogue.session() as session:
+        return {
+            name: int(session.scalar(text(f"SELECT count(*) FROM {name}")) or 0)
+            for name in ("outgoing_transfers", "transfer_batches")
+        }
+
+
+def peer_mark(catalogue: Any, peer_id: int) -> int:
+    with catalogue.session() as session:
+        return int(
+            session.scalar(
+                select(Librarian.clone_high_water_file_id).where(Librarian.id == peer_id)
+            )
+        )
+
+
+NAIVE = {  # the anti-join the sensor avoids: every file the peer lacks, over all files
+    "naive NOT EXISTS, first 4,097": (
+        "SELECT f.id, f.size, f.created_at FROM files f WHERE NOT EXISTS (SELECT 1 FROM "
+        "remote_instances r WHERE r.file_id = f.id AND r.librarian_id = :peer) AND NOT EXISTS "
+        "(SELECT 1 FROM outgoing_transfers o WHERE o.file_id = f.id AND o.librarian_id = :peer "
+        "AND o.status IN ('initiated', 'ongoing', 'staged')) ORDER BY f.id LIMIT 4097"
+    ),
+    "naive LEFT JOIN ... IS NULL, first 4,097": (
+        "SELECT f.id, f.size, f.created_at FROM files f LEFT JOIN remote_instances r ON "
+        "r.file_id = f.id AND r.librarian_id = :peer LEFT JOIN outgoing_transfers o ON "
+        "o.file_id = f.id AND o.librarian_id = :peer AND o.status IN ('initiated', 'ongoing', "
+        "'staged') WHERE r.id IS NULL AND o.id IS NULL ORDER BY f.id LIMIT 4097"
+    ),
+    "naive NOT EXISTS, all waiting (no LIMIT)": (
+        "SELECT f.id, f.size, f.created_at FROM files f WHERE NOT EXISTS (SELECT 1 FROM "
+        "remote_instances r WHERE r.file_id = f.id AND r.librarian_id = :peer) AND NOT EXISTS "
+        "(SELECT 1 FROM outgoing_transfers o WHERE o.file_id = f.id AND o.librarian_id = :peer "
+        "AND o.status IN ('initiated', 'ongoing', 'staged')) ORDER BY f.id"
+    ),
+}
+BARE = "SELECT id, size, created_at FROM files WHERE id > :mark ORDER BY id LIMIT 4097"
+
+
+def query_plan(catalogue: Any, backend: str, sql: str, params: dict[str, Any]) -> list[str]:
+    explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
+    with catalogue.session() as session:
+        rows = session.execute(text(explain + sql), params).all()
+    return [" ".join(str(c) for c in row) if backend == "sqlite" else str(row[0]) for row in rows]
