@@ -425,3 +425,134 @@ def query_plan(catalogue: Any, backend: str, sql: str, params: dict[str, Any]) -
     with catalogue.session() as session:
         rows = session.execute(text(explain + sql), params).all()
     return [" ".join(str(c) for c in row) if backend == "sqlite" else str(row[0]) for row in rows]
+
+
+# -- one 1,024-book batch's catalogue work, in process (no Dagster, no HTTP) ----------------------
+
+
+class StubMover:
+    """A mover that takes a task and copies nothing: the copy is timed on its own."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def address(self, path: Path | str) -> str:
+        return str(path)
+
+    def new_submission_id(self) -> str:
+        return "0" * 32
+
+    def submit(self, items: Sequence[Any], **_: Any) -> str:
+        self.items = list(items)
+        return "0" * 32
+
+
+def offline_batch_costs(root: Path, books: int, seed: int) -> dict[str, float]:
+    """Seconds of each step one batch of ``books`` books takes on SQLite, calling the services
+    the sensor, runs and routes call (``tests.clone_helpers`` builds the two librarians)."""
+    from sqlalchemy import insert
+
+    from librarian_dagster.catalogue.models import CallbackOutbox, File, Instance, Store
+    from librarian_dagster.services import clones_batch, clones_callbacks, outbox_delivery
+    from librarian_dagster.services.clones import form_batches
+    from librarian_dagster.services.clones_incoming import stage_clones
+    from librarian_dagster.services.clones_settle import settle
+    from librarian_dagster.services.ingest import ingest_transfer
+    from librarian_dagster.services.peers import get_peer
+    from librarian_dagster.storage.checksums import hash_path
+    from librarian_dagster.storage.movers.copy import copy_and_hash
+    from librarian_dagster.storage.movers.protocol import ItemResult, TaskReport, TaskStatus
+    from librarian_dagster.storage.tree import tree_size
+    from librarian_dagster.wire import CloneComplete
+    from librarian_dagster.wire.clones import CLONES_COMPLETE
+    from tests.clone_helpers import befriend_both, clone_sites, links_for
+
+    times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        times[label] = round(time.perf_counter() - start, 4)
+
+    transfer = {"batch_min": 128, "batch_max": books, "batch_max_wait_seconds": 0}
+    with clone_sites(root / "sites", ["site-a", "site-b"], **transfer) as sites:
+        a, b = sites["site-a"], sites["site-b"]
+        befriend_both(a, b)
+        pairs = small_books(root / "books", books, seed)
+        old = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+        with a.catalogue.session() as session:
+            store_id = session.scalar(select(Store.id).where(Store.name == "main"))
+            files = [
+                {
+                    "id": i + 1,
+                    "name": name,
+                    "size": tree_size(path) or 0,
+                    "checksum": str(hash_path(path)),
+                    "is_directory": path.is_dir(),
+                    "uploader": "alice",
+                    "source": "site-a",
+                    "created_at": old,
+                }
+                for i, (path, name) in enumerate(pairs)
+            ]
+            session.execute(insert(File), files)
+            session.execute(
+                insert(Instance),
+                [
+                    {"file_id": i + 1, "store_id": store_id, "path": str(path), "available": True}
+                    for i, (path, _) in enumerate(pairs)
+                ],
+            )
+        with timed("A: form_batches (the clone sensor's catalogue work)"):
+            (formed,) = form_batches(a.catalogue, a.settings)
+        batch_id = formed.batch_id
+        outcome = clones_batch.BatchOutcome(batch_id, "site-b", "over")
+        with timed("A: build the stage request"), a.catalogue.session() as session:
+            request = clones_batch._stage_request(session, clones_batch.batch_row(session, batch_id))
+        assert request is not None and len(request.items) == books
+        with timed("B: stage_clones (rows + staging directories)"), b.catalogue.session() as s:
+            response = stage_clones(s, b.settings, b.stores, get_peer(s, "site-a"), request)
+        with timed("A: record the stage answers"), a.catalogue.session() as session:
+            batch = clones_batch.batch_row(session, batch_id, lock=True)
+            clones_batch._record_answers(session, a.settings, batch, response, outcome)
+        mover = StubMover()
+        with timed("A: submit (slot, source paths, ongoing)"):
+            clones_batch.submit(a.catalogue, a.settings, mover, batch_id, outcome)  # type: ignore[arg-type]
+        results = []
+        with timed("mover: copy_and_hash of every book (the worker's work, no catalogue)"):
+            for item in mover.items:
+                checksum = copy_and_hash(item.source, item.destination)
+                results.append(ItemResult(item, done=True, checksum=str(checksum)))
+        report = TaskReport("0" * 32, TaskStatus.SUCCEEDED, tuple(results))
+        with timed("A: settle (staged, outbox row)"):
+            settle(a.catalogue, a.settings, report, batch_id, outcome)
+        with a.catalogue.session() as session:
+            ids = session.get(CallbackOutbox, outcome.callbacks[0]).payload["transfer_ids"]
+        with timed("B: mark_staged"), b.catalogue.session() as session:
+            clones_callbacks.mark_staged(session, get_peer(session, "site-a"), ids)
+        with timed("B: ingest_transfer of every book (verify, seal, store, record, outbox)"):
+            for transfer_id in ids:
+                done = ingest_transfer(
+                    b.catalogue,
+                    b.stores,
+                    transfer_id,
+                    run_id="bench",
+                    run_is_active=lambda _: False,
+                    settings=b.settings,
+                )
+                assert done.status == "stored", done
+        with b.catalogue.session() as session:
+            owed = session.scalars(
+                select(CallbackOutbox).where(CallbackOutbox.route == CLONES_COMPLETE)
+            ).all()
+            complete = CloneComplete(transfers=[t for row in owed for t in row.payload["transfers"]])
+        with timed("A: complete_clones (remote instances)"), a.catalogue.session() as session:
+            acks = clones_callbacks.complete_clones(session, get_peer(session, "site-b"), complete)
+        assert [ack.result for ack in acks.items] == ["recorded"] * books
+        with timed("B: deliver the outbox over HTTP (A answers 'already')"):
+            delivery = outbox_delivery.deliver(b.catalogue, b.settings, links_for(sites))
+        assert delivery.delivered == books, delivery
+    return times

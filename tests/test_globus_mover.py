@@ -25,7 +25,7 @@ from globus_sdk.transport import RetryConfig
 from responses import matchers
 
 from librarian_dagster.storage.errors import PathEscapeError
-from librarian_dagster.storage.movers.globus import GlobusMover, clean_label, match_results
+from librarian_dagster.storage.movers.globus import GlobusMover, clean_label
 from librarian_dagster.storage.movers.protocol import (
     ItemResult,
     MoveItem,
@@ -33,6 +33,7 @@ from librarian_dagster.storage.movers.protocol import (
     MoverError,
     TaskReport,
     TaskStatus,
+    match_results,
 )
 
 OURS = str(uuid.uuid4())  # this site's collection

@@ -11,7 +11,6 @@ same report. Books staged at a peer that never confirmed them are settled by ask
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,44 +35,15 @@ from librarian_dagster.services.peers import PeerLinks, access_of, record_contac
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import BatchStatus, Severity, TransferStatus
 from librarian_dagster.storage.movers.protocol import (
-    ItemResult,
+    MoveItem,
     Mover,
     MoverError,
     TaskReport,
     TaskStatus,
+    match_results,
 )
 from librarian_dagster.wire import CloneQuery, CloneStatusRequest
 from librarian_dagster.wire.clones import CLONES_STAGED
-
-
-class _Results:
-    """A report's per-item results, found by a book's destination.
-
-    A mover may report a directory book file by file (Globus lists each file it moved):
-    a result under the book's destination counts for the book, done only if none of them
-    failed. (The peer verifies every checksum anyway, so a directory moved in part is
-    caught there and sent again.)
-    """
-
-    def __init__(self, report: TaskReport) -> None:
-        self._by_destination = {result.item.destination: result for result in report.items}
-        self._sorted = sorted(self._by_destination)
-
-    def of(self, destination: str) -> ItemResult | None:
-        exact = self._by_destination.get(destination)
-        if exact is not None or not destination:
-            return exact
-        prefix = destination.rstrip("/") + "/"
-        start = bisect.bisect_left(self._sorted, prefix)
-        inside = []
-        for key in self._sorted[start:]:
-            if not key.startswith(prefix):
-                break
-            inside.append(self._by_destination[key])
-        if not inside:
-            return None
-        failed = next((result for result in inside if not result.done), None)
-        return failed or inside[0]
 
 
 def settle(
@@ -83,8 +53,12 @@ def settle(
     batch_id: int,
     outcome: BatchOutcome,
 ) -> None:
-    """The task is over: arrived books are staged at the peer (it is told), others re-sent."""
-    results = _Results(report)
+    """The task is over: arrived books are staged at the peer (it is told), others re-sent.
+
+    The report's results are matched to the books by destination (``match_results``: a
+    directory book by the files under it; the peer verifies every checksum anyway, so a
+    directory moved in part is caught there and sent again).
+    """
     with catalogue.session() as session:
         batch = batch_row(session, batch_id, lock=True)
         assert batch is not None
@@ -95,12 +69,15 @@ def settle(
         now = datetime.now(UTC)
         rows = rows_of(session, batch_id, TransferStatus.ONGOING)
         rows += rows_of(session, batch_id, TransferStatus.INITIATED)  # no copy at submit
+        sent = [row for row in rows if row.status == TransferStatus.ONGOING]
+        items = [
+            MoveItem("", row.remote_staging_path or "", recursive=row.file.is_directory)
+            for row in sent
+        ]  # a final report has a verdict for each, in order
+        verdicts = dict(zip(map(id, sent), match_results(report, items), strict=True))
         for row in rows:
-            result = results.of(row.remote_staging_path or "")
-            arrived = row.status == TransferStatus.ONGOING and (
-                result.done if result is not None else report.status == TaskStatus.SUCCEEDED
-            )
-            if arrived:
+            result = verdicts.get(id(row))
+            if result is not None and result.done:
                 row.status = TransferStatus.STAGED
                 row.updated_at = now
                 staged_ids.append(row.remote_transfer_id or 0)

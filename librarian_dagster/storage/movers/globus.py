@@ -40,7 +40,6 @@ collection's administrator is a failure). ``fault`` is Globus's own words;
 
 from __future__ import annotations
 
-import posixpath
 import threading
 import time
 import unicodedata
@@ -169,7 +168,7 @@ class GlobusMover:
         items back; a report names the files Globus lists as transferred (once the task is
         over: succeeded, failed or cancelled), each ``done``. Callers match
         ``ItemResult.item.destination`` to the destinations they submitted, a directory
-        book by the files under it: ``match_results`` does it. A succeeded task delivered
+        book by the files under it: ``protocol.match_results`` does it. A succeeded task delivered
         every item, listed or not (Globus lists neither directories nor files a sync
         skipped).
         """
@@ -292,39 +291,6 @@ class GlobusMover:
         """Drop the token after a 401 if the authorizer can fetch another."""
         authorizer = getattr(self._client, "authorizer", None)
         return authorizer is not None and bool(authorizer.handle_missing_authorization())
-
-
-def match_results(report: TaskReport, items: Sequence[MoveItem]) -> tuple[ItemResult, ...]:
-    """The report's verdict on each of ``items`` (what the caller submitted), by destination.
-
-    An item is done when the task succeeded, or when its destination is among the files
-    reported done; a directory item (``recursive``) when any file under its destination is.
-    A partly moved directory thus counts as done: the receiving librarian verifies every
-    book's checksum and refuses it. Once the task is over, the others are not done, with the
-    task's fault; while it runs, they are left out (no verdict yet).
-    """
-    arrived: set[str] = set()
-    under: set[str] = set()
-    for result in report.items:
-        if result.done:
-            path = posixpath.normpath(result.item.destination)
-            arrived.add(path)
-            while (parent := posixpath.dirname(path)) != path:
-                under.add(parent)
-                path = parent
-    verdicts: list[ItemResult] = []
-    for item in items:
-        destination = posixpath.normpath(item.destination)
-        if (
-            report.status is TaskStatus.SUCCEEDED
-            or destination in arrived
-            or (item.recursive and destination in under)
-        ):
-            verdicts.append(ItemResult(item, done=True))
-        elif report.status.final:
-            fault = report.fault or "not among the files Globus transferred"
-            verdicts.append(ItemResult(item, done=False, fault=fault))
-    return tuple(verdicts)
 
 
 def clean_label(label: str) -> str:

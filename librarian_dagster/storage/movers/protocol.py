@@ -22,6 +22,7 @@ to the operator unchanged.
 from __future__ import annotations
 
 import enum
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -134,3 +135,36 @@ class Mover(Protocol):
     def cancel(self, task_id: str) -> None:
         """Stop the task (no-op once it is final); its report then says ``cancelled``."""
         ...
+
+
+def match_results(report: TaskReport, items: Sequence[MoveItem]) -> tuple[ItemResult, ...]:
+    """The report's verdict on each of ``items`` (what the caller submitted), by destination.
+
+    An item is done when the task succeeded, or when its destination is among the files
+    reported done; a directory item (``recursive``) when any file under its destination is.
+    A partly moved directory thus counts as done: the receiving librarian verifies every
+    book's checksum and refuses it. Once the task is over, the others are not done, with the
+    task's fault; while it runs, they are left out (no verdict yet).
+    """
+    arrived: set[str] = set()
+    under: set[str] = set()
+    for result in report.items:
+        if result.done:
+            path = posixpath.normpath(result.item.destination)
+            arrived.add(path)
+            while (parent := posixpath.dirname(path)) != path:
+                under.add(parent)
+                path = parent
+    verdicts: list[ItemResult] = []
+    for item in items:
+        destination = posixpath.normpath(item.destination)
+        if (
+            report.status is TaskStatus.SUCCEEDED
+            or destination in arrived
+            or (item.recursive and destination in under)
+        ):
+            verdicts.append(ItemResult(item, done=True))
+        elif report.status.final:
+            fault = report.fault or "not among the files Globus transferred"
+            verdicts.append(ItemResult(item, done=False, fault=fault))
+    return tuple(verdicts)
