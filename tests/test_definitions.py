@@ -74,12 +74,13 @@ def test_the_code_location_has_an_asset_per_peer_from_the_catalogue(
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
     with catalogue.session() as session:
-        for name in ("site-b", "site.c"):
+        for name in ("site-b", "site.c", "site_b"):  # site-b and site_b: two ops, not one
             session.add(
                 Librarian(name=name, url="http://x", remote_user="u", encrypted_password=b"")
             )
     loaded = defs()
     keys = {key for key in loaded.resolve_all_asset_keys() if key.path[0] == "peers"}
-    assert keys == {dg.AssetKey(["peers", "site-b"]), dg.AssetKey(["peers", "site.c"])}
+    assert keys == {dg.AssetKey(["peers", name]) for name in ("site-b", "site.c", "site_b")}
+    loaded.get_repository_def().load_all_definitions()
     spec = loaded.resolve_assets_def(dg.AssetKey(["peers", "site-b"]))
     assert spec.partitions_def == loaded.resolve_assets_def(dg.AssetKey("book")).partitions_def

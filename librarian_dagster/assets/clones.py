@@ -16,6 +16,8 @@ keys (see docs/architecture.md). Peers are runtime data (``librarian peer add``)
 assets are built when the code location loads (``definitions.defs``), from the catalogue.
 """
 
+import hashlib
+import re
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
@@ -33,23 +35,35 @@ def peer_asset_key(peer: str) -> dg.AssetKey:
     return dg.AssetKey([PEER_ASSET_PREFIX, peer])
 
 
+def _op_name(peer: str) -> str:
+    """A unique op name for the peer's asset: peer names may hold ``-`` and ``.``, which op
+    names may not, and ``site-b`` and ``site_b`` must not meet as one op."""
+    digest = hashlib.sha256(peer.encode()).hexdigest()[:8]
+    return f"copies_at_{re.sub(r'[^A-Za-z0-9_]', '_', peer)}_{digest}"
+
+
 def peer_asset(peer: str) -> dg.AssetsDefinition:
     """The asset of one peer's copies (see the module docstring)."""
 
-    @dg.asset(
-        key=peer_asset_key(peer),
-        partitions_def=books_partitions,
-        deps=[BOOK_KEY],
-        group_name=GROUP,
-        output_required=False,
+    @dg.multi_asset(
+        name=_op_name(peer),
+        specs=[
+            dg.AssetSpec(
+                key=peer_asset_key(peer),
+                deps=[BOOK_KEY],
+                partitions_def=books_partitions,
+                group_name=GROUP,
+                skippable=True,
+                kinds={"librarian"},
+                description=(
+                    f"Books the peer librarian {peer!r} holds, one partition per book: "
+                    "materialized when it confirms a copy, observed while one is on its way. "
+                    "Materializing missing partitions sends those books (again)."
+                ),
+                metadata={"peer": peer},
+            )
+        ],
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"librarian"},
-        description=(
-            f"Books the peer librarian {peer!r} holds, one partition per book: materialized "
-            "when it confirms a copy, observed while one is on its way. Materializing "
-            "missing partitions sends those books (again)."
-        ),
-        metadata={"peer": peer},
         op_tags={PEER_TAG: peer},
     )
     def copies(context: dg.AssetExecutionContext, catalogue: CatalogueResource) -> Iterator[None]:
