@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import datetime
 import json
 import logging
@@ -49,16 +50,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import dagster as dg  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 
 from benchmarks import clone_bench_setup as setup  # noqa: E402  (sets LIBRARIAN_STATE_DIR)
 from benchmarks.bench_sensor_tick import open_site, postgres_version  # noqa: E402
 from benchmarks.provenance import git_state  # noqa: E402
 from benchmarks.stats import r3  # noqa: E402
-from librarian_dagster.catalogue.models import Librarian  # noqa: E402
 from librarian_dagster.resources.librarian import CatalogueResource  # noqa: E402
 from librarian_dagster.sensors import clones as clone_sensors  # noqa: E402
-from librarian_dagster.services.clones import _fresh  # noqa: E402
 from librarian_dagster.storage.checksums import hash_path  # noqa: E402
 from librarian_dagster.storage.posix import remove_if_present  # noqa: E402
 from tests.clone_live import connect, query, scalar  # noqa: E402
@@ -377,49 +375,6 @@ def clone_tick(site: Any, peer_id: int, cursor: str | None) -> dict[str, Any]:
     }
 
 
-def time_queries(site: Any, backend: str, peer_id: int, mark: int, repeats: int) -> dict[str, Any]:
-    """The bounded look-up and the anti-join it replaces, interleaved, on the same data."""
-
-    def library_fresh() -> int:
-        with site.catalogue.session() as session:
-            peer = session.get(Librarian, peer_id)
-            found = _fresh(session, peer, 4097)
-            lists = found if isinstance(found, tuple) else vars(found).values()
-            return sum(len(rows) for rows in lists)  # candidates, passed over, no copy
-
-    def sql(statement: str) -> Any:
-        def run() -> int:
-            with site.catalogue.session() as session:
-                return len(session.execute(text(statement), {"peer": peer_id, "mark": mark}).all())
-
-        return run
-
-    queries = {
-        "bounded look-up as the sensor does it (`_fresh`, 4,097 rows + 3 look-ups)": library_fresh,
-        "bare: files above the mark, first 4,097": sql(setup.BARE),
-        **{label: sql(statement) for label, statement in setup.NAIVE.items()},
-    }
-    times: dict[str, list[float]] = {label: [] for label in queries}
-    rows = {}
-    for _ in range(repeats + 1):  # the first round is reported as cold
-        for label, run in queries.items():
-            start = time.perf_counter()
-            rows[label] = run()
-            times[label].append(time.perf_counter() - start)
-    plan = setup.query_plan(
-        site.catalogue, backend, setup.NAIVE["naive NOT EXISTS, first 4,097"], {"peer": peer_id}
-    )
-    return {
-        label: {
-            "rows": rows[label],
-            "cold_s": round(values[0], 4),
-            "median_s": round(statistics.median(values[1:]), 4),
-            "max_s": round(max(values[1:]), 4),
-        }
-        for label, values in times.items()
-    } | {"naive plan": plan}
-
-
 def tick_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     held = args.files - args.waiting
     with open_site(backend, args.postgres_url) as site:
@@ -441,8 +396,15 @@ def tick_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             ticks += [clone_tick(site, peer_id, cursor) for _ in range(4)]  # idle
             assert sum(t["books"] for t in ticks) == args.waiting, ticks
             rounds.append(ticks)
+        setup.reset_clone_state(site.catalogue, peer_id, held)  # a cold tick, profiled
+        profiler = cProfile.Profile()
+        with profiler:
+            clone_tick(site, peer_id, None)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(args.profile / f"clone-tick-{backend}.pstats")
         setup.reset_clone_state(site.catalogue, peer_id, held)
-        queries = time_queries(site, backend, peer_id, held, args.repeats)
+        queries = setup.time_queries(site.catalogue, backend, peer_id, held, args.repeats)
     busy = [t for ticks in rounds for t in ticks if t["batches"]]
     idle = [t for ticks in rounds for t in ticks if not t["batches"]]
     first = rounds[0][0]
@@ -474,6 +436,7 @@ def tick_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         },
         "slowest_tick_s": r3(slowest),
         "queries": queries,
+        "cold_tick_profile_cumulative_s": setup.profile_breakdown(profiler),
         "pass": slowest <= GOALS["tick"][1],
     }
 
@@ -547,7 +510,7 @@ def print_summary(parts: dict[str, Any]) -> None:
                 f"tick [{backend}] cold {b['cold_tick']['s'] * 1000:.0f} ms; books:max ms {ticks}"
             )
             for label, q in b["queries"].items():
-                if label != "naive plan":
+                if "plan" not in label:
                     print(f"  {q['median_s'] * 1000:8.1f} ms  {label}")
     print(json.dumps(verdicts(parts), indent=2))
 
@@ -564,6 +527,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1_000_000, help="tick: files catalogued")
     parser.add_argument("--waiting", type=int, default=10_000, help="tick: new for the peer")
     parser.add_argument("--repeats", type=int, default=3, help="tick: rounds and query repeats")
+    parser.add_argument("--profile", type=Path, help="tick: also write pstats of a cold tick")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument(
         "--postgres-url", default=os.environ.get("LIBRARIAN_BENCH_POSTGRES_URL", POSTGRES_URL)

@@ -29,9 +29,10 @@ def wait_final(mover: LocalMover, task_id: str, timeout: float = 60.0):
 
 
 def make_books(tmp_path: Path) -> tuple[list[MoveItem], Path]:
-    source, staging = tmp_path / "source", tmp_path / "staging"
+    """Two books (a file, a directory) and a peer's staging directory to send them to."""
+    source, staging = tmp_path / "source", tmp_path / "store" / "staging" / ("5" * 32)
     source.mkdir()
-    staging.mkdir()
+    staging.mkdir(parents=True)
     (source / "a.dat").write_bytes(b"a" * 1000)
     directory = source / "dir"
     (directory / "sub").mkdir(parents=True)
@@ -82,7 +83,7 @@ def test_a_source_that_does_not_match_its_checksum_is_not_delivered(tmp_path: Pa
 
 def test_a_missing_source_is_a_fault_of_that_item_only(tmp_path: Path) -> None:
     items, _ = make_books(tmp_path)
-    items[1] = MoveItem(str(tmp_path / "gone"), str(tmp_path / "staging" / "gone"))
+    items[1] = MoveItem(str(tmp_path / "gone"), str(Path(items[1].destination).parent / "gone"))
     mover = LocalMover(tmp_path / "tasks")
     report = wait_final(mover, mover.submit(items, label="b", submission_id="1" * 32))
     assert [result.done for result in report.items] == [True, False]
@@ -141,3 +142,24 @@ def test_unknown_and_malformed_task_ids(tmp_path: Path) -> None:
         mover.submit([], label="empty", submission_id="4" * 32)
     with pytest.raises(MoverError, match="no local task"):
         mover.submit([MoveItem("a", "b")], label="bad id", submission_id="../escape")
+
+
+def test_it_writes_nowhere_but_into_a_librarians_staging(tmp_path: Path) -> None:
+    """The destination comes from a peer: a copy (and the removal of a half-made one) goes
+    only to <root>/staging/<id>/<name>, never over anything else on this host."""
+    items, staging = make_books(tmp_path)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not yours")
+    link = tmp_path / "store" / "staging" / ("6" * 32)
+    link.symlink_to(staging)
+    bad = [
+        MoveItem(items[0].source, str(precious), checksum=items[0].checksum),
+        MoveItem(items[0].source, str(tmp_path / "store" / "staging" / "a.dat")),
+        MoveItem(items[0].source, str(link / "a.dat")),
+        MoveItem(items[0].source, "relative/staging/" + "7" * 32 + "/a.dat"),
+    ]
+    mover = LocalMover(tmp_path / "tasks")
+    report = wait_final(mover, mover.submit(bad, label="b", submission_id="8" * 32))
+    assert report.status == TaskStatus.FAILED and len(report.failed_items) == 4
+    assert all("refusing to write there" in (r.fault or "") for r in report.items)
+    assert precious.read_text() == "not yours" and list(staging.iterdir()) == []

@@ -224,9 +224,16 @@ def _record_answers(
         if row is None:
             continue  # not ours, or already settled by an earlier answer
         name = row.file.name
-        if answer.answer == StageAnswer.STAGED:
+        if (
+            answer.answer == StageAnswer.STAGED
+            and answer.staging_path
+            and (answer.remote_transfer_id)
+        ):
             row.remote_transfer_id = answer.remote_transfer_id
             row.remote_staging_path = answer.staging_path
+        elif answer.answer == StageAnswer.STAGED:  # a peer that says staged but not where
+            schedule_resend(session, settings, row, "the peer staged it but gave no path")
+            outcome.resent.append(name)
         elif answer.answer == StageAnswer.HELD:
             row.status = TransferStatus.STORED
             row.completed_at = now

@@ -2,8 +2,10 @@
 
 Holds the task's lock while it works (a second worker leaves at once), copies each item not
 yet recorded with ``copy_and_hash`` (hashing while it copies, fsynced), and appends one
-result line per item; then writes the task's end. Killed at any moment, it leaves at most
-one partial copy, which the next worker (started by ``LocalMover.status``) replaces.
+result line per item; then writes the task's end. It writes only into a librarian's
+staging directories (``<root>/staging/<id>/<name>``): the destination comes from a peer.
+Killed at any moment, it leaves at most one partial copy, which the next worker (started
+by ``LocalMover.status``) replaces.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,32 @@ from librarian_dagster.storage.movers.protocol import TaskStatus
 from librarian_dagster.storage.posix import remove_if_present
 from librarian_dagster.storage.tree import tree_size
 
+_STAGING_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _refusal(destination: Path) -> str | None:
+    """Why ``destination`` is not a book's place in a librarian's staging area, if it is not.
+
+    The peer names the destination: a copy (and the removal of a half-made one before it)
+    goes only to ``<store root>/staging/<staging id>/<name>``, an existing directory that is
+    no symlink, never anywhere else on this host.
+    """
+    parent = destination.parent
+    if not destination.is_absolute() or destination.name in ("", ".", ".."):
+        return f"{destination} is not an absolute path to a book"
+    if not (_STAGING_ID.fullmatch(parent.name) and parent.parent.name == "staging"):
+        return f"{destination} is not in a librarian's staging directory"
+    if os.path.realpath(parent) != os.path.abspath(parent) or not parent.is_dir():
+        return f"{parent} is not a real directory"
+    return None
+
 
 def _move(item: dict[str, Any]) -> dict[str, Any]:
     """Copy one item; its result line (without the index)."""
     source, destination = Path(item["source"]), Path(item["destination"])
+    refused = _refusal(destination)
+    if refused is not None:
+        return {"done": False, "fault": f"refusing to write there: {refused}"}
     expected = Checksum.parse(item["checksum"]) if item.get("checksum") else None
     algorithm = expected.algorithm if expected else DEFAULT_ALGORITHM
     remove_if_present(destination)  # a copy a killed worker left half-made
