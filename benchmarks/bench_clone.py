@@ -357,6 +357,7 @@ def clone_tick(site: Any, peer_id: int, cursor: str | None) -> dict[str, Any]:
             resources={"catalogue": CatalogueResource(config_file=site.config_file)},
             cursor=cursor,
         )
+        context.log.setLevel(logging.WARNING)  # not a line per batch formed
         result = clone_sensors.clone_sensor(context)
         seconds = time.perf_counter() - start
     after = setup.table_counts(site.catalogue)

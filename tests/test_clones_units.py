@@ -180,3 +180,58 @@ def test_books_never_confirmed_are_asked_about(tmp_path: Path) -> None:
             assert states[names[1]] == TransferStatus.INITIATED
         assert count(a, RemoteInstance) == 2
         assert count(a, TransferBatch) == 1
+
+
+class StalledMover:
+    """A mover whose tasks never finish and say why (Globus INACTIVE: credentials expired)."""
+
+    name = "local"
+
+    def new_submission_id(self) -> str:
+        return "s" * 32
+
+    def address(self, path: str) -> str:
+        return str(path)
+
+    def submit(self, items, *, label, submission_id, endpoint=None) -> str:  # type: ignore[no-untyped-def]
+        self.items = list(items)
+        return "task-1"
+
+    def status(self, task_id: str):  # type: ignore[no-untyped-def]
+        from librarian_dagster.storage.movers.protocol import TaskReport, TaskStatus
+
+        return TaskReport(task_id, TaskStatus.STALLED, fault="credentials expired")
+
+    def cancel(self, task_id: str) -> None:
+        pass
+
+
+def test_a_stalled_task_is_one_operator_event_and_slots_are_never_exceeded(
+    tmp_path: Path,
+) -> None:
+    from librarian_dagster.catalogue.models import Event
+    from librarian_dagster.services.clones_schedule import mover_slots
+
+    with clone_sites(tmp_path, ["site-a", "site-b"], max_active_transfers=1, batch_max=1) as sites:
+        a = sites["site-a"]
+        befriend_both(a, sites["site-b"])
+        upload(a, tmp_path, 2)
+        formed = clones.form_batches(a.catalogue, a.settings)
+        assert len(formed) == 1  # one slot: one batch formed, the other book waits
+        mover = StalledMover()
+        links = links_for(sites)
+        first = clones.run_batch(
+            a.catalogue, a.settings, formed[0].batch_id, links=links, movers={"local": mover}
+        )
+        assert first.step == "submitted"
+        with a.catalogue.session() as session:
+            assert mover_slots(session, a.settings)["local"] == 0
+        assert clones.form_batches(a.catalogue, a.settings) == []  # no slot, no new batch
+        for _ in range(3):  # polled three times: stalled, one event
+            moving = clones.run_batch(
+                a.catalogue, a.settings, formed[0].batch_id, links=links, movers={"local": mover}
+            )
+            assert moving.step == "moving" and moving.fault == "credentials expired"
+        with a.catalogue.session() as session:
+            stalls = session.scalars(select(Event).where(Event.kind == "mover_stalled")).all()
+            assert len(stalls) == 1 and "credentials expired" in stalls[0].message
