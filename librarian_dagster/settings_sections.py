@@ -116,8 +116,13 @@ class TransferSettings(_Section):
     batch_max_wait_seconds: Annotated[float, Field(ge=0)] = 600.0
     # Mover tasks in flight per mover (Globus allows 100 pending per user).
     max_active_transfers: Annotated[int, Field(ge=1, le=100)] = 90
-    # Batches the clone sensor forms per peer and tick (the rest wait for the next tick).
+    # Batches the clone sensor forms per peer and tick (the rest wait for the next tick), and
+    # at most that many batches per peer wait for their peer or a mover slot.
     max_batches_per_tick: Annotated[int, Field(ge=1)] = 4
+    # A book is looked at for cloning once it is this old: on PostgreSQL a transaction that
+    # took a lower file id may commit after a higher one, and the high-water mark must not
+    # pass a book that is not visible yet.
+    catalogue_lag_seconds: Annotated[float, Field(ge=0)] = 30.0
     # The mover of a peer added without one: "globus" when [globus] is configured, else "local".
     default_mover: Literal["local", "globus"] | None = None
     # Sends of one book to one peer before it fails for good (an operator may retry it);

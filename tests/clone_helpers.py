@@ -47,6 +47,7 @@ TRANSFER_DEFAULTS = {
     "callback_backoff_seconds": 0.01,
     "callback_backoff_max_seconds": 0.01,
     "poll_interval_seconds": 0,
+    "catalogue_lag_seconds": 0,
 }
 PEER_PASSWORD = "peer-password-1"
 
@@ -174,20 +175,19 @@ def befriend(a: CloneSite, b: CloneSite, *, enabled: bool = True) -> None:
             PEER_PASSWORD,
             UserLevel.CALLBACK,
         )
-    with a.catalogue.session() as session:
-        peers.add_peer(
-            session,
-            a.settings,
-            PeerCreate(
-                name=b.name,
-                url=b.url,
-                user=a.name,
-                password=PEER_PASSWORD,
-                mover="local",
-                transfers_enabled=enabled,
-                check=False,
-            ),
-        )
+    peers.add_peer(
+        a.catalogue,
+        a.settings,
+        PeerCreate(
+            name=b.name,
+            url=b.url,
+            user=a.name,
+            password=PEER_PASSWORD,
+            mover="local",
+            transfers_enabled=enabled,
+            check=False,
+        ),
+    )
 
 
 def wait_for_tasks(site: CloneSite, timeout: float = 60.0) -> None:

@@ -31,6 +31,7 @@ CLONE_CONFIG = [
     "retry_backoff_max_seconds = 10",
     "callback_backoff_seconds = 2",
     "callback_backoff_max_seconds = 5",
+    "catalogue_lag_seconds = 1",
 ]
 PEER_PASSWORD = "live-peer-password"
 

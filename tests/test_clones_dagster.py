@@ -8,7 +8,6 @@ the code location's resources, the ``peers`` one reaching the other site in proc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +20,6 @@ from librarian_dagster.catalogue.models import OutgoingTransfer, TransferBatch
 from librarian_dagster.definitions import build_definitions
 from librarian_dagster.resources import librarian_resources
 from librarian_dagster.resources.peers import PeersResource
-from librarian_dagster.sensors import clones_copies
 from librarian_dagster.sensors.clones import clone_sensor, clone_transfers_sensor
 from librarian_dagster.sensors.clones_copies import peer_copies_sensor
 from librarian_dagster.sensors.clones_receive import callbacks_sensor, receive_clones_sensor
@@ -135,7 +133,6 @@ def test_sensors_and_runs_carry_books_to_the_peer_and_the_ui_shows_it(
     } == set(names)
     # ... and told a at once: a records b's copies; a's UI shows them on peers/site-b.
     assert count(a, OutgoingTransfer, OutgoingTransfer.status == TransferStatus.STORED) == 3
-    monkeypatch.setattr(clones_copies, "LAG", timedelta(0))  # (rows are read LAG old)
     copies = evaluate(peer_copies_sensor, a, ia)
     materialized = {
         e.partition for e in copies.asset_events if e.asset_key == peer_asset_key("site-b")

@@ -23,7 +23,7 @@ from librarian_dagster.services.clones import NO_COPY
 from librarian_dagster.services.clones_settle import reconcile, stale_transfers
 from librarian_dagster.services.errors import PeerCallFailed
 from librarian_dagster.services.peers import PeerAccess
-from librarian_dagster.states import TransferStatus
+from librarian_dagster.states import BatchStatus, TransferStatus
 from librarian_dagster.wire.clones import CLONES_COMPLETE, CLONES_STAGED
 from tests.clone_helpers import befriend_both, clone_sites, links_for, pump
 from tests.test_clones import count, upload
@@ -50,6 +50,11 @@ def test_a_tick_reads_a_bounded_slice_and_the_mark_passes_only_what_was_batched(
         with a.catalogue.session() as session:
             peer = session.scalars(select(Librarian)).one()
             assert peer.clone_high_water_file_id == ids[3]
+        # Two batches wait for their peer already (max_batches_per_tick): none more ...
+        assert clones.form_batches(a.catalogue, a.settings) == []
+        with a.catalogue.session() as session:  # ... until the mover has them
+            for batch in session.scalars(select(TransferBatch)):
+                batch.status = BatchStatus.ONGOING
         assert [b.books for b in clones.form_batches(a.catalogue, a.settings)] == [2]
         with a.catalogue.session() as session:  # one book left: it waits for a full batch
             assert session.scalars(select(Librarian)).one().clone_high_water_file_id == ids[5]

@@ -51,11 +51,10 @@ def sites(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def add(a, b, **changes):  # type: ignore[no-untyped-def]
     """Add b as a peer of a, checked through b's in-process API."""
-    with a.catalogue.session() as session:
-        peer = peers.add_peer(
-            session, a.settings, PeerCreate(**body(b, **changes)), links=links_for({"b": b})
-        )
-        return peer.name
+    peer = peers.add_peer(
+        a.catalogue, a.settings, PeerCreate(**body(b, **changes)), links=links_for({"b": b})
+    )
+    return peer.name
 
 
 def test_the_account_route_says_who_the_caller_is(sites) -> None:  # type: ignore[no-untyped-def]

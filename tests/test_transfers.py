@@ -64,13 +64,19 @@ def test_list_retry_and_cancel_through_the_api_and_the_cli(tmp_path: Path) -> No
         retried = runner.invoke(cli, [*config, "transfer", "retry", str(failed_id)])
         assert retried.exit_code == 0 and "next batch" in retried.stdout
         again = runner.invoke(cli, [*config, "transfer", "retry", str(failed_id)])
-        assert again.exit_code == 1 and "only a failed or cancelled one" in again.stderr
+        assert again.exit_code == 1 and "on its way again already" in again.stderr
         pump(sites)
         assert count(b, IncomingTransfer, IncomingTransfer.status == TransferStatus.STORED) == 3
         with a.catalogue.session() as session:
-            row = session.get(OutgoingTransfer, failed_id)
-            assert row is not None and row.status == TransferStatus.STORED
-            assert "retried by an operator" in (row.failure_reason or "")
+            old = session.get(OutgoingTransfer, failed_id)
+            assert old is not None and old.status == TransferStatus.FAILED  # its history
+            (new,) = session.scalars(
+                select(OutgoingTransfer).where(
+                    OutgoingTransfer.file_id == old.file_id, OutgoingTransfer.id != old.id
+                )
+            )
+            assert new.status == TransferStatus.STORED and new.created_at == old.created_at
+            assert f"retry of transfer {failed_id}" in (new.failure_reason or "")
 
 
 def test_cancelling_a_book_in_flight_tells_the_peer_to_drop_it(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ import dagster as dg
 from librarian_dagster.assets.book import BOOK_KEY, books_partitions
 from librarian_dagster.jobs.names import PEER_ASSET_PREFIX, PEER_TAG
 from librarian_dagster.resources.librarian import CatalogueResource
-from librarian_dagster.services.clones import requeue_books
 from librarian_dagster.services.peers import get_peer
+from librarian_dagster.services.transfers import requeue_books
 
 GROUP = "peers"
 

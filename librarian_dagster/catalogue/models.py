@@ -75,8 +75,10 @@ class Librarian(Base):
     url: Mapped[str] = mapped_column(String(512))
     remote_user: Mapped[str] = mapped_column(String(64))
     encrypted_password: Mapped[bytes] = mapped_column(LargeBinary)
-    # The byte mover that carries books to it ("local", "globus").
+    # The byte mover that carries books to it ("local", "globus"), and its Globus collection
+    # as its first stage answer named it: a later answer naming another is refused.
     mover: Mapped[str] = mapped_column(String(32), server_default="local")
+    collection_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     transfers_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)

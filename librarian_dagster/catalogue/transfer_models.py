@@ -141,6 +141,8 @@ class OutgoingTransfer(Base):
     __tablename__ = "outgoing_transfers"
     __table_args__ = (
         Index(None, "librarian_id", "status"),
+        # Books staged at a peer and never confirmed (reconcile): by state and age.
+        Index(None, "status", "updated_at"),
         Index(None, "file_id", "librarian_id"),
         Index(None, "batch_id"),
         # At most one book in flight per peer: a repeated tick or run never sends it twice.

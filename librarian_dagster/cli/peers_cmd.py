@@ -102,9 +102,8 @@ def add(
         transfers_enabled=not paused,
         check=check,
     )
-    with catalogue(current).session() as session:
-        peer = peers.add_peer(session, current, request, links=http_links(CHECK_TIMEOUT))
-        shown = f"{peer.name} at {peer.url} ({peer.mover}{', paused' if paused else ''})"
+    peer = peers.add_peer(catalogue(current), current, request, links=http_links(CHECK_TIMEOUT))
+    shown = f"{peer.name} at {peer.url} ({peer.mover}{', paused' if paused else ''})"
     console.print(f"added peer {escape(shown)}" + ("" if check else " (not checked)"))
     _reload(current)
 

@@ -4,8 +4,9 @@
   (``services.clones.run_batch``: stage at the peer, submit to the mover, or settle the
   task), then delivers the callbacks it wrote at once (the outbox sensor is the backstop).
   A batch that cannot go on (peer down, mover refusing) fails the run with the reason and
-  is retried after a back-off; nothing is lost. Its metadata: peer, books, bytes, mover,
-  task id, seconds, MB/s, fault.
+  is retried after a back-off; nothing is lost. A run in which books failed for good (a
+  conflict at the peer, out of attempts) fails too, after recording them. Its metadata:
+  peer, books, bytes, mover, task id, seconds, MB/s, fault.
 - ``receive_clones`` (pinned): verifies and stores clones a peer delivered, through the
   same loop as uploads (``jobs.ingest.ingest_transfers``), then delivers the callbacks its
   books owe their senders.
@@ -119,6 +120,11 @@ def send_batch(
         context.log_event(event)
     if outcome.callbacks:
         _deliver_now(context, catalogue, peers, outcome.callbacks)
+    if outcome.failed:  # refused by the peer, or out of attempts: red, after recording it
+        raise dg.Failure(
+            description=f"{len(outcome.failed)} books failed for good: {outcome.detail}",
+            metadata=_metadata(outcome),
+        )
     yield dg.Output(None, metadata=_metadata(outcome))
 
 

@@ -5,8 +5,9 @@ books it lacks into batches, reading only books above the peer's high-water mark
 anti-join over the catalogue), and the sensor asks for one ``clone_batch`` run per batch
 and per batch that needs another step (staged and waiting for a mover slot, or retried
 after a back-off). A run asked for is leased to that batch, so a repeated tick never asks
-twice. A peer whose last call failed is left alone for a back-off: its open batches'
-retries find out when it is back. The cursor is the last batch id asked for.
+twice. A peer has at most ``max_batches_per_tick`` batches waiting (for it, or for a mover
+slot), so a peer that is down holds no slot another peer needs; its batches' retries, with
+back-off, find out when it is back. The cursor is the last batch id asked for.
 
 ``clone_transfers_sensor`` (every 5 s): asks the movers how their tasks are doing, at most
 ``POLLS_PER_TICK`` tasks not asked about for ``poll_interval_seconds``; a task that is over

@@ -4,9 +4,9 @@ For every remote instance recorded since the last tick (a high-water mark over i
 most ``PER_TICK`` a tick), the partition of that book on the peer's asset
 (``peers/<name>``) is materialized, and the book's own partition (``book``) gets an
 observation listing every copy we know of: here, and at each peer. Rows are read only once
-they are ``LAG`` old, so that a transaction that took an id before another but committed
-after it (PostgreSQL) is not skipped by the mark. The catalogue stays the truth; this is
-its picture in Dagster.
+they are ``[transfer] catalogue_lag_seconds`` old, so that a transaction that took an id
+before another but committed after it (PostgreSQL) is not skipped by the mark. The
+catalogue stays the truth; this is its picture in Dagster.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,6 @@ from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, remote_instances_since
 
 PER_TICK = 1000
-LAG = timedelta(seconds=10)
 
 
 @dg.sensor(
@@ -32,9 +31,10 @@ def peer_copies_sensor(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource
 ) -> dg.SensorResult:
     since = int(context.cursor or 0)
+    lag = timedelta(seconds=catalogue.settings.transfer.catalogue_lag_seconds)
     with catalogue.session() as session:
         rows = remote_instances_since(
-            session, since, before=datetime.now(UTC) - LAG, limit=PER_TICK
+            session, since, before=datetime.now(UTC) - lag, limit=PER_TICK
         )
         copies = copies_of(session, sorted({row.file_id for row in rows}))
     if not rows:

@@ -10,7 +10,10 @@ transaction and safe to repeat (a run killed at any point is finished by the nex
    ``batch_max_wait_seconds``. Rows are made here (``initiated``), so a tick repeated finds
    them made: the unique index on pending (book, peer) pairs makes sending twice
    impossible, not merely unlikely. The high-water mark moves past what was batched, so a
-   tick never reads the whole catalogue.
+   tick never reads the whole catalogue; it looks only at books ``catalogue_lag_seconds``
+   old, so that a book whose transaction took a lower id but committed later (PostgreSQL)
+   is never passed unseen. A peer has at most ``max_batches_per_tick`` batches waiting for
+   it or for a mover slot: a peer that is down cannot take every slot from the others.
 2. ``run_batch`` → ``_stage``: the peer stages the batch (``POST /clones/stage``) and answers
    per book: staged (a path for the bytes), held (recorded as a remote instance, nothing
    sent), in progress (asked again later), conflict or refused (failed, with an event).
@@ -50,15 +53,14 @@ from librarian_dagster.services.clones_batch import (
     BatchOutcome,
     batch_row,
     defer,
-    stage,
     submit,
 )
-from librarian_dagster.services.clones_schedule import release
+from librarian_dagster.services.clones_schedule import BEFORE_TASK, mover_slots, release
 from librarian_dagster.services.clones_settle import poll
+from librarian_dagster.services.clones_stage import stage
 from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings, TransferSettings
 from librarian_dagster.states import (
-    BATCH_OPEN,
     OUTGOING_PENDING,
     BatchStatus,
     TransferStatus,
@@ -89,14 +91,16 @@ class FormedBatch:
     last: str
 
 
-def open_batches_by_mover(session: Session) -> dict[str, int]:
-    """Batches not yet over, per mover (they hold or will hold a mover task)."""
-    rows = session.execute(
-        select(TransferBatch.mover, func.count())
-        .where(TransferBatch.status.in_(BATCH_OPEN))
-        .group_by(TransferBatch.mover)
+def waiting_batches(session: Session, peer_id: int) -> int:
+    """The peer's batches that have no mover task yet (waiting for the peer or a slot)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(TransferBatch)
+            .where(TransferBatch.librarian_id == peer_id, TransferBatch.status.in_(BEFORE_TASK))
+        )
+        or 0
     )
-    return {mover: int(count) for mover, count in rows}
 
 
 def _with_copy(session: Session, file_ids: Sequence[int]) -> set[int]:
@@ -119,16 +123,25 @@ class _Fresh:
     no_copy: list[int] = field(default_factory=list)  # nothing in service here to send
 
 
-def _fresh(session: Session, peer: Librarian, limit: int) -> _Fresh:
+def _fresh(session: Session, peer: Librarian, limit: int, visible_before: datetime) -> _Fresh:
     """Bounded by ``limit`` rows and answered by three indexed look-ups on that small set
-    (held there, in flight there, a copy here) instead of an anti-join over the catalogue."""
-    files = session.execute(
+    (held there, in flight there, a copy here) instead of an anti-join over the catalogue.
+
+    It stops at the first book younger than ``visible_before``: an older one may still be
+    committing (see the module docstring), and the mark must not pass it.
+    """
+    rows = session.execute(
         select(File.id, File.size, File.created_at)
         .where(File.id > peer.clone_high_water_file_id)
         .order_by(File.id)
         .limit(limit)
     ).all()
     found = _Fresh()
+    files = []
+    for row in rows:
+        if row.created_at >= visible_before:
+            break
+        files.append(row)
     if not files:
         return found
     ids = [row.id for row in files]
@@ -221,10 +234,13 @@ def _form_for_peer(
     session: Session, settings: LibrarianSettings, peer: Librarian, slots: int, now: datetime
 ) -> list[FormedBatch]:
     transfer = settings.transfer
-    allowed = min(slots, transfer.max_batches_per_tick)
+    allowed = min(slots, transfer.max_batches_per_tick - waiting_batches(session, peer.id))
+    if allowed <= 0:
+        return []
     limit = allowed * transfer.batch_max
     waiting = _waiting(session, settings, peer, now, limit)
-    fresh = _fresh(session, peer, limit + 1)
+    lag = timedelta(seconds=transfer.catalogue_lag_seconds)
+    fresh = _fresh(session, peer, limit + 1, now - lag)
     more_beyond = len(fresh.candidates) + len(fresh.passed) + len(fresh.no_copy) > limit
     candidates = sorted(waiting + fresh.candidates, key=lambda c: c.file_id)[:limit]
     batches = _plan(candidates, transfer, allowed, more_beyond, now)
@@ -302,52 +318,10 @@ def form_batches(
             peer = session.get(Librarian, peer_id, with_for_update=True)
             if peer is None or not peer.transfers_enabled:
                 continue
-            busy = open_batches_by_mover(session).get(peer.mover, 0)
-            slots = settings.transfer.max_active_transfers - busy
+            slots = mover_slots(session, settings).get(peer.mover, 0)
             if slots > 0:
                 formed += _form_for_peer(session, settings, peer, slots, now)
     return formed
-
-
-def requeue_books(
-    session: Session, peer: Librarian, names: Sequence[str], *, now: datetime | None = None
-) -> tuple[int, int]:
-    """Send these books to ``peer`` (again), in the next batches: a UI backfill or an
-    operator's request. Books it holds or that are in flight are left alone; a book that
-    failed for good gets a fresh row. Returns (queued, left alone)."""
-    now = now or datetime.now(UTC)
-    files = session.execute(select(File.id, File.name).where(File.name.in_(list(names)))).all()
-    ids = [row.id for row in files]
-    busy = set(
-        session.scalars(
-            select(OutgoingTransfer.file_id).where(
-                OutgoingTransfer.librarian_id == peer.id,
-                OutgoingTransfer.file_id.in_(ids),
-                OutgoingTransfer.status.in_(OUTGOING_PENDING),
-            )
-        )
-    ) | set(
-        session.scalars(
-            select(RemoteInstance.file_id).where(
-                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
-            )
-        )
-    )
-    queued = 0
-    for file_id in ids:
-        if file_id in busy:
-            continue
-        session.add(
-            OutgoingTransfer(
-                file_id=file_id,
-                librarian_id=peer.id,
-                status=TransferStatus.INITIATED,
-                next_attempt_at=now,
-            )
-        )
-        queued += 1
-    session.flush()
-    return queued, len(names) - queued
 
 
 # -- the whole -------------------------------------------------------------------------

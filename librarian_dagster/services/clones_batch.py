@@ -1,4 +1,6 @@
-"""One clone batch, step by step: ask the peer to stage it, submit it, settle it.
+"""One clone batch, step by step: what every step shares, and submitting it to the mover.
+
+Asking the peer to stage a batch is ``clones_stage``, settling its task ``clones_settle``.
 
 ``run_batch`` does whatever the batch still needs, reading its state afresh, so a
 ``clone_batch`` run can be repeated, re-executed or killed at any point (see
@@ -23,7 +25,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import (
-    File,
     Instance,
     Librarian,
     OutgoingTransfer,
@@ -31,16 +32,12 @@ from librarian_dagster.catalogue.models import (
     TransferBatch,
 )
 from librarian_dagster.services import outbox
-from librarian_dagster.services.clones_incoming import record_remote_instance
 from librarian_dagster.services.events import record_event
-from librarian_dagster.services.peers import PeerLinks, access_of, record_contact
 from librarian_dagster.settings import LibrarianSettings, TransferSettings
 from librarian_dagster.states import (
     MOVER_BUSY,
     BatchStatus,
-    MoverName,
     Severity,
-    StageAnswer,
     TransferStatus,
 )
 from librarian_dagster.storage.movers.protocol import (
@@ -48,7 +45,6 @@ from librarian_dagster.storage.movers.protocol import (
     Mover,
     MoverError,
 )
-from librarian_dagster.wire import CloneItem, CloneStageRequest, CloneStageResponse
 from librarian_dagster.wire.clones import CLONES_FAIL
 
 Step = Literal["staged", "submitted", "waiting", "moving", "settled", "over"]
@@ -115,8 +111,8 @@ def schedule_resend(
 ) -> bool:
     """Send ``row``'s book again later, or fail it for good after ``max_attempts``.
 
-    ``count=False`` for a wait that is nobody's fault (the peer is still busy with it).
-    Returns True if it will be sent again. A book failed for good is owed to nobody; the
+    ``count=False`` for a wait that is nobody's fault. Returns True if it will be sent
+    again. A book failed for good is owed to nobody; the
     peer is told (``/clones/fail``) so that it removes what it staged.
     """
     now = now or datetime.now(UTC)
@@ -124,6 +120,9 @@ def schedule_resend(
         row.attempts += 1
     row.failure_reason = reason[:4000]
     row.batch_id = None
+    remote_transfer_id = row.remote_transfer_id
+    # The next try asks the peer afresh and reads whichever copy here is in service then.
+    row.remote_transfer_id = row.remote_staging_path = row.source_path = None
     if row.attempts >= settings.transfer.max_attempts:
         row.status = TransferStatus.FAILED
         row.completed_at = now
@@ -136,7 +135,7 @@ def schedule_resend(
             subject=row.file.name,
             details={"transfer_id": row.id, "peer": row.librarian.name},
         )
-        if row.remote_transfer_id is not None:
+        if remote_transfer_id is not None:
             outbox.enqueue(
                 session,
                 row.librarian_id,
@@ -145,7 +144,7 @@ def schedule_resend(
                     "role": "source",
                     "transfers": [
                         {
-                            "transfer_id": row.remote_transfer_id,
+                            "transfer_id": remote_transfer_id,
                             "reason": f"the sender gave up: {reason}"[:4000],
                         }
                     ],
@@ -173,7 +172,7 @@ def rows_of(session: Session, batch_id: int, status: TransferStatus) -> list[Out
     )
 
 
-def _copy_here(session: Session, file_id: int) -> tuple[str, str] | None:
+def copy_here(session: Session, file_id: int) -> tuple[str, str] | None:
     """(path, store name) of an available copy of ``file_id`` in one of our stores."""
     row = session.execute(
         select(Instance.path, Store.name)
@@ -183,131 +182,6 @@ def _copy_here(session: Session, file_id: int) -> tuple[str, str] | None:
         .limit(1)
     ).first()
     return None if row is None else (row.path, row.name)
-
-
-# -- stage ------------------------------------------------------------------------------
-
-
-def _stage_request(session: Session, batch: TransferBatch) -> CloneStageRequest | None:
-    items = []
-    for row in rows_of(session, batch.id, TransferStatus.INITIATED):
-        copy = _copy_here(session, row.file_id)
-        file: File = row.file
-        items.append(
-            CloneItem(
-                transfer_id=row.id,
-                name=file.name,
-                size=file.size,
-                checksum=file.checksum,
-                is_directory=file.is_directory,
-                uploader=file.uploader,
-                source=file.source,
-                source_store=copy[1] if copy else "unknown",
-            )
-        )
-    if not items:
-        return None
-    return CloneStageRequest(mover=MoverName(batch.mover), items=items)
-
-
-def _record_answers(
-    session: Session,
-    settings: LibrarianSettings,
-    batch: TransferBatch,
-    response: CloneStageResponse,
-    outcome: BatchOutcome,
-) -> None:
-    rows = {row.id: row for row in rows_of(session, batch.id, TransferStatus.INITIATED)}
-    now = datetime.now(UTC)
-    for answer in response.items:
-        row = rows.get(answer.transfer_id)
-        if row is None:
-            continue  # not ours, or already settled by an earlier answer
-        name = row.file.name
-        if (
-            answer.answer == StageAnswer.STAGED
-            and answer.staging_path
-            and (answer.remote_transfer_id)
-        ):
-            row.remote_transfer_id = answer.remote_transfer_id
-            row.remote_staging_path = answer.staging_path
-        elif answer.answer == StageAnswer.STAGED:  # a peer that says staged but not where
-            schedule_resend(session, settings, row, "the peer staged it but gave no path")
-            outcome.resent.append(name)
-        elif answer.answer == StageAnswer.HELD:
-            row.status = TransferStatus.STORED
-            row.completed_at = now
-            row.failure_reason = None
-            record_remote_instance(
-                session, row.file_id, row.librarian_id, answer.store or "?", verified=True
-            )
-            outcome.arrived.append(name)
-        elif answer.answer == StageAnswer.IN_PROGRESS:
-            schedule_resend(session, settings, row, answer.reason or "in progress", count=False)
-            outcome.resent.append(name)
-        else:  # conflict, refused: never retried by itself
-            row.status = TransferStatus.FAILED
-            row.completed_at = now
-            row.failure_reason = f"{batch.librarian.name} {answer.answer.value}: {answer.reason}"
-            record_event(
-                session,
-                Severity.ERROR,
-                f"clone_{answer.answer.value}",
-                row.failure_reason,
-                subject=name,
-                details={"transfer_id": row.id, "peer": batch.librarian.name},
-            )
-            outcome.failed.append(name)
-    batch.endpoint = response.endpoint
-    staged = [row for row in rows.values() if row.remote_staging_path and row.batch_id]
-    batch.status = BatchStatus.STAGED if staged else BatchStatus.SUCCEEDED
-    batch.file_count = len(staged)
-    batch.total_bytes = sum(row.file.size for row in staged)
-    if not staged:
-        batch.completed_at = now
-
-
-def stage(
-    catalogue: Catalogue,
-    settings: LibrarianSettings,
-    links: PeerLinks,
-    batch_id: int,
-    outcome: BatchOutcome,
-) -> None:
-    with catalogue.session() as session:
-        batch = batch_row(session, batch_id)
-        assert batch is not None
-        access = access_of(settings, batch.librarian)
-        request = _stage_request(session, batch)
-    if request is None:
-        with catalogue.session() as session:
-            batch = batch_row(session, batch_id, lock=True)
-            assert batch is not None
-            batch.status = BatchStatus.SUCCEEDED
-            batch.completed_at = datetime.now(UTC)
-        outcome.step, outcome.detail = "over", "no book left to send"
-        return
-    link = links(access)
-    try:
-        response = link.stage(request)
-    except Exception as error:
-        with catalogue.session() as session:
-            record_contact(session, batch.librarian_id, str(error))
-        outcome.detail = f"{outcome.peer} did not stage the batch: {error}"
-        raise defer(catalogue, settings, batch_id, outcome) from error
-    finally:
-        link.close()
-    with catalogue.session() as session:
-        batch = batch_row(session, batch_id, lock=True)
-        assert batch is not None
-        if batch.status == BatchStatus.INITIATED:
-            _record_answers(session, settings, batch, response, outcome)
-        record_contact(session, batch.librarian_id, None)
-    outcome.step = "staged"
-    outcome.detail = (
-        f"{outcome.peer} staged the batch ({len(outcome.arrived)} held already, "
-        f"{len(outcome.failed)} refused, {len(outcome.resent)} busy)"
-    )
 
 
 # -- submit -----------------------------------------------------------------------------
@@ -332,7 +206,7 @@ def _items(session: Session, mover: Mover, batch: TransferBatch) -> list[MoveIte
     items = []
     for row in rows_of(session, batch.id, TransferStatus.INITIATED):
         if row.source_path is None:
-            copy = _copy_here(session, row.file_id)
+            copy = copy_here(session, row.file_id)
             if copy is None:
                 continue  # no copy here any more: left for the settle step to re-send
             row.source_path = copy[0]
@@ -387,6 +261,9 @@ def submit(
     with catalogue.session() as session:
         batch = batch_row(session, batch_id, lock=True)
         assert batch is not None
+        if batch.status != BatchStatus.SUBMITTING:  # another run got there first
+            outcome.step, outcome.detail = "over", f"already {batch.status.value}"
+            return
         batch.task_id = task_id
         batch.status = BatchStatus.ONGOING
         batch.submitted_at = batch.submitted_at or datetime.now(UTC)

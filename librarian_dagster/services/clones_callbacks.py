@@ -13,19 +13,23 @@ as ``sender=None``, may act on any). A refused request changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from librarian_dagster.catalogue.models import File, IncomingTransfer, Librarian, OutgoingTransfer
-from librarian_dagster.services.clones_batch import schedule_resend
-from librarian_dagster.services.clones_incoming import (
-    held_store,
-    pending_from,
-    record_remote_instance,
+from librarian_dagster.catalogue.models import (
+    File,
+    IncomingTransfer,
+    Instance,
+    Librarian,
+    OutgoingTransfer,
+    Store,
 )
+from librarian_dagster.services.clones_batch import schedule_resend
+from librarian_dagster.services.clones_incoming import record_remote_instance
 from librarian_dagster.services.errors import Forbidden, NotFound
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import Staging, discard_quietly, fail, staging_of
@@ -43,28 +47,55 @@ from librarian_dagster.wire import (
     FailedClone,
 )
 
+Row = TypeVar("Row", IncomingTransfer, OutgoingTransfer)
+
+
+def pending_from(session: Session, sender: Librarian, transfer_id: int) -> IncomingTransfer | None:
+    return session.scalar(
+        select(IncomingTransfer).where(
+            IncomingTransfer.librarian_id == sender.id,
+            IncomingTransfer.source_transfer_id == transfer_id,
+            IncomingTransfer.status.in_(PENDING_STATUSES),
+        )
+    )
+
+
+def held_store(session: Session, file: File) -> str | None:
+    """A store where we hold an available copy of ``file``."""
+    return session.scalar(
+        select(Store.name)
+        .join(Instance, Instance.store_id == Store.id)
+        .where(Instance.file_id == file.id, Instance.available)
+        .limit(1)
+    )
+
+
+def _involving(
+    rows: Iterable[Row], wanted: Sequence[int], sender: Librarian | None, what: str, link: str
+) -> list[Row]:
+    """``rows`` in the order of ``wanted``: 404 for an id we do not have, 403 for one that
+    does not involve ``sender`` (``None``: an admin, who may act on any)."""
+    by_id = {row.id: row for row in rows}
+    for transfer_id in wanted:
+        row = by_id.get(transfer_id)
+        if row is None:
+            raise NotFound(f"no {what} {transfer_id}")
+        if sender is not None and row.librarian_id != sender.id:
+            raise Forbidden(f"{what} {transfer_id} {link} {sender.name}")
+    return [by_id[transfer_id] for transfer_id in wanted]
+
 
 def _own_transfers(
     session: Session, sender: Librarian | None, transfer_ids: Sequence[int]
 ) -> list[IncomingTransfer]:
-    """Our incoming clone transfers by id, locked; 404 for an unknown id, 403 for one that
-    came from another peer (``sender=None``: an admin, who may act on any)."""
+    """Our incoming clone transfers by id, locked (see ``_involving``)."""
     wanted = list(dict.fromkeys(transfer_ids))
-    rows = {
-        row.id: row
-        for row in session.scalars(
-            select(IncomingTransfer)
-            .where(IncomingTransfer.id.in_(wanted), IncomingTransfer.kind == TransferKind.CLONE)
-            .with_for_update()
-        )
-    }
-    for transfer_id in wanted:
-        row = rows.get(transfer_id)
-        if row is None:
-            raise NotFound(f"no incoming clone {transfer_id}")
-        if sender is not None and row.librarian_id != sender.id:
-            raise Forbidden(f"incoming clone {transfer_id} does not come from {sender.name}")
-    return [rows[transfer_id] for transfer_id in wanted]
+    rows = session.scalars(
+        select(IncomingTransfer)
+        .where(IncomingTransfer.id.in_(wanted), IncomingTransfer.kind == TransferKind.CLONE)
+        .with_for_update()
+    )
+    return _involving(rows, wanted, sender, "incoming clone", "does not come from")
 
 
 def mark_staged(
@@ -121,14 +152,21 @@ def clone_states(
     for query in request.transfers:
         file = session.scalar(select(File).where(File.name == query.name))
         pending = pending_from(session, sender, query.transfer_id)
-        if file is not None:
-            same = Checksum.parse(file.checksum) == Checksum.parse(query.checksum)
+        store = held_store(session, file) if file is not None else None
+        if file is not None and Checksum.parse(file.checksum) != Checksum.parse(query.checksum):
             state = CloneState(
                 transfer_id=query.transfer_id,
-                state="held" if same else "conflict",
-                store=held_store(session, file) if same else None,
-                reason=None if same else f"held here with checksum {file.checksum}",
+                state="conflict",
+                reason=f"held here with checksum {file.checksum}",
             )
+        elif file is not None and store is None:  # catalogued, but no copy in service
+            state = CloneState(
+                transfer_id=query.transfer_id,
+                state="in_progress",
+                reason="catalogued here, but no copy is in service (repair first)",
+            )
+        elif file is not None:
+            state = CloneState(transfer_id=query.transfer_id, state="held", store=store)
         elif pending is not None:
             state = CloneState(
                 transfer_id=query.transfer_id, state="in_progress", status=pending.status
@@ -164,24 +202,15 @@ def discard_all(stagings: Sequence[Staging]) -> None:
 def _own_outgoing(
     session: Session, sender: Librarian | None, transfer_ids: Sequence[int]
 ) -> list[OutgoingTransfer]:
-    """Our outgoing transfers by id, locked; 404 unknown, 403 when sent to another peer."""
+    """Our outgoing transfers by id, locked (see ``_involving``)."""
     wanted = list(dict.fromkeys(transfer_ids))
-    rows = {
-        row.id: row
-        for row in session.scalars(
-            select(OutgoingTransfer)
-            .where(OutgoingTransfer.id.in_(wanted))
-            .options(selectinload(OutgoingTransfer.file), selectinload(OutgoingTransfer.librarian))
-            .with_for_update()
-        )
-    }
-    for transfer_id in wanted:
-        row = rows.get(transfer_id)
-        if row is None:
-            raise NotFound(f"no outgoing transfer {transfer_id}")
-        if sender is not None and row.librarian_id != sender.id:
-            raise Forbidden(f"outgoing transfer {transfer_id} was not sent to {sender.name}")
-    return [rows[transfer_id] for transfer_id in wanted]
+    rows = session.scalars(
+        select(OutgoingTransfer)
+        .where(OutgoingTransfer.id.in_(wanted))
+        .options(selectinload(OutgoingTransfer.file), selectinload(OutgoingTransfer.librarian))
+        .with_for_update()
+    )
+    return _involving(rows, wanted, sender, "outgoing transfer", "was not sent to")
 
 
 def complete_clones(

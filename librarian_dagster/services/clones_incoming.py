@@ -24,9 +24,10 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -49,7 +50,6 @@ from librarian_dagster.services.incoming import (
     AfterCommit,
     Staging,
     discard_quietly,
-    pending_for_name,
     stage_transfer,
 )
 from librarian_dagster.services.uploads import choose_store
@@ -110,36 +110,16 @@ def _address(settings: LibrarianSettings, mover: MoverName, transfer: IncomingTr
     return local_address(transfer.staging_path)
 
 
-def pending_from(session: Session, sender: Librarian, transfer_id: int) -> IncomingTransfer | None:
-    return session.scalar(
-        select(IncomingTransfer).where(
-            IncomingTransfer.librarian_id == sender.id,
-            IncomingTransfer.source_transfer_id == transfer_id,
-            IncomingTransfer.status.in_(PENDING_STATUSES),
-        )
-    )
-
-
-def held_store(session: Session, file: File) -> str | None:
-    """A store where we hold an available copy of ``file``."""
-    return session.scalar(
-        select(Store.name)
-        .join(Instance, Instance.store_id == Store.id)
-        .where(Instance.file_id == file.id, Instance.available)
-        .limit(1)
-    )
-
-
 def _answer_existing(
-    session: Session, sender: Librarian, item: CloneItem, file: File
+    session: Session, sender: Librarian, item: CloneItem, file: File, known: _Known
 ) -> StagedClone:
-    """A name we have catalogued: the same book (held) or another one (conflict)."""
+    """A name we have catalogued: the same book (held, if a copy is in service here; else
+    it is being repaired, and the sender asks again later) or another one (conflict)."""
     if Checksum.parse(file.checksum) == Checksum.parse(item.checksum):
-        return StagedClone(
-            transfer_id=item.transfer_id,
-            answer=StageAnswer.HELD,
-            store=held_store(session, file),
-        )
+        store = known.in_service.get(file.id)
+        if store is None:
+            return _busy(item, "catalogued here, but no copy is in service (repair first)")
+        return StagedClone(transfer_id=item.transfer_id, answer=StageAnswer.HELD, store=store)
     reason = (
         f"{sender.name} sent {item.name!r} with checksum {item.checksum}, but the book of "
         f"that name here has {file.checksum}: it is not overwritten"
@@ -155,6 +135,41 @@ def _answer_existing(
     return StagedClone(transfer_id=item.transfer_id, answer=StageAnswer.CONFLICT, reason=reason)
 
 
+@dataclass
+class _Known:
+    """What the catalogue knows of a batch's books, read in a few queries (not per book)."""
+
+    files: dict[str, File]
+    in_service: dict[int, str]  # file id -> a store holding an available copy
+    ours: dict[int, IncomingTransfer]  # the sender's transfer id -> our pending transfer
+    pending_names: set[str]  # names some pending transfer (any sender's, an upload) holds
+
+
+def _known(session: Session, sender: Librarian, items: Sequence[CloneItem]) -> _Known:
+    names = [item.name for item in items]
+    files = {f.name: f for f in session.scalars(select(File).where(File.name.in_(names)))}
+    in_service = dict(
+        session.execute(
+            select(Instance.file_id, Store.name)
+            .join(Store, Store.id == Instance.store_id)
+            .where(Instance.file_id.in_([f.id for f in files.values()]), Instance.available)
+        )
+        .tuples()
+        .all()
+    )
+    pending = session.scalars(
+        select(IncomingTransfer).where(
+            IncomingTransfer.name.in_(names), IncomingTransfer.status.in_(PENDING_STATUSES)
+        )
+    ).all()
+    ours = {
+        t.source_transfer_id: t
+        for t in pending
+        if t.librarian_id == sender.id and t.source_transfer_id is not None
+    }
+    return _Known(files, in_service, ours, {t.name for t in pending})
+
+
 def stage_clones(
     session: Session,
     settings: LibrarianSettings,
@@ -166,33 +181,22 @@ def stage_clones(
     _check_items(request.items)
     if request.mover is MoverName.GLOBUS and settings.globus is None:
         raise Conflict("this librarian has no Globus collection ([globus] is not configured)")
+    known = _known(session, sender, request.items)
     answers: dict[int, StagedClone] = {}
     new: list[CloneItem] = []
-    repeated: list[tuple[CloneItem, IncomingTransfer]] = []
     for item in request.items:
-        pending = pending_from(session, sender, item.transfer_id)
-        file = session.scalar(select(File).where(File.name == item.name))
-        if pending is not None and pending.status == TransferStatus.INITIATED:
-            repeated.append((item, pending))
-        elif pending is not None:
-            answers[item.transfer_id] = StagedClone(
-                transfer_id=item.transfer_id,
-                answer=StageAnswer.IN_PROGRESS,
-                remote_transfer_id=pending.id,
-                reason=f"already {pending.status.value} here",
-            )
+        ours = known.ours.get(item.transfer_id)
+        file = known.files.get(item.name)
+        if ours is not None and ours.status == TransferStatus.INITIATED:
+            answers[item.transfer_id] = _staged_answer(settings, request.mover, item, ours)
+        elif ours is not None:
+            answers[item.transfer_id] = _busy(item, f"already {ours.status.value} here", ours)
         elif file is not None:
-            answers[item.transfer_id] = _answer_existing(session, sender, item, file)
-        elif pending_for_name(session, item.name) is not None:
-            answers[item.transfer_id] = StagedClone(
-                transfer_id=item.transfer_id,
-                answer=StageAnswer.IN_PROGRESS,
-                reason="another transfer of this name is pending here",
-            )
+            answers[item.transfer_id] = _answer_existing(session, sender, item, file, known)
+        elif item.name in known.pending_names:
+            answers[item.transfer_id] = _busy(item, "another transfer of it is pending here")
         else:
             new.append(item)
-    for item, transfer in repeated:
-        answers[item.transfer_id] = _staged_answer(settings, request.mover, item, transfer)
     for item, transfer in _stage_new(session, settings, stores, sender, new):
         answers[item.transfer_id] = _staged_answer(settings, request.mover, item, transfer)
     endpoint = settings.globus.collection_id if request.mover is MoverName.GLOBUS else None
@@ -200,6 +204,42 @@ def stage_clones(
         items=[answers[item.transfer_id] for item in request.items],
         endpoint=endpoint if settings.globus is not None else None,
     )
+
+
+def _busy(item: CloneItem, reason: str, ours: IncomingTransfer | None = None) -> StagedClone:
+    return StagedClone(
+        transfer_id=item.transfer_id,
+        answer=StageAnswer.IN_PROGRESS,
+        remote_transfer_id=ours.id if ours is not None else None,
+        reason=reason,
+    )
+
+
+def _check_peer_cap(
+    session: Session,
+    settings: LibrarianSettings,
+    sender: Librarian,
+    size: int,
+    store: LocalStore,
+) -> None:
+    """One peer's staged clones may reserve at most the share of a store's free space that
+    one user's uploads may (``[ingest] max_reserved_fraction_per_user``): a peer cannot
+    take all the room our uploads need (507 otherwise)."""
+    reserved = int(
+        session.scalar(
+            select(func.coalesce(func.sum(IncomingTransfer.size), 0)).where(
+                IncomingTransfer.librarian_id == sender.id,
+                IncomingTransfer.status == TransferStatus.INITIATED,
+            )
+        )
+        or 0
+    )
+    cap = int(store.free_bytes() * settings.ingest.max_reserved_fraction_per_user)
+    if reserved + size > cap:
+        raise InsufficientStorage(
+            f"{sender.name}'s clones waiting here would reserve {reserved + size} bytes, over "
+            f"its share of {cap} bytes of store {store.name!r}'s free space"
+        )
 
 
 def _staged_answer(
@@ -229,6 +269,7 @@ def _stage_new(
         return []
     total = sum(item.size for item in items)
     row, store = choose_store(session, stores, settings.ingest, total, uploader=None)
+    _check_peer_cap(session, settings, sender, total, store)
     made: list[tuple[CloneItem, IncomingTransfer]] = []
     try:
         for item in items:

@@ -199,7 +199,7 @@ class PeerSummary:
 
 
 def add_peer(
-    session: Session,
+    catalogue: Catalogue,
     settings: LibrarianSettings,
     request: PeerCreate,
     *,
@@ -207,29 +207,38 @@ def add_peer(
 ) -> Librarian:
     """Record a peer (its password encrypted); with ``links`` and ``request.check``, the
     peer is asked first who it is and who we are there, and a peer that does not answer as
-    itself, or refuses our login, is not recorded (502 or 400)."""
+    itself, or refuses our login, is not recorded (502 or 400). The peer is asked outside
+    any transaction: a peer that does not answer must not hold the catalogue's write lock.
+    """
     if request.name == settings.name:
         raise InvalidRequest(f"{request.name!r} is this librarian's own name")
-    if session.scalar(select(Librarian.id).where(Librarian.name == request.name)) is not None:
-        raise Conflict(f"a peer named {request.name!r} exists; change it with PATCH or `peer`")
     mover = request.mover.value if request.mover is not None else settings.default_mover
     require_mover(settings, mover)
-    access = PeerAccess(request.name, request.url, request.user, request.password)
-    if links is not None and request.check:
-        probe(links, access)
-    peer = Librarian(
-        name=request.name,
-        url=request.url,
-        remote_user=request.user,
-        encrypted_password=encrypt_password(settings, request.password),
-        mover=mover,
-        transfers_enabled=request.transfers_enabled,
-    )
-    if links is not None and request.check:
-        peer.last_seen_at = datetime.now(UTC)
-    session.add(peer)
-    session.flush()
-    return peer
+    with catalogue.session() as session:
+        _refuse_existing(session, request.name)
+    checked = links is not None and request.check
+    if checked:
+        assert links is not None
+        probe(links, PeerAccess(request.name, request.url, request.user, request.password))
+    with catalogue.session() as session:
+        _refuse_existing(session, request.name)  # (added meanwhile by someone else?)
+        peer = Librarian(
+            name=request.name,
+            url=request.url,
+            remote_user=request.user,
+            encrypted_password=encrypt_password(settings, request.password),
+            mover=mover,
+            transfers_enabled=request.transfers_enabled,
+            last_seen_at=datetime.now(UTC) if checked else None,
+        )
+        session.add(peer)
+        session.flush()
+        return peer
+
+
+def _refuse_existing(session: Session, name: str) -> None:
+    if session.scalar(select(Librarian.id).where(Librarian.name == name)) is not None:
+        raise Conflict(f"a peer named {name!r} exists; change it with PATCH or `peer set`")
 
 
 def update_peer(

@@ -1,10 +1,11 @@
-"""Transfers for operators: list books on their way out (or in), retry, cancel.
+"""Transfers for operators: list books on their way out (or in), retry, cancel, requeue.
 
 ``GET /api/v2/transfers`` and ``librarian transfer list|retry|cancel`` call these. Retrying
 a book that failed for good gives it a fresh budget of attempts and sends it in the next
 batch (its ``created_at`` stays: the age of a transfer is never reset); cancelling one
 stops it here and tells the peer to drop what it staged. A cancelled book the peer stores
-anyway is recorded as a copy there when it says so: the truth wins.
+anyway is recorded as a copy there when it says so: the truth wins. ``requeue_books``
+queues books a peer lacks for its next batches (a backfill of its asset in the UI).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from librarian_dagster.catalogue.models import (
+    File,
     IncomingTransfer,
     Librarian,
     OutgoingTransfer,
+    RemoteInstance,
     TransferBatch,
 )
 from librarian_dagster.services import outbox
@@ -120,7 +123,13 @@ def _outgoing(session: Session, transfer_id: int) -> OutgoingTransfer:
 
 def retry_transfer(session: Session, transfer_id: int) -> TransferInfo:
     """Send a book that failed (or was cancelled) again, in the next batch, with a fresh
-    budget of attempts; 409 for one still on its way or stored."""
+    budget of attempts; 409 for one still on its way or stored.
+
+    The retry is a new transfer (the old one stays as it ended, its history): the peer
+    stages it afresh, so a cancelled attempt's staging there, which the peer drops when
+    it hears of the cancel, is never reused. Its ``created_at`` is the first try's: the
+    age of a transfer is never reset.
+    """
     row = _outgoing(session, transfer_id)
     if row.status not in (TransferStatus.FAILED, TransferStatus.CANCELLED):
         raise Conflict(
@@ -136,14 +145,19 @@ def retry_transfer(session: Session, transfer_id: int) -> TransferInfo:
     )
     if other is not None:
         raise Conflict(f"the book is on its way again already (transfer {other})")
-    row.status = TransferStatus.INITIATED
-    row.batch_id = None
-    row.attempts = 0
-    row.completed_at = None
-    row.next_attempt_at = datetime.now(UTC)
-    row.failure_reason = f"retried by an operator (was: {row.failure_reason})"[:4000]
+    retry = OutgoingTransfer(
+        file_id=row.file_id,
+        librarian_id=row.librarian_id,
+        status=TransferStatus.INITIATED,
+        created_at=row.created_at,
+        next_attempt_at=datetime.now(UTC),
+        failure_reason=f"retry of transfer {row.id} by an operator (it: {row.failure_reason})"[
+            :4000
+        ],
+    )
+    session.add(retry)
     session.flush()
-    return _outgoing_info(row, None)
+    return _outgoing_info(retry, None)
 
 
 def cancel_transfer(session: Session, transfer_id: int, who: str) -> TransferInfo:
@@ -168,3 +182,55 @@ def cancel_transfer(session: Session, transfer_id: int, who: str) -> TransferInf
         )
     session.flush()
     return _outgoing_info(row, None)
+
+
+# Names per query when queueing books again (PostgreSQL takes 65,535 parameters).
+REQUEUE_CHUNK = 5000
+
+
+def requeue_books(
+    session: Session, peer: Librarian, names: Sequence[str], *, now: datetime | None = None
+) -> tuple[int, int]:
+    """Send these books to ``peer`` (again), in the next batches: a UI backfill or an
+    operator's request. Books it holds or that are in flight are left alone; a book that
+    failed for good gets a fresh row. Returns (queued, left alone)."""
+    now = now or datetime.now(UTC)
+    queued = 0
+    for start in range(0, len(names), REQUEUE_CHUNK):  # (PostgreSQL takes 65,535 parameters)
+        queued += _requeue(session, peer, names[start : start + REQUEUE_CHUNK], now)
+    return queued, len(names) - queued
+
+
+def _requeue(session: Session, peer: Librarian, names: Sequence[str], now: datetime) -> int:
+    files = session.execute(select(File.id, File.name).where(File.name.in_(list(names)))).all()
+    ids = [row.id for row in files]
+    busy = set(
+        session.scalars(
+            select(OutgoingTransfer.file_id).where(
+                OutgoingTransfer.librarian_id == peer.id,
+                OutgoingTransfer.file_id.in_(ids),
+                OutgoingTransfer.status.in_(OUTGOING_PENDING),
+            )
+        )
+    ) | set(
+        session.scalars(
+            select(RemoteInstance.file_id).where(
+                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
+            )
+        )
+    )
+    queued = 0
+    for file_id in ids:
+        if file_id in busy:
+            continue
+        session.add(
+            OutgoingTransfer(
+                file_id=file_id,
+                librarian_id=peer.id,
+                status=TransferStatus.INITIATED,
+                next_attempt_at=now,
+            )
+        )
+        queued += 1
+    session.flush()
+    return queued

@@ -89,8 +89,7 @@ def add_peer(
     peer_links: PeerLinksDep,
     data: JSONBody[PeerCreate],
 ) -> PeerInfo:
-    with catalogue.session() as session:
-        peers.add_peer(session, settings, data, links=peer_links)
+    peers.add_peer(catalogue, settings, data, links=peer_links)
     _reload_ui(settings)
     return _one(catalogue, data.name)
 

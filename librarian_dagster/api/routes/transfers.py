@@ -18,7 +18,13 @@ from librarian_dagster.wire.transfers import Direction
 TransferId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="An outgoing transfer.")]
 
 
-@get("/transfers", operation_id="listTransfers", sync_to_thread=True, summary="Transfers")
+@get(
+    "/transfers",
+    operation_id="listTransfers",
+    sync_to_thread=True,
+    responses=problems(404),
+    summary="Transfers",
+)
 def list_transfers(
     catalogue: CatalogueDep,
     direction: FromQuery[Direction] = "outgoing",

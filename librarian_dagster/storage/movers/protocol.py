@@ -148,6 +148,11 @@ def match_results(report: TaskReport, items: Sequence[MoveItem]) -> tuple[ItemRe
     """
     arrived: set[str] = set()
     under: set[str] = set()
+    faults = {
+        posixpath.normpath(result.item.destination): result.fault
+        for result in report.items
+        if not result.done and result.fault
+    }
     for result in report.items:
         if result.done:
             path = posixpath.normpath(result.item.destination)
@@ -164,7 +169,7 @@ def match_results(report: TaskReport, items: Sequence[MoveItem]) -> tuple[ItemRe
             or (item.recursive and destination in under)
         ):
             verdicts.append(ItemResult(item, done=True))
-        elif report.status.final:
-            fault = report.fault or "not among the files Globus transferred"
+        elif report.status.final:  # the item's own fault if the mover gave one
+            fault = faults.get(destination) or report.fault or "not among the files moved"
             verdicts.append(ItemResult(item, done=False, fault=fault))
     return tuple(verdicts)

@@ -1,12 +1,14 @@
 """clone to peers: movers per peer, peer health, batch submission, re-sends, one book in flight
 
-- ``librarians``: ``mover`` (existing peers: ``local``), ``last_error``, ``last_error_at``;
+- ``librarians``: ``mover`` (existing peers: ``local``), ``collection_id`` (pinned at the
+  first stage answer), ``last_error``, ``last_error_at``;
 - ``incoming_transfers``: the sending peer (``librarian_id``) and its store (``source_store``),
   indexed with ``source_transfer_id`` so a repeated stage request finds its transfer;
 - ``transfer_batches``: ``submission_id``, ``endpoint``, ``bytes_moved``, run and poll times;
   its status now counts batch states (``initiated`` … ``succeeded``);
-- ``outgoing_transfers``: ``source_path``, ``attempts``, ``next_attempt_at``, and at most one
-  pending transfer per book and peer.
+- ``outgoing_transfers``: ``source_path``, ``attempts``, ``next_attempt_at``, an index for
+  books never confirmed (``status``, ``updated_at``), and at most one pending transfer per
+  book and peer.
 
 Revision ID: 0003
 Revises: 0002
@@ -61,6 +63,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("mover", sa.String(length=32), server_default="local", nullable=False)
         )
+        batch_op.add_column(sa.Column("collection_id", sa.String(length=256), nullable=True))
         batch_op.add_column(sa.Column("last_error", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True))
 
@@ -104,6 +107,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
+            batch_op.f("ix_outgoing_transfers_status_updated_at"),
+            ["status", "updated_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             "uq_outgoing_transfers_pending_file",
             ["file_id", "librarian_id"],
             unique=True,
@@ -115,6 +123,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("outgoing_transfers", schema=None) as batch_op:
         batch_op.drop_index("uq_outgoing_transfers_pending_file")
+        batch_op.drop_index(batch_op.f("ix_outgoing_transfers_status_updated_at"))
         batch_op.drop_column("next_attempt_at")
         batch_op.drop_column("attempts")
         batch_op.drop_column("source_path")
@@ -142,4 +151,5 @@ def downgrade() -> None:
     with op.batch_alter_table("librarians", schema=None) as batch_op:
         batch_op.drop_column("last_error_at")
         batch_op.drop_column("last_error")
+        batch_op.drop_column("collection_id")
         batch_op.drop_column("mover")
