@@ -118,7 +118,7 @@ class TransferSettings(_Section):
     max_active_transfers: Annotated[int, Field(ge=1, le=100)] = 90
     # Batches the clone sensor forms per peer and tick (the rest wait for the next tick), and
     # at most that many batches per peer wait for their peer or a mover slot.
-    max_batches_per_tick: Annotated[int, Field(ge=1)] = 4
+    max_batches_per_tick: Annotated[int, Field(ge=1)] = 2
     # A book is looked at for cloning once it is this old: on PostgreSQL a transaction that
     # took a lower file id may commit after a higher one, and the high-water mark must not
     # pass a book that is not visible yet.

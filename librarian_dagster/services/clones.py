@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -279,18 +279,24 @@ def _form_for_peer(
         )
         session.add(row)
         session.flush()
+        new = []
         for candidate in batch:
-            if candidate.transfer is not None:
+            if candidate.transfer is not None:  # a re-send: it has its row
                 candidate.transfer.batch_id = row.id
             else:
-                session.add(
-                    OutgoingTransfer(
-                        file_id=candidate.file_id,
-                        librarian_id=peer.id,
-                        batch_id=row.id,
-                        status=TransferStatus.INITIATED,
-                    )
+                new.append(
+                    {
+                        "file_id": candidate.file_id,
+                        "librarian_id": peer.id,
+                        "batch_id": row.id,
+                        "status": TransferStatus.INITIATED,
+                        "attempts": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
+        if new:  # one executemany: a thousand ORM objects cost ~0.1 s more per batch
+            session.execute(insert(OutgoingTransfer), new)
         session.flush()
         names = session.scalars(
             select(File.name)
