@@ -123,6 +123,30 @@ class _Fresh:
     no_copy: list[int] = field(default_factory=list)  # nothing in service here to send
 
 
+def known_at_peer(
+    session: Session, peer_id: int, file_ids: Sequence[int]
+) -> tuple[set[int], set[int]]:
+    """Of ``file_ids``: those the peer holds (remote instances), and those on their way to it
+    (a pending outgoing transfer). Two indexed look-ups on a small set."""
+    held = set(
+        session.scalars(
+            select(RemoteInstance.file_id).where(
+                RemoteInstance.librarian_id == peer_id, RemoteInstance.file_id.in_(file_ids)
+            )
+        )
+    )
+    in_flight = set(
+        session.scalars(
+            select(OutgoingTransfer.file_id).where(
+                OutgoingTransfer.librarian_id == peer_id,
+                OutgoingTransfer.file_id.in_(file_ids),
+                OutgoingTransfer.status.in_(OUTGOING_PENDING),
+            )
+        )
+    )
+    return held, in_flight
+
+
 def _fresh(session: Session, peer: Librarian, limit: int, visible_before: datetime) -> _Fresh:
     """Bounded by ``limit`` rows and answered by three indexed look-ups on that small set
     (held there, in flight there, a copy here) instead of an anti-join over the catalogue.
@@ -145,22 +169,7 @@ def _fresh(session: Session, peer: Librarian, limit: int, visible_before: dateti
     if not files:
         return found
     ids = [row.id for row in files]
-    held = set(
-        session.scalars(
-            select(RemoteInstance.file_id).where(
-                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
-            )
-        )
-    )
-    in_flight = set(
-        session.scalars(
-            select(OutgoingTransfer.file_id).where(
-                OutgoingTransfer.librarian_id == peer.id,
-                OutgoingTransfer.file_id.in_(ids),
-                OutgoingTransfer.status.in_(OUTGOING_PENDING),
-            )
-        )
-    )
+    held, in_flight = known_at_peer(session, peer.id, ids)
     here = _with_copy(session, ids)
     for row in files:
         if row.id in held or row.id in in_flight:

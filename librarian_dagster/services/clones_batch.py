@@ -136,24 +136,27 @@ def schedule_resend(
             details={"transfer_id": row.id, "peer": row.librarian.name},
         )
         if remote_transfer_id is not None:
-            outbox.enqueue(
-                session,
-                row.librarian_id,
-                CLONES_FAIL,
-                {
-                    "role": "source",
-                    "transfers": [
-                        {
-                            "transfer_id": remote_transfer_id,
-                            "reason": f"the sender gave up: {reason}"[:4000],
-                        }
-                    ],
-                },
+            tell_peer_to_drop(
+                session, row.librarian_id, remote_transfer_id, f"the sender gave up: {reason}"
             )
         return False
     row.status = TransferStatus.INITIATED
     row.next_attempt_at = now + retry_delay(settings.transfer, row.attempts if count else 1)
     return True
+
+
+def tell_peer_to_drop(session: Session, peer_id: int, remote_transfer_id: int, reason: str) -> int:
+    """Owe the peer ``/clones/fail`` (as the source) for its incoming transfer: it drops
+    what it staged for a book we will not send (as far as it knows) on that transfer."""
+    return outbox.enqueue(
+        session,
+        peer_id,
+        CLONES_FAIL,
+        {
+            "role": "source",
+            "transfers": [{"transfer_id": remote_transfer_id, "reason": reason[:4000]}],
+        },
+    )
 
 
 def batch_row(session: Session, batch_id: int, *, lock: bool = False) -> TransferBatch | None:

@@ -21,15 +21,14 @@ from librarian_dagster.catalogue.models import (
     IncomingTransfer,
     Librarian,
     OutgoingTransfer,
-    RemoteInstance,
     TransferBatch,
 )
-from librarian_dagster.services import outbox
+from librarian_dagster.services.clones import known_at_peer
+from librarian_dagster.services.clones_batch import tell_peer_to_drop
 from librarian_dagster.services.errors import Conflict, InvalidRequest, NotFound
 from librarian_dagster.services.files import decode_cursor, encode_cursor
 from librarian_dagster.states import OUTGOING_PENDING, TransferStatus
 from librarian_dagster.wire import MAX_PAGE, TransferInfo
-from librarian_dagster.wire.clones import CLONES_FAIL
 from librarian_dagster.wire.transfers import Direction
 
 _CURSOR_KIND = {"outgoing": "o", "incoming": "i"}
@@ -169,17 +168,7 @@ def cancel_transfer(session: Session, transfer_id: int, who: str) -> TransferInf
     row.completed_at = datetime.now(UTC)
     row.failure_reason = f"cancelled by {who}"
     if row.remote_transfer_id is not None:
-        outbox.enqueue(
-            session,
-            row.librarian_id,
-            CLONES_FAIL,
-            {
-                "role": "source",
-                "transfers": [
-                    {"transfer_id": row.remote_transfer_id, "reason": f"cancelled by {who}"}
-                ],
-            },
-        )
+        tell_peer_to_drop(session, row.librarian_id, row.remote_transfer_id, f"cancelled by {who}")
     session.flush()
     return _outgoing_info(row, None)
 
@@ -204,21 +193,8 @@ def requeue_books(
 def _requeue(session: Session, peer: Librarian, names: Sequence[str], now: datetime) -> int:
     files = session.execute(select(File.id, File.name).where(File.name.in_(list(names)))).all()
     ids = [row.id for row in files]
-    busy = set(
-        session.scalars(
-            select(OutgoingTransfer.file_id).where(
-                OutgoingTransfer.librarian_id == peer.id,
-                OutgoingTransfer.file_id.in_(ids),
-                OutgoingTransfer.status.in_(OUTGOING_PENDING),
-            )
-        )
-    ) | set(
-        session.scalars(
-            select(RemoteInstance.file_id).where(
-                RemoteInstance.librarian_id == peer.id, RemoteInstance.file_id.in_(ids)
-            )
-        )
-    )
+    held, in_flight = known_at_peer(session, peer.id, ids)
+    busy = held | in_flight
     queued = 0
     for file_id in ids:
         if file_id in busy:
