@@ -133,8 +133,10 @@ class TransferSettings(_Section):
     # Callbacks a peer did not take are retried after this, doubling up to the max, forever.
     callback_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
     callback_backoff_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
-    # How often each mover task is asked how it is doing (Globus allows 20 requests a second).
+    # How often each mover task is asked how it is doing (Globus allows 20 requests a second),
+    # and how long the run that submitted a task waits for it to end (then the sensor polls).
     poll_interval_seconds: Annotated[float, Field(ge=0)] = 30.0
+    settle_wait_seconds: Annotated[float, Field(ge=0)] = 15.0
     # A clone_batch run asked for but not seen working after this long is asked for again.
     relaunch_after_seconds: Annotated[float, Field(gt=0)] = 300.0
     # A book sent but not confirmed after this long: ask the peer whether it holds it.

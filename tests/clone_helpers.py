@@ -48,6 +48,7 @@ TRANSFER_DEFAULTS = {
     "callback_backoff_max_seconds": 0.01,
     "poll_interval_seconds": 0,
     "catalogue_lag_seconds": 0,
+    "settle_wait_seconds": 0,  # each step on its own (test_clones_units tests the wait)
 }
 PEER_PASSWORD = "peer-password-1"
 

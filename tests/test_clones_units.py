@@ -22,6 +22,7 @@ from librarian_dagster.services import clones, outbox, outbox_delivery
 from librarian_dagster.services.clones import NO_COPY
 from librarian_dagster.services.clones_settle import reconcile, stale_transfers
 from librarian_dagster.services.errors import PeerCallFailed
+from librarian_dagster.services.movers import build_movers
 from librarian_dagster.services.peers import PeerAccess
 from librarian_dagster.states import BatchStatus, TransferStatus
 from librarian_dagster.wire.clones import CLONES_COMPLETE, CLONES_STAGED
@@ -240,3 +241,24 @@ def test_a_stalled_task_is_one_operator_event_and_slots_are_never_exceeded(
         with a.catalogue.session() as session:
             stalls = session.scalars(select(Event).where(Event.kind == "mover_stalled")).all()
             assert len(stalls) == 1 and "credentials expired" in stalls[0].message
+
+
+def test_a_task_that_ends_soon_is_settled_by_the_run_that_submitted_it(tmp_path: Path) -> None:
+    with clone_sites(tmp_path, ["site-a", "site-b"], settle_wait_seconds=30) as sites:
+        a = sites["site-a"]
+        befriend_both(a, sites["site-b"])
+        upload(a, tmp_path, 3)
+        (batch,) = clones.form_batches(a.catalogue, a.settings)
+        outcome = clones.run_batch(
+            a.catalogue,
+            a.settings,
+            batch.batch_id,
+            links=links_for(sites),
+            movers=build_movers(a.settings),
+        )
+        assert outcome.step == "settled" and len(outcome.arrived) == 3
+        assert outcome.task_id and outcome.callbacks  # /clones/staged owed, delivered by the job
+        with a.catalogue.session() as session:
+            assert {r.status for r in session.scalars(select(OutgoingTransfer))} == {
+                TransferStatus.STAGED
+            }

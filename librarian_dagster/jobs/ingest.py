@@ -183,6 +183,7 @@ def ingest_transfers(
     all_stores = stores.all()
     errors: list[str] = []
     refused: list[dict[str, str]] = []
+    stored = 0
     for transfer_id in transfer_ids:
         try:
             outcome = ingest_transfer(
@@ -197,11 +198,9 @@ def ingest_transfers(
             context.log.exception(f"transfer {transfer_id}: unexpected error")
             errors.append(f"{transfer_id}: {type(error).__name__}: {error}")
             continue
-        if outcome.status == "stored":
-            context.log.info(
-                f"stored {outcome.name} ({outcome.size} bytes, {outcome.mb_per_second:.0f} MB/s)"
-            )
+        if outcome.status == "stored":  # its materialization says what, where and how fast
             context.log_event(_materialization(outcome))
+            stored += 1
         elif outcome.status == "failed":
             context.log.error(f"refused {outcome.name}: {outcome.reason}")
             refused.append({"name": outcome.name, "reason": outcome.reason or ""})
@@ -212,6 +211,7 @@ def ingest_transfers(
             refused.append({"name": outcome.name, "reason": "refused by an earlier run"})
         else:
             context.log.info(f"{outcome.name}: skipped ({outcome.reason})")
+    context.log.info(f"stored {stored} of {len(transfer_ids)} books")
     if errors or refused:
         parts = [f"{len(refused)} refused"] if refused else []
         parts += [f"{len(errors)} hit unexpected errors"] if errors else []

@@ -19,7 +19,8 @@ transaction and safe to repeat (a run killed at any point is finished by the nex
    sent), in progress (asked again later), conflict or refused (failed, with an event).
 3. ``_submit``: at most ``max_active_transfers`` tasks per mover (counted under a lock on
    that mover's peers); a submission id is recorded *before* the mover is called, so a
-   repeated submit returns the same task.
+   repeated submit returns the same task. A task that ends within ``settle_wait_seconds``
+   is settled by the same run.
 4. ``_settle``: once the task is over, books that arrived are ``staged`` and the peer is
    owed ``/clones/staged`` (outbox); books that did not are sent again after a back-off,
    up to ``max_attempts``, then failed with the mover's words. Only they are re-sent: one
@@ -56,7 +57,7 @@ from librarian_dagster.services.clones_batch import (
     submit,
 )
 from librarian_dagster.services.clones_schedule import BEFORE_TASK, mover_slots, release
-from librarian_dagster.services.clones_settle import poll
+from librarian_dagster.services.clones_settle import poll, settle
 from librarian_dagster.services.clones_stage import stage
 from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings, TransferSettings
@@ -65,11 +66,12 @@ from librarian_dagster.states import (
     BatchStatus,
     TransferStatus,
 )
-from librarian_dagster.storage.movers.protocol import Mover
+from librarian_dagster.storage.movers.protocol import Mover, MoverError, TaskStatus
 
 # -- forming batches (the clone sensor) -------------------------------------------------
 
 
+SETTLE_POLL_SECONDS = 0.25
 NO_COPY = "no copy in service here to send; it waits for one (see librarian corrupt list)"
 
 
@@ -375,8 +377,37 @@ def run_batch(
             outcome.detail = f"no {mover_name!r} mover on this librarian (check [globus])"
             raise defer(catalogue, settings, batch_id, outcome)
         submit(catalogue, settings, mover, batch_id, outcome)
+        if outcome.step == "submitted":
+            _settle_soon(catalogue, settings, mover, batch_id, outcome)
     elif status == BatchStatus.ONGOING and mover is not None and task_id is not None:
         poll(catalogue, settings, mover, batch_id, task_id, outcome)
     release(catalogue, batch_id)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _settle_soon(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    mover: Mover,
+    batch_id: int,
+    outcome: BatchOutcome,
+) -> None:
+    """A task that ends within ``settle_wait_seconds`` is settled by the run that submitted it
+    (a small batch on the local mover takes a second or two): one sensor tick and one run
+    less before the peer hears. A longer one is left to the transfers sensor, as is any
+    trouble asking the mover."""
+    deadline = time.monotonic() + settings.transfer.settle_wait_seconds
+    task_id = outcome.task_id
+    assert task_id is not None
+    while time.monotonic() < deadline:
+        try:
+            report = mover.status(task_id)
+        except MoverError:
+            return
+        if report.status.final:
+            settle(catalogue, settings, report, batch_id, outcome)
+            return
+        if report.status == TaskStatus.STALLED:
+            return
+        time.sleep(SETTLE_POLL_SECONDS)
