@@ -9,12 +9,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import inspect
 import json
 import os
 import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +37,10 @@ from sqlalchemy import select, text  # noqa: E402
 from librarian_dagster.catalogue.models import Librarian  # noqa: E402
 from librarian_dagster.client import LibrarianClient  # noqa: E402
 from librarian_dagster.jobs.names import BATCH_TAG, RECEIVE_OP  # noqa: E402
+from librarian_dagster.storage.checksums import hash_path  # noqa: E402
+from librarian_dagster.storage.movers.copy import copy_and_hash  # noqa: E402
 from librarian_dagster.storage.movers.local import WORKER_MODULE  # noqa: E402
+from librarian_dagster.storage.posix import remove_if_present  # noqa: E402
 from tests.clone_live import admin, query  # noqa: E402
 from tests.live import LiveLibrarian  # noqa: E402
 
@@ -189,6 +194,99 @@ def small_books(root: Path, count: int, seed: int = 11) -> list[tuple[Path, str]
     return pairs
 
 
+# -- the big book's baselines ------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def sync() -> None:
+    subprocess.run(["sync"], check=True)
+
+
+def drop_caches() -> bool:
+    """Drop the page cache (root, and a writable /proc/sys); whether it was done."""
+    sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def cached(path: Path) -> float | None:
+    """The fraction of ``path`` in the page cache (util-linux ``fincore``)."""
+    try:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return round(int(out[0]) / path.stat().st_size, 3)
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def make_big_file(path: Path, size: int) -> None:
+    """A 64 MiB random block, repeated: random enough for the hash and for cp."""
+    block = os.urandom(64 * MIB)
+    with open(path, "wb") as out:
+        for offset in range(0, size, len(block)):
+            out.write(block[: size - offset])
+
+
+def write_first(src: Path, before: Path | None) -> None:
+    """Untimed: a copy of ``src`` written, fsynced and kept, as the upload is before the
+    clone's copy. This disk (ext4 ``discard``, a write-back cache below) absorbs a 4 GiB
+    write at 2+ GB/s when the previous one was deleted at once, and runs at its sustained
+    ~0.4 GB/s while the previous one is still being written through."""
+    if before is not None:
+        copy_and_hash(src, before)
+
+
+def baseline(src: Path, dst: Path, drop: bool, before: Path | None = None) -> dict[str, Any]:
+    """``cp`` to a new file on the same filesystem, fsync it, hash the copy."""
+    write_first(src, before)
+    dropped = drop_caches() if drop else False
+    sync()
+    source_cached = cached(src)
+    start = time.time()
+    subprocess.run(["cp", str(src), str(dst)], check=True)
+    copied = time.time()
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    synced = time.time()
+    hash_path(dst)
+    end = time.time()
+    remove_if_present(dst)
+    if before is not None:
+        remove_if_present(before)
+    return {
+        "total_s": r3(end - start),
+        "cp_s": r3(copied - start),
+        "fsync_s": r3(synced - copied),
+        "hash_s": r3(end - synced),
+        "source_cached": source_cached,
+        "caches_dropped": dropped,
+    }
+
+
+def mover_alone(src: Path, dst: Path, before: Path) -> dict[str, Any]:
+    """The LocalMover worker's call on its own, in this process, after a kept write (as in
+    the clone): ``copy_and_hash`` with its defaults (fsyncs), as ``local_worker`` calls it."""
+    write_first(src, before)
+    sync()
+    start = time.time()
+    copy_and_hash(src, dst)
+    end = time.time()
+    remove_if_present(dst)
+    remove_if_present(before)
+    return {"total_s": r3(end - start), "mb_per_s": round(src.stat().st_size / 1e6 / (end - start))}
+
+
 # -- what happened, read afterwards ----------------------------------------------------------
 
 
@@ -215,6 +313,20 @@ def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda run: run["created"])
 
 
+def run_events(live: LiveLibrarian, run_id: str, limit: int = 60) -> list[str]:
+    """One run's event log, seconds after its first event (the JSON's example)."""
+    home = live.directory / "state" / "dagster"
+    rows: list[str] = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        entries = instance.all_logs(run_id)
+    first = entries[0].timestamp if entries else 0.0
+    for entry in entries:
+        kind = entry.dagster_event_type.value if entry.dagster_event_type else "LOG"
+        message = entry.user_message or ""
+        rows.append(f"{entry.timestamp - first:7.3f} {kind} {message[:100]}")
+    return rows if len(rows) <= limit else [*rows[: limit // 2], "...", *rows[-limit // 2 :]]
+
+
 def run_stats(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Count, queue wait (created -> start) and duration (start -> end) of some runs."""
     finished = [r for r in runs if r["start"] is not None and r["end"] is not None]
@@ -226,22 +338,34 @@ def run_stats(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def mover_task_times(live: LiveLibrarian, submission_id: str | None) -> tuple[float, float] | None:
-    """(written, over) of a LocalMover task: task.json's ``created``, final.json's mtime."""
-    if not submission_id:
-        return None
-    task = live.directory / "state" / "movers" / "local" / submission_id
+def birth_time(path: Path) -> float | None:
+    """A file's creation time (statx btime, GNU ``stat``), or None."""
     try:
-        created = json.loads((task / "task.json").read_text())["created"]
-        return epoch(created) or 0.0, (task / "final.json").stat().st_mtime
-    except (OSError, KeyError, ValueError):
+        out = subprocess.run(["stat", "-c", "%.9W", str(path)], capture_output=True, text=True)
+        return float(out.stdout) or None
+    except (OSError, ValueError):
         return None
+
+
+def mover_task_times(live: LiveLibrarian, submission_id: str | None) -> dict[str, float | None]:
+    """A LocalMover task's times: written (task.json's ``created``), worker at work (its
+    results.jsonl made, after the worker process started), last item done (that file's
+    mtime), over (final.json's mtime)."""
+    task = live.directory / "state" / "movers" / "local" / str(submission_id)
+    found: dict[str, float | None] = {"written": None, "worker": None, "items": None, "over": None}
+    with contextlib.suppress(OSError, KeyError, ValueError):
+        found["written"] = epoch(json.loads((task / "task.json").read_text())["created"])
+        found["worker"] = birth_time(task / "results.jsonl")
+        found["items"] = (task / "results.jsonl").stat().st_mtime
+        found["over"] = (task / "final.json").stat().st_mtime
+    return found
 
 
 MILESTONES = (
     "formed",
     "run1_start",
     "submitted",
+    "worker_started",
     "copied",
     "settled",
     "stored_b_first",
@@ -251,7 +375,12 @@ MILESTONES = (
 PHASES = (  # (label, from milestone, to milestone) of one batch, consecutive
     ("formed -> first clone_batch run starts (queue, run worker start)", "formed", "run1_start"),
     ("run: stage at B + submit to the mover", "run1_start", "submitted"),
-    ("mover: worker start + copy + hash + fsync", "submitted", "copied"),
+    (
+        "mover: worker process start (submit -> its results file made)",
+        "submitted",
+        "worker_started",
+    ),
+    ("mover: copy + hash + fsync of the books, task end", "worker_started", "copied"),
     ("copy over -> settled (poll, clone_batch run, /clones/staged)", "copied", "settled"),
     ("settled -> last book stored at B (receive sensor + runs)", "settled", "stored_b_last"),
     ("last stored at B -> last remote instance at A (callback)", "stored_b_last", "complete_last"),
@@ -296,7 +425,8 @@ def batch_timelines(a: LiveLibrarian, b: LiveLibrarian, t0: float) -> list[dict[
             "formed": rel(epoch(created)),
             "run1_start": rel(runs[0]["start"] if runs else None),
             "submitted": rel(epoch(submitted)),
-            "copied": rel(task[1] if task else None),
+            "worker_started": rel(task["worker"]),
+            "copied": rel(task["over"]),
             "settled": rel(epoch(completed)),
             "stored_b_first": rel(min(stored_b) if stored_b else None),
             "stored_b_last": rel(max(stored_b) if stored_b else None),
@@ -311,7 +441,11 @@ def batch_timelines(a: LiveLibrarian, b: LiveLibrarian, t0: float) -> list[dict[
                 "batch_id": batch_id,
                 "books": books,
                 "status": status,
-                "clone_batch_runs": len(runs),
+                "clone_batch_runs_queue_run_s": [
+                    [r3(r["start"] - r["created"]), r3(r["end"] - r["start"])]
+                    for r in runs
+                    if r["start"] and r["end"]
+                ],
                 "receive_runs_at_b": len({row[2] for row in at_b}),
                 "milestones_s": milestones,
                 "phases_s": phases,
@@ -390,6 +524,25 @@ def reset_clone_state(catalogue: Any, peer_id: int, mark: int) -> None:
         peer.clone_high_water_file_id = mark
 
 
+def advance_batches(catalogue: Any) -> int:
+    """What clone_batch runs do between ticks, in one statement: every batch not yet at its
+    mover is given a task (``ongoing``), so the next tick may form more (the sensor forms at
+    most ``max_batches_per_tick`` while that many wait for their peer or a slot)."""
+    now = datetime.datetime.now(UTC)
+    with catalogue.session() as session:
+        moved = session.execute(
+            text(
+                "UPDATE transfer_batches SET status = 'ongoing', task_id = 'bench-' || id, "
+                "submitted_at = :now WHERE status IN ('initiated', 'staged', 'submitting')"
+            ),
+            {"now": now},
+        ).rowcount
+        session.execute(
+            text("UPDATE outgoing_transfers SET status = 'ongoing' WHERE status = 'initiated'")
+        )
+    return int(moved or 0)
+
+
 def table_counts(catalogue: Any) -> dict[str, int]:
     with catalogue.session() as session:
         return {
@@ -408,26 +561,26 @@ def peer_mark(catalogue: Any, peer_id: int) -> int:
 
 
 NAIVE = {  # the anti-join the sensor avoids: every file the peer lacks, over all files
-    "naive NOT EXISTS, first 4,097": (
+    "naive NOT EXISTS, first LIMIT": (
         "SELECT f.id, f.size, f.created_at FROM files f WHERE NOT EXISTS (SELECT 1 FROM "
         "remote_instances r WHERE r.file_id = f.id AND r.librarian_id = :peer) AND NOT EXISTS "
         "(SELECT 1 FROM outgoing_transfers o WHERE o.file_id = f.id AND o.librarian_id = :peer "
-        "AND o.status IN ('initiated', 'ongoing', 'staged')) ORDER BY f.id LIMIT 4097"
+        "AND o.status IN ('initiated', 'ongoing', 'staged')) ORDER BY f.id LIMIT :limit"
     ),
-    "naive LEFT JOIN ... IS NULL, first 4,097": (
+    "naive LEFT JOIN ... IS NULL, first LIMIT": (
         "SELECT f.id, f.size, f.created_at FROM files f LEFT JOIN remote_instances r ON "
         "r.file_id = f.id AND r.librarian_id = :peer LEFT JOIN outgoing_transfers o ON "
         "o.file_id = f.id AND o.librarian_id = :peer AND o.status IN ('initiated', 'ongoing', "
-        "'staged') WHERE r.id IS NULL AND o.id IS NULL ORDER BY f.id LIMIT 4097"
+        "'staged') WHERE r.id IS NULL AND o.id IS NULL ORDER BY f.id LIMIT :limit"
     ),
-    "naive NOT EXISTS, all waiting (no LIMIT)": (
+    "naive NOT EXISTS, all waiting (no row cap)": (
         "SELECT f.id, f.size, f.created_at FROM files f WHERE NOT EXISTS (SELECT 1 FROM "
         "remote_instances r WHERE r.file_id = f.id AND r.librarian_id = :peer) AND NOT EXISTS "
         "(SELECT 1 FROM outgoing_transfers o WHERE o.file_id = f.id AND o.librarian_id = :peer "
         "AND o.status IN ('initiated', 'ongoing', 'staged')) ORDER BY f.id"
     ),
 }
-BARE = "SELECT id, size, created_at FROM files WHERE id > :mark ORDER BY id LIMIT 4097"
+BARE = "SELECT id, size, created_at FROM files WHERE id > :mark ORDER BY id LIMIT :limit"
 
 
 def query_plan(catalogue: Any, backend: str, sql: str, params: dict[str, Any]) -> list[str]:
@@ -462,6 +615,8 @@ class StubMover:
 def offline_batch_costs(root: Path, books: int, seed: int) -> dict[str, float]:
     """Seconds of each step one batch of ``books`` books takes on SQLite, calling the services
     the sensor, runs and routes call (``tests.clone_helpers`` builds the two librarians)."""
+    import importlib
+
     from sqlalchemy import insert
 
     from librarian_dagster.catalogue.models import CallbackOutbox, File, Instance, Store
@@ -471,8 +626,6 @@ def offline_batch_costs(root: Path, books: int, seed: int) -> dict[str, float]:
     from librarian_dagster.services.clones_settle import settle
     from librarian_dagster.services.ingest import ingest_transfer
     from librarian_dagster.services.peers import get_peer
-    from librarian_dagster.storage.checksums import hash_path
-    from librarian_dagster.storage.movers.copy import copy_and_hash
     from librarian_dagster.storage.movers.protocol import ItemResult, TaskReport, TaskStatus
     from librarian_dagster.storage.tree import tree_size
     from librarian_dagster.wire import CloneComplete
@@ -520,8 +673,17 @@ def offline_batch_costs(root: Path, books: int, seed: int) -> dict[str, float]:
             (formed,) = form_batches(a.catalogue, a.settings)
         batch_id = formed.batch_id
         outcome = clones_batch.BatchOutcome(batch_id, "site-b", "over")
+        # The stage step's halves (they moved from clones_batch to clones_stage once already).
+        stage_module = next(
+            module
+            for name in ("clones_stage", "clones_batch")
+            if hasattr(
+                module := importlib.import_module(f"librarian_dagster.services.{name}"),
+                "_record_answers",
+            )
+        )
         with timed("A: build the stage request"), a.catalogue.session() as session:
-            request = clones_batch._stage_request(
+            request = stage_module._stage_request(
                 session, clones_batch.batch_row(session, batch_id)
             )
         assert request is not None and len(request.items) == books
@@ -529,7 +691,7 @@ def offline_batch_costs(root: Path, books: int, seed: int) -> dict[str, float]:
             response = stage_clones(s, b.settings, b.stores, get_peer(s, "site-a"), request)
         with timed("A: record the stage answers"), a.catalogue.session() as session:
             batch = clones_batch.batch_row(session, batch_id, lock=True)
-            clones_batch._record_answers(session, a.settings, batch, response, outcome)
+            stage_module._record_answers(session, a.settings, batch, response, outcome)
         mover = StubMover()
         with timed("A: submit (slot, source paths, ongoing)"):
             clones_batch.submit(a.catalogue, a.settings, mover, batch_id, outcome)  # type: ignore[arg-type]
@@ -584,12 +746,12 @@ BOUNDED_EXISTS = (  # a reference, not the library's: the bounded range with EXI
     "outgoing_transfers o WHERE o.file_id = f.id AND o.librarian_id = :peer AND o.status IN "
     "('initiated', 'ongoing', 'staged')) AS in_flight, EXISTS (SELECT 1 FROM instances i "
     "WHERE i.file_id = f.id AND i.available) AS here FROM files f WHERE f.id > :mark "
-    "ORDER BY f.id LIMIT 4097"
+    "ORDER BY f.id LIMIT :limit"
 )
 
 
 def time_queries(
-    catalogue: Any, backend: str, peer_id: int, mark: int, repeats: int
+    catalogue: Any, backend: str, peer_id: int, mark: int, repeats: int, limit: int
 ) -> dict[str, Any]:
     """The sensor's bounded look-up, the anti-join it replaces and two references (one
     bounded query; the 4,096 rows of a tick inserted with Core), interleaved, same data."""
@@ -598,16 +760,21 @@ def time_queries(
     from librarian_dagster.catalogue.models import OutgoingTransfer
     from librarian_dagster.services.clones import _fresh
 
+    extra = []  # the private helper's signature has changed while this was written
+    if "visible_before" in inspect.signature(_fresh).parameters:
+        extra.append(datetime.datetime.now(UTC) - datetime.timedelta(seconds=30))
+
     def library_fresh() -> int:
         with catalogue.session() as session:
-            found = _fresh(session, session.get(Librarian, peer_id), 4097)
+            found = _fresh(session, session.get(Librarian, peer_id), limit, *extra)
             lists = found if isinstance(found, tuple) else vars(found).values()
             return sum(len(rows) for rows in lists)  # candidates, passed over, no copy
 
     def sql(statement: str) -> Callable[[], int]:
         def run() -> int:
             with catalogue.session() as session:
-                return len(session.execute(text(statement), {"peer": peer_id, "mark": mark}).all())
+                params = {"peer": peer_id, "mark": mark, "limit": limit}
+                return len(session.execute(text(statement), params).all())
 
         return run
 
@@ -616,22 +783,18 @@ def time_queries(
         rows = [
             {"file_id": mark + i, "librarian_id": peer_id, "status": "initiated", "attempts": 0}
             | {"created_at": now, "updated_at": now}
-            for i in range(1, 4097)
+            for i in range(1, limit)
         ]
         with catalogue.session() as session:
             session.execute(insert(OutgoingTransfer), rows)
         return len(rows)
 
     queries: dict[str, Callable[[], int]] = {
-        "the sensor's look-up (`_fresh`: 4,097 rows above the mark + 3 IN look-ups)": (
-            library_fresh
-        ),
-        "bare: files above the mark, first 4,097": sql(BARE),
-        "reference: one bounded query with 3 EXISTS columns, 4,097 rows": sql(BOUNDED_EXISTS),
+        "the sensor's look-up (`_fresh`: LIMIT rows above the mark + IN look-ups)": (library_fresh),
+        "bare: files above the mark, first LIMIT": sql(BARE),
+        "reference: one bounded query with 3 EXISTS columns, LIMIT rows": sql(BOUNDED_EXISTS),
         **{label: sql(statement) for label, statement in NAIVE.items()},
-        "reference: insert a tick's 4,096 outgoing rows with Core executemany + commit": (
-            core_insert
-        ),
+        "reference: insert LIMIT - 1 outgoing rows with Core executemany + commit": (core_insert),
     }
     times: dict[str, list[float]] = {label: [] for label in queries}
     rows = {}
@@ -651,9 +814,12 @@ def time_queries(
         }
         for label, values in times.items()
     }
-    found["naive plan"] = query_plan(
-        catalogue, backend, NAIVE[next(iter(NAIVE))], {"peer": peer_id}
-    )
+    found = {
+        label.replace("LIMIT - 1", f"{limit - 1:,}").replace("LIMIT", f"{limit:,}"): value
+        for label, value in found.items()
+    }
+    first = NAIVE[next(iter(NAIVE))]
+    found["naive plan"] = query_plan(catalogue, backend, first, {"peer": peer_id, "limit": limit})
     return found
 
 
