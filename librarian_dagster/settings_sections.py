@@ -139,6 +139,8 @@ class TransferSettings(_Section):
     settle_wait_seconds: Annotated[float, Field(ge=0)] = 15.0
     # A clone_batch run asked for but not seen working after this long is asked for again.
     relaunch_after_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Books one receive_clones run verifies and stores (clones arrive a batch at a time).
+    max_books_per_receive_run: Annotated[int, Field(ge=1)] = 1024
     # A book sent but not confirmed after this long: ask the peer whether it holds it.
     stale_after_hours: Annotated[float, Field(gt=0)] = 24.0
     # Each call to a peer gives up after this long (and is retried later).

@@ -23,7 +23,7 @@ from librarian_dagster.api.app import create_app
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, Librarian, TransferBatch
 from librarian_dagster.peer_links import HttpPeerLink
-from librarian_dagster.services import accounts, clones, outbox_delivery, peers
+from librarian_dagster.services import accounts, clones, clones_run, outbox_delivery, peers
 from librarian_dagster.services.bootstrap import ensure_secret_key, prepare
 from librarian_dagster.services.clones_batch import BatchDeferred, BatchOutcome
 from librarian_dagster.services.errors import PeerCallFailed
@@ -216,7 +216,7 @@ def step_sender(
     progress = 0
     for batch_id in open_ids:
         try:
-            outcome = clones.run_batch(
+            outcome = clones_run.run_batch(
                 site.catalogue,
                 site.settings,
                 batch_id,

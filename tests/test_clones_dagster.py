@@ -116,9 +116,10 @@ def test_sensors_and_runs_carry_books_to_the_peer_and_the_ui_shows_it(
     metadata = output.event_specific_data.metadata
     assert metadata["peer"].value == "site-b" and metadata["books"].value == 3
     assert metadata["mover task id"].value and metadata["step"].value == "submitted"
-    observed = ia.fetch_observations(peer_asset_key("site-b"), limit=10).records
-    assert {o.partition_key for o in observed} == set(names)
-    assert "in flight" in str(observed[0].asset_observation.metadata["copy"].value)
+    (observed,) = ia.fetch_observations(peer_asset_key("site-b"), limit=10).records
+    metadata = observed.asset_observation.metadata  # one for the batch, not one per book
+    assert metadata["state"].value.startswith("in flight: batch")
+    assert sorted(metadata["in flight"].value) == sorted(names)
     wait_for_tasks(a)
     (settle,) = evaluate(clone_transfers_sensor, a, ia).run_requests
     settled = execute(settle, a, ia, "clone_batch")

@@ -15,7 +15,7 @@ from librarian_dagster.catalogue.models import (
     RemoteInstance,
     TransferBatch,
 )
-from librarian_dagster.services import clones, clones_callbacks
+from librarian_dagster.services import clones, clones_callbacks, clones_run
 from librarian_dagster.services.movers import build_movers
 from librarian_dagster.states import BatchStatus, TransferStatus
 from librarian_dagster.wire import CloneComplete, FailedClone
@@ -183,7 +183,7 @@ def test_a_run_killed_after_recording_the_submission_id_does_not_send_twice(
         batches = clones.form_batches(a.catalogue, a.settings)
         (batch,) = batches
         links, movers = links_for(sites), build_movers(a.settings)
-        clones.run_batch(a.catalogue, a.settings, batch.batch_id, links=links, movers=movers)
+        clones_run.run_batch(a.catalogue, a.settings, batch.batch_id, links=links, movers=movers)
         with a.catalogue.session() as session:
             row = session.get(TransferBatch, batch.batch_id)
             assert row is not None and row.status == BatchStatus.ONGOING
@@ -191,7 +191,7 @@ def test_a_run_killed_after_recording_the_submission_id_does_not_send_twice(
             row.status, task_id, row.task_id = BatchStatus.SUBMITTING, row.task_id, None
             for transfer in row.transfers:
                 transfer.status = TransferStatus.INITIATED
-        clones.run_batch(a.catalogue, a.settings, batch.batch_id, links=links, movers=movers)
+        clones_run.run_batch(a.catalogue, a.settings, batch.batch_id, links=links, movers=movers)
         with a.catalogue.session() as session:
             row = session.get(TransferBatch, batch.batch_id)
             assert row is not None and row.task_id == task_id

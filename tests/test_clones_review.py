@@ -20,7 +20,7 @@ from librarian_dagster.catalogue.models import (
     RemoteInstance,
     Store,
 )
-from librarian_dagster.services import clones, peers, transfers
+from librarian_dagster.services import clones, clones_run, peers, transfers
 from librarian_dagster.services.clones_stage import staging_problem
 from librarian_dagster.services.movers import build_movers
 from librarian_dagster.states import TransferStatus
@@ -146,7 +146,7 @@ def test_books_an_answer_leaves_out_or_misplaces_are_sent_again(tmp_path: Path) 
             return CloneStageResponse(items=kept, endpoint=answer.endpoint)
 
         (batch,) = clones.form_batches(a.catalogue, a.settings)
-        outcome = clones.run_batch(
+        outcome = clones_run.run_batch(
             a.catalogue,
             a.settings,
             batch.batch_id,

@@ -18,7 +18,7 @@ from librarian_dagster.catalogue.models import (
     RemoteInstance,
     TransferBatch,
 )
-from librarian_dagster.services import clones, outbox, outbox_delivery
+from librarian_dagster.services import clones, clones_run, outbox, outbox_delivery
 from librarian_dagster.services.clones import NO_COPY
 from librarian_dagster.services.clones_settle import reconcile, stale_transfers
 from librarian_dagster.services.errors import PeerCallFailed
@@ -226,7 +226,7 @@ def test_a_stalled_task_is_one_operator_event_and_slots_are_never_exceeded(
         assert len(formed) == 1  # one slot: one batch formed, the other book waits
         mover = StalledMover()
         links = links_for(sites)
-        first = clones.run_batch(
+        first = clones_run.run_batch(
             a.catalogue, a.settings, formed[0].batch_id, links=links, movers={"local": mover}
         )
         assert first.step == "submitted"
@@ -234,7 +234,7 @@ def test_a_stalled_task_is_one_operator_event_and_slots_are_never_exceeded(
             assert mover_slots(session, a.settings)["local"] == 0
         assert clones.form_batches(a.catalogue, a.settings) == []  # no slot, no new batch
         for _ in range(3):  # polled three times: stalled, one event
-            moving = clones.run_batch(
+            moving = clones_run.run_batch(
                 a.catalogue, a.settings, formed[0].batch_id, links=links, movers={"local": mover}
             )
             assert moving.step == "moving" and moving.fault == "credentials expired"
@@ -249,7 +249,7 @@ def test_a_task_that_ends_soon_is_settled_by_the_run_that_submitted_it(tmp_path:
         befriend_both(a, sites["site-b"])
         upload(a, tmp_path, 3)
         (batch,) = clones.form_batches(a.catalogue, a.settings)
-        outcome = clones.run_batch(
+        outcome = clones_run.run_batch(
             a.catalogue,
             a.settings,
             batch.batch_id,

@@ -39,8 +39,8 @@ from librarian_dagster.jobs.names import (
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.resources.movers import MoverResource
 from librarian_dagster.resources.peers import PeersResource
-from librarian_dagster.services.clones import run_batch
 from librarian_dagster.services.clones_batch import BatchDeferred, BatchOutcome
+from librarian_dagster.services.clones_run import run_batch
 from librarian_dagster.services.clones_settle import reconcile
 from librarian_dagster.services.errors import PeerCallFailed
 from librarian_dagster.services.outbox_delivery import Delivery, deliver

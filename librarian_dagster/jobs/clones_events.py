@@ -1,10 +1,12 @@
 """What the UI shows of books on their way to a peer: observations of ``peers/<name>``.
 
-A ``clone_batch`` run that submitted a batch observes each of its books on the peer's asset
-("in flight": batch, mover, task); one that settled it observes the books that are to be
-sent again or failed for good, with the reason. The materialization of a partition comes
-later, when the peer confirms the copy (``sensors.clones_copies``). Per batch, these are
-as many events as books: one small row each in Dagster's event log.
+One observation per batch step, not per book: a ``clone_batch`` run that submitted a batch
+observes the peer's asset with the batch, the mover's task and the books in flight; one
+that settled it, with the books to be sent again or failed for good and why. (An event per
+book cost ~46 ms each in Dagster's SQLite event log, measured: 47 s for a batch of 1,024.)
+A book's partition on the peer's asset is materialized when the peer confirms its copy
+(``sensors.clones_copies``); until then it is missing, and its batch's observation (the
+asset's *Events*) says where it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.clones_batch import BatchOutcome
 from librarian_dagster.states import TransferStatus
 
+# Book names one observation lists (the count is always whole).
+LISTED = 1024
+
 
 def in_flight_observations(
     catalogue: CatalogueResource, batch_id: int, outcome: BatchOutcome
@@ -34,17 +39,25 @@ def in_flight_observations(
                     OutgoingTransfer.batch_id == batch_id,
                     OutgoingTransfer.status == TransferStatus.ONGOING,
                 )
+                .order_by(File.id)
             ).all()
-        state = f"in flight: batch {batch_id}, {outcome.mover} task {outcome.task_id}"
-        for name in names:
-            yield dg.AssetObservation(asset_key=key, partition=name, metadata={"copy": state})
-    for name in outcome.resent:
-        yield dg.AssetObservation(
-            asset_key=key, partition=name, metadata={"copy": f"to be sent again ({outcome.fault})"}
-        )
-    for name in outcome.failed:
         yield dg.AssetObservation(
             asset_key=key,
-            partition=name,
-            metadata={"copy": "failed: see `librarian transfer list`"},
+            metadata={
+                "state": f"in flight: batch {batch_id}, {outcome.mover} task {outcome.task_id}",
+                "books": dg.MetadataValue.int(len(names)),
+                "in flight": dg.MetadataValue.json(list(names[:LISTED])),
+            },
+        )
+    if outcome.resent or outcome.failed:
+        yield dg.AssetObservation(
+            asset_key=key,
+            metadata={
+                "state": f"batch {batch_id} settled: {outcome.detail}",
+                "to be sent again": dg.MetadataValue.json(outcome.resent[:LISTED]),
+                "failed for good (see librarian transfer list)": dg.MetadataValue.json(
+                    outcome.failed[:LISTED]
+                ),
+                "fault": outcome.fault or "",
+            },
         )

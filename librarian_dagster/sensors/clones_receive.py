@@ -1,8 +1,10 @@
 """The receiver's sensor and the outbox's: clones to verify, callbacks to deliver.
 
 ``receive_clones_sensor`` (every second): clones whose bytes a peer delivered (``staged``)
-or whose run died (``verifying``) → ``receive_clones`` runs, grouped and capped like ingest
-runs, their ``books`` partitions added in one call (``sensors.ingest.staged_run_requests``).
+or whose run died (``verifying``) → ``receive_clones`` runs of up to
+``[transfer] max_books_per_receive_run`` books (a run costs a process start: a peer's batch
+is worth one run, not five), their ``books`` partitions added in one call
+(``sensors.ingest.staged_run_requests``).
 
 ``callbacks_sensor`` (every 5 s): when callbacks are due (one indexed query), one
 ``deliver_callbacks`` run at a time; a peer that is down has its callbacks backed off,
@@ -55,7 +57,11 @@ def receive_clones_sensor(
     context: dg.SensorEvaluationContext, catalogue: CatalogueResource
 ) -> dg.SensorResult:
     requests, high_water = staged_run_requests(
-        context, catalogue, (TransferKind.CLONE,), _receive_request
+        context,
+        catalogue,
+        (TransferKind.CLONE,),
+        _receive_request,
+        max_books=catalogue.settings.transfer.max_books_per_receive_run,
     )
     if not requests or high_water is None:
         return dg.SensorResult(skip_reason="no clone delivered")

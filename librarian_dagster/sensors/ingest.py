@@ -81,9 +81,11 @@ def staged_run_requests(
     catalogue: CatalogueResource,
     kinds: Collection[TransferKind],
     request_for: RequestFor,
+    max_books: int | None = None,
 ) -> tuple[list[dg.RunRequest], int | None]:
     """Runs for staged transfers of ``kinds`` that need one (see the module docstring), and
-    the highest transfer id requested; their partitions added and the requests recorded."""
+    the highest transfer id requested; their partitions added and the requests recorded.
+    Runs hold at most ``max_books`` books (default ``[ingest] max_books_per_run``)."""
     settings = catalogue.settings.ingest
     items = staged_needing_runs(
         catalogue.catalogue,
@@ -99,7 +101,9 @@ def staged_run_requests(
     for run_id in fail_abandoned_runs(context.instance):
         context.log.warning(f"run {run_id}: its API process exited; marked failed")
     items.sort(key=lambda item: item.transfer_id)
-    groups = group_for_runs(items, settings.max_books_per_run, settings.max_bytes_per_run)
+    groups = group_for_runs(
+        items, max_books or settings.max_books_per_run, settings.max_bytes_per_run
+    )
     now = int(time.time())
     requests = [request_for(group, now) for group in groups]
     # One batched add, not a dynamic_partitions_request: the daemon handles those one key at

@@ -16,6 +16,7 @@ happen outside transactions; each state change is one short transaction:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -175,16 +176,18 @@ def rows_of(session: Session, batch_id: int, status: TransferStatus) -> list[Out
     )
 
 
-def copy_here(session: Session, file_id: int) -> tuple[str, str] | None:
-    """(path, store name) of an available copy of ``file_id`` in one of our stores."""
-    row = session.execute(
-        select(Instance.path, Store.name)
+def copies_here(session: Session, file_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Per file id, (path, store name) of an available copy in one of our stores (the
+    oldest); one query for a whole batch."""
+    found: dict[int, tuple[str, str]] = {}
+    for file_id, path, store in session.execute(
+        select(Instance.file_id, Instance.path, Store.name)
         .join(Store, Store.id == Instance.store_id)
-        .where(Instance.file_id == file_id, Instance.available)
-        .order_by(Instance.id)
-        .limit(1)
-    ).first()
-    return None if row is None else (row.path, row.name)
+        .where(Instance.file_id.in_(list(file_ids)), Instance.available)
+        .order_by(Instance.id.desc())
+    ):
+        found[file_id] = (path, store)
+    return found
 
 
 # -- submit -----------------------------------------------------------------------------
@@ -207,9 +210,11 @@ def _take_slot(session: Session, settings: LibrarianSettings, batch: TransferBat
 def _items(session: Session, mover: Mover, batch: TransferBatch) -> list[MoveItem]:
     """The batch's books as the mover addresses them; our copy chosen now (and recorded)."""
     items = []
-    for row in rows_of(session, batch.id, TransferStatus.INITIATED):
+    rows = rows_of(session, batch.id, TransferStatus.INITIATED)
+    copies = copies_here(session, [row.file_id for row in rows if row.source_path is None])
+    for row in rows:
         if row.source_path is None:
-            copy = copy_here(session, row.file_id)
+            copy = copies.get(row.file_id)
             if copy is None:
                 continue  # no copy here any more: left for the settle step to re-send
             row.source_path = copy[0]

@@ -29,7 +29,7 @@ from librarian_dagster.catalogue.models import (
     Store,
 )
 from librarian_dagster.services.clones_batch import schedule_resend
-from librarian_dagster.services.clones_incoming import record_remote_instance
+from librarian_dagster.services.copies import record_remote_instances
 from librarian_dagster.services.errors import Forbidden, NotFound
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import Staging, discard_quietly, fail, staging_of
@@ -224,7 +224,10 @@ def complete_clones(
     acks = []
     by_id = {item.transfer_id: item for item in request.transfers}
     now = datetime.now(UTC)
-    for row in _own_outgoing(session, sender, list(by_id)):
+    rows = _own_outgoing(session, sender, list(by_id))
+    held: list[tuple[int, str]] = []
+    stored: list[OutgoingTransfer] = []
+    for row in rows:
         item = by_id[row.id]
         file: File = row.file
         try:
@@ -243,13 +246,20 @@ def complete_clones(
             )
             acks.append(CloneAck(transfer_id=row.id, result="ignored", status=row.status))
             continue
-        news = record_remote_instance(session, file.id, row.librarian_id, item.store, verified=True)
-        if row.status != TransferStatus.STORED:
-            row.status = TransferStatus.STORED  # failure_reason stays: why earlier tries failed
-            row.completed_at = now
-            news = True
-        result = "recorded" if news else "already"
-        acks.append(CloneAck(transfer_id=row.id, result=result, status=row.status))
+        held.append((file.id, item.store))
+        stored.append(row)
+    peers = {row.librarian_id for row in stored}
+    news: set[tuple[int, str]] = set()
+    for peer_id in peers:  # (one peer calls: one round of queries)
+        mine = [copy for row, copy in zip(stored, held, strict=True) if row.librarian_id == peer_id]
+        news |= record_remote_instances(session, peer_id, mine, verified=True)
+    for row, copy in zip(stored, held, strict=True):
+        new = copy in news or row.status != TransferStatus.STORED
+        row.status = TransferStatus.STORED  # failure_reason stays: why earlier tries failed
+        row.completed_at = row.completed_at if not new else now
+        acks.append(
+            CloneAck(transfer_id=row.id, result="recorded" if new else "already", status=row.status)
+        )
     session.flush()
     return CloneAcks(items=acks)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,10 +35,10 @@ from librarian_dagster.catalogue.models import (
     IncomingTransfer,
     Instance,
     Librarian,
-    RemoteInstance,
     Store,
 )
 from librarian_dagster.services import outbox
+from librarian_dagster.services.copies import record_remote_instance
 from librarian_dagster.services.errors import (
     Conflict,
     InsufficientStorage,
@@ -353,42 +352,4 @@ class CloneHooks:
         return remove
 
 
-def record_remote_instance(
-    session: Session,
-    file_id: int,
-    librarian_id: int,
-    store_name: str,
-    *,
-    verified: bool = False,
-) -> bool:
-    """A peer holds ``file_id`` in ``store_name``; True if this is news (idempotent).
-
-    ``verified``: the peer says it verified its copy just now (it stored our bytes after
-    checking their checksum, or holds a book with our checksum).
-    """
-    existing = session.scalar(
-        select(RemoteInstance).where(
-            RemoteInstance.file_id == file_id,
-            RemoteInstance.librarian_id == librarian_id,
-            RemoteInstance.store_name == store_name,
-        )
-    )
-    now = datetime.now(UTC) if verified else None
-    if existing is not None:
-        if now is not None:
-            existing.verified_at = now
-        return False
-    session.add(
-        RemoteInstance(
-            file_id=file_id, librarian_id=librarian_id, store_name=store_name, verified_at=now
-        )
-    )
-    session.flush()
-    return True
-
-
-__all__ = [
-    "CloneHooks",
-    "record_remote_instance",
-    "stage_clones",
-]
+__all__ = ["CloneHooks", "stage_clones"]

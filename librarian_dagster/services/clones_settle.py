@@ -28,7 +28,7 @@ from librarian_dagster.services.clones_batch import (
     rows_of,
     schedule_resend,
 )
-from librarian_dagster.services.clones_incoming import record_remote_instance
+from librarian_dagster.services.copies import record_remote_instance
 from librarian_dagster.services.errors import PeerCallFailed
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.peers import PeerLinks, access_of, record_contact

@@ -22,12 +22,12 @@ from librarian_dagster.catalogue.models import File, TransferBatch
 from librarian_dagster.services.clones_batch import (
     BatchOutcome,
     batch_row,
-    copy_here,
+    copies_here,
     defer,
     rows_of,
     schedule_resend,
 )
-from librarian_dagster.services.clones_incoming import record_remote_instance
+from librarian_dagster.services.copies import record_remote_instance
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.peers import PeerLinks, access_of, record_contact
 from librarian_dagster.settings import LibrarianSettings
@@ -45,8 +45,10 @@ _STAGING_ID = re.compile(r"[0-9a-f]{32}")
 
 def _stage_request(session: Session, batch: TransferBatch) -> CloneStageRequest | None:
     items = []
-    for row in rows_of(session, batch.id, TransferStatus.INITIATED):
-        copy = copy_here(session, row.file_id)
+    rows = rows_of(session, batch.id, TransferStatus.INITIATED)
+    copies = copies_here(session, [row.file_id for row in rows])
+    for row in rows:
+        copy = copies.get(row.file_id)
         file: File = row.file
         items.append(
             CloneItem(

@@ -1,12 +1,13 @@
-"""Where the copies of books are: ours and the peers' (for the UI and for reports)."""
+"""Where the copies of books are: ours and the peers' (remote instances: recorded here,
+idempotently and a batch at a time; read for the UI)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.models import File, Instance, Librarian, RemoteInstance, Store
@@ -65,3 +66,65 @@ def copies_of(session: Session, file_ids: Sequence[int]) -> dict[int, tuple[str,
     ):
         where[file_id].append(f"{peer}: {store}")
     return {file_id: (names[file_id], where[file_id]) for file_id in names}
+
+
+def record_remote_instance(
+    session: Session,
+    file_id: int,
+    librarian_id: int,
+    store_name: str,
+    *,
+    verified: bool = False,
+) -> bool:
+    """A peer holds ``file_id`` in ``store_name``; True if this is news (idempotent)."""
+    news = record_remote_instances(session, librarian_id, [(file_id, store_name)], verified)
+    return bool(news)
+
+
+def record_remote_instances(
+    session: Session,
+    librarian_id: int,
+    copies: Sequence[tuple[int, str]],
+    verified: bool = False,
+) -> set[tuple[int, str]]:
+    """The peer holds these (file id, store name) copies; the ones that are news (a few
+    queries for a whole batch, idempotent).
+
+    ``verified``: the peer says it verified them just now (it stored our bytes after
+    checking their checksum, or holds books with our checksum).
+    """
+    wanted = set(copies)
+    if not wanted:
+        return set()
+    known = {
+        (file_id, store): remote_id
+        for remote_id, file_id, store in session.execute(
+            select(RemoteInstance.id, RemoteInstance.file_id, RemoteInstance.store_name).where(
+                RemoteInstance.librarian_id == librarian_id,
+                RemoteInstance.file_id.in_({file_id for file_id, _ in wanted}),
+            )
+        )
+    }
+    now = datetime.now(UTC)
+    if verified and known:
+        session.execute(
+            update(RemoteInstance)
+            .where(RemoteInstance.id.in_([known[c] for c in wanted if c in known]))
+            .values(verified_at=now)
+        )
+    news = sorted(wanted - set(known))
+    if news:
+        session.execute(
+            insert(RemoteInstance),
+            [
+                {
+                    "file_id": file_id,
+                    "librarian_id": librarian_id,
+                    "store_name": store,
+                    "created_at": now,
+                    "verified_at": now if verified else None,
+                }
+                for file_id, store in news
+            ],
+        )
+    return set(news)

@@ -87,7 +87,7 @@ def deliver(
     settings: LibrarianSettings,
     links: PeerLinks,
     *,
-    limit: int = 1000,
+    limit: int = 5000,
     callback_ids: Sequence[int] | None = None,
     now: datetime | None = None,
 ) -> Delivery:
