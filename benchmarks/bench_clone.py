@@ -53,9 +53,14 @@ sys.path.insert(0, str(HERE.parent))
 import dagster as dg  # noqa: E402
 
 from benchmarks import clone_bench_setup as setup  # noqa: E402  (sets LIBRARIAN_STATE_DIR)
-from benchmarks.bench_sensor_tick import open_site, postgres_version  # noqa: E402
+from benchmarks.bench_sensor_tick import (  # noqa: E402
+    open_site,
+    postgres_databases,
+    postgres_version,
+)
 from benchmarks.provenance import git_state  # noqa: E402
 from benchmarks.stats import r3  # noqa: E402
+from librarian_dagster import definitions  # noqa: E402
 from librarian_dagster.resources.librarian import CatalogueResource  # noqa: E402
 from librarian_dagster.sensors import clones as clone_sensors  # noqa: E402
 from librarian_dagster.settings import TransferSettings, load_settings  # noqa: E402
@@ -110,7 +115,33 @@ def part_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for p, _ in books
     )
     samples: list[list[float]] = []
-    with setup.live_pair(root, THROUGHPUT_TRANSFER) as (a, b):
+    with contextlib.ExitStack() as stack:
+        storage = None
+        if args.storage == "postgresql":  # production: catalogues and Dagster on PostgreSQL
+            names = stack.enter_context(
+                postgres_databases(
+                    args.postgres_url, "bench_cat_a", "bench_dag_a", "bench_cat_b", "bench_dag_b"
+                )
+            )
+            base = args.postgres_url.rsplit("/", 1)[0]
+            dagster_base = base.replace("postgresql+psycopg://", "postgresql://")
+            storage = {
+                "site-a": (f"{base}/{names[0]}", f"{dagster_base}/{names[1]}"),
+                "site-b": (f"{base}/{names[2]}", f"{dagster_base}/{names[3]}"),
+            }
+        result = _throughput(args, root, books, total_bytes, samples, storage)
+    return result
+
+
+def _throughput(
+    args: argparse.Namespace,
+    root: Path,
+    books: list[tuple[Path, str]],
+    total_bytes: int,
+    samples: list[list[float]],
+    storage: dict[str, tuple[str, str]] | None,
+) -> dict[str, Any]:
+    with setup.live_pair(root, THROUGHPUT_TRANSFER, storage) as (a, b):
         connect(b, a)  # b knows a (its callbacks go there); a learns of b after the upload
         with setup.uploader(a) as alice:
             print(f"  uploading {len(books):,} books at A ...", flush=True)
@@ -349,6 +380,20 @@ def clone_tick(site: Any, peer_id: int, cursor: str | None) -> dict[str, Any]:
     }
 
 
+def load_code_location(config_file: str) -> None:
+    """Load the definitions as a code server does before it evaluates a sensor: peers read
+    from ``config_file``'s catalogue, then the loaded objects frozen out of the collector."""
+    previous = os.environ.get("LIBRARIAN_CONFIG")
+    os.environ["LIBRARIAN_CONFIG"] = config_file
+    try:
+        definitions.defs()
+    finally:
+        if previous is None:
+            os.environ.pop("LIBRARIAN_CONFIG", None)
+        else:
+            os.environ["LIBRARIAN_CONFIG"] = previous
+
+
 def tick_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     held = args.files - args.waiting
     with open_site(backend, args.postgres_url) as site:
@@ -357,6 +402,7 @@ def tick_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 config.write(f"[transfer]\nmax_batches_per_tick = {args.batches_per_tick}\n")
             site.settings = load_settings(Path(site.config_file))
         transfer = site.settings.transfer.model_dump(mode="json")
+        load_code_location(site.config_file)
         print(f"  [{backend}] {args.files:,} files, {held:,} held by the peer ...", flush=True)
         start = time.perf_counter()
         peer_id = setup.bulk_catalogue(site.catalogue, backend, args.files, held)
@@ -467,11 +513,11 @@ def verdicts(parts: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_summary(parts: dict[str, Any]) -> None:
-    if "throughput" in parts:
-        t = parts["throughput"]
-        print(
-            f"\nthroughput: {t['books']:,} books, {t['wall_s']:.1f} s, {t['books_per_s']} books/s"
-        )
+    for name in ("throughput", "throughput_postgresql"):
+        if name not in parts:
+            continue
+        t = parts[name]
+        print(f"\n{name}: {t['books']:,} books, {t['wall_s']:.1f} s, {t['books_per_s']} books/s")
         print(f"  batches {t['batch_sizes']}; upload_many {t['upload_many_s']:.1f} s")
         for key, (first, last) in t["milestones_first_last_s"].items():
             print(f"  {key:15} first {first:8.1f} s   last {last:8.1f} s")
@@ -517,6 +563,12 @@ def main() -> None:
     parser.add_argument(
         "--postgres-url", default=os.environ.get("LIBRARIAN_BENCH_POSTGRES_URL", POSTGRES_URL)
     )
+    parser.add_argument(
+        "--storage",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="throughput: catalogues and Dagster storage (postgresql: as in production)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)  # the sensor logs every batch
@@ -527,11 +579,14 @@ def main() -> None:
     git_at_start, load_before = git_state(), os.getloadavg()[0]
     parts: dict[str, Any] = {}
     try:
-        for key in chosen:
+        for step in chosen:
+            key = step  # a throughput run on PostgreSQL keeps its own key (goals: embedded)
+            if step == "throughput" and args.storage == "postgresql":
+                key = "throughput_postgresql"
             print(f"== {key}", flush=True)
             load = os.getloadavg()[0]
             started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            parts[key] = steps[key](args, work)
+            parts[key] = steps[step](args, work)
             parts[key]["run"] = {
                 "date": started,
                 "loadavg_1min": [r3(load), r3(os.getloadavg()[0])],

@@ -36,6 +36,7 @@ from sqlalchemy import select, text  # noqa: E402
 
 from librarian_dagster.catalogue.models import Librarian  # noqa: E402
 from librarian_dagster.client import LibrarianClient  # noqa: E402
+from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV  # noqa: E402
 from librarian_dagster.jobs.names import BATCH_TAG, RECEIVE_OP  # noqa: E402
 from librarian_dagster.storage.checksums import hash_path  # noqa: E402
 from librarian_dagster.storage.movers.copy import copy_and_hash  # noqa: E402
@@ -82,15 +83,27 @@ def transfer_lines(transfer: dict[str, object]) -> list[str]:
 
 
 @contextlib.contextmanager
-def live_pair(root: Path, transfer: dict[str, object]) -> Iterator[list[LiveLibrarian]]:
+def live_pair(
+    root: Path,
+    transfer: dict[str, object],
+    storage: dict[str, tuple[str, str]] | None = None,
+) -> Iterator[list[LiveLibrarian]]:
     """site-a and site-b serving under ``root`` (stopped, and their mover workers ended,
-    whatever happens); not yet peers."""
+    whatever happens); not yet peers. ``storage``: per site, (catalogue URL, Dagster storage
+    URL) on PostgreSQL; default SQLite for both, under the site's directory."""
     started: list[LiveLibrarian] = []
     try:
         for name in ("site-a", "site-b"):
             directory = root / name
             directory.mkdir(parents=True)
-            live = LiveLibrarian(directory, name=name, extra_config=transfer_lines(transfer))
+            catalogue_url, dagster_url = (storage or {}).get(name, ("", ""))
+            live = LiveLibrarian(
+                directory,
+                name=name,
+                extra_config=transfer_lines(transfer),
+                database_url=catalogue_url,
+                dagster_postgres_url=dagster_url,
+            )
             started.append(live)
             begun = time.monotonic()
             live.start()
@@ -290,10 +303,25 @@ def mover_alone(src: Path, dst: Path, before: Path) -> dict[str, Any]:
 # -- what happened, read afterwards ----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def dagster_instance(live: LiveLibrarian) -> Iterator[dg.DagsterInstance]:
+    """``live``'s Dagster instance (its dagster.yaml names the PostgreSQL URL by variable)."""
+    home = live.directory / "state" / "dagster"
+    previous = os.environ.get(DAGSTER_PG_URL_ENV)
+    os.environ[DAGSTER_PG_URL_ENV] = live.dagster_postgres_url
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if previous is None:
+            os.environ.pop(DAGSTER_PG_URL_ENV, None)
+        else:
+            os.environ[DAGSTER_PG_URL_ENV] = previous
+
+
 def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
     """The Dagster runs of ``job`` on ``live``: times, status, tags, transfer ids."""
-    home = live.directory / "state" / "dagster"
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with dagster_instance(live) as instance:
         records = instance.get_run_records(dg.RunsFilter(job_name=job))
     runs = []
     for record in records:
@@ -315,9 +343,8 @@ def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
 
 def run_events(live: LiveLibrarian, run_id: str, limit: int = 60) -> list[str]:
     """One run's event log, seconds after its first event (the JSON's example)."""
-    home = live.directory / "state" / "dagster"
     rows: list[str] = []
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with dagster_instance(live) as instance:
         entries = instance.all_logs(run_id)
     first = entries[0].timestamp if entries else 0.0
     for entry in entries:
@@ -790,7 +817,7 @@ def time_queries(
         return len(rows)
 
     queries: dict[str, Callable[[], int]] = {
-        "the sensor's look-up (`_fresh`: LIMIT rows above the mark + IN look-ups)": (library_fresh),
+        "the sensor's look-up (`_fresh`: LIMIT rows, 3 EXISTS each, ORM session)": library_fresh,
         "bare: files above the mark, first LIMIT": sql(BARE),
         "reference: one bounded query with 3 EXISTS columns, LIMIT rows": sql(BOUNDED_EXISTS),
         **{label: sql(statement) for label, statement in NAIVE.items()},

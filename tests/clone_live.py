@@ -71,7 +71,8 @@ def connect(a: LiveLibrarian, b: LiveLibrarian) -> None:
 
 def query(librarian: LiveLibrarian, sql: str, **params: Any) -> list[Any]:
     """Rows from a live librarian's catalogue (read-only, a short connection)."""
-    engine = create_engine(f"sqlite:///{librarian.directory / 'catalogue.sqlite'}")
+    url = librarian.database_url or f"sqlite:///{librarian.directory / 'catalogue.sqlite'}"
+    engine = create_engine(url)
     try:
         with engine.connect() as connection:
             return list(connection.execute(text(sql), params))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,3 +85,15 @@ def test_the_code_location_has_an_asset_per_peer_from_the_catalogue(
     loaded.get_repository_def().load_all_definitions()
     spec = loaded.resolve_assets_def(dg.AssetKey(["peers", "site-b"]))
     assert spec.partitions_def == loaded.resolve_assets_def(dg.AssetKey("book")).partitions_def
+
+
+def test_loading_the_code_location_freezes_what_it_made(
+    make_settings: Callable[..., LibrarianSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code server's imports stay for months: full collections must not walk them at
+    every sensor tick (``definitions`` says why), so loading moves them out of the collector."""
+    monkeypatch.setenv("LIBRARIAN_CONFIG", str(make_settings().config_file))
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    defs()
+    assert gc.get_freeze_count() > 0
