@@ -103,6 +103,34 @@ class StoreSettings(_Section):
     rolling: RollingSettings | None = None
     # Space kept free on the store's filesystem; staging refuses uploads that would eat into it.
     reserve_bytes: Annotated[int, Field(ge=0)] = 1024**3
+    # Sneaker stores only (a removable drive at ``root``): a cap on what is written even when
+    # the drive is larger, and the peer the drive is for (books it holds are not carried).
+    capacity_bytes: Annotated[int, Field(gt=0)] | None = None
+    destination: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sneaker_is_not_ingestable_by_default(cls, data: Any) -> Any:
+        """A drive is filled by the librarian, never uploaded to: ``ingestable`` defaults off."""
+        if isinstance(data, dict) and data.get("kind") == "sneaker" and "ingestable" not in data:
+            return {**data, "ingestable": False}
+        return data
+
+    @model_validator(mode="after")
+    def _keys_fit_the_kind(self) -> StoreSettings:
+        if self.kind == "sneaker":
+            wrong = [key for key in ("inbox", "rolling") if getattr(self, key) is not None]
+            if self.ingestable:
+                wrong.insert(0, "ingestable = true")
+            if wrong:
+                raise ValueError(
+                    f"a sneaker store (a removable drive) cannot have {', '.join(wrong)}"
+                )
+        else:
+            wrong = [key for key in ("capacity_bytes", "destination") if getattr(self, key)]
+            if wrong:
+                raise ValueError(f'{", ".join(wrong)}: only for stores of kind "sneaker"')
+        return self
 
 
 class TransferSettings(_Section):

@@ -76,6 +76,8 @@ def init() -> None:
     console.print(f'librarian [bold]"{current.name}"[/] ready: catalogue {shown}')
     for store in current.stores:
         console.print(f"  store {store.name} ({store.kind}) at {store.root}")
+    for note in result.store_notes:
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     if result.secret_key_created:
         console.print(f"  secret key written to {current.secret_key_file} (mode 0600)")
     if result.generated_admin_password:

@@ -70,7 +70,8 @@ def _secret_names(current: LibrarianSettings) -> list[str]:
 
 
 def _serve(current: LibrarianSettings, lock: ServeLock, *, verbose: bool) -> int:
-    ready(current)
+    for note in ready(current):
+        err_console.print(f"librarian serve: {note}", highlight=False, soft_wrap=True)
     prepare_dagster_home(current)
     initialise_instance(current)
     env = child_environment(os.environ, _secret_names(current))

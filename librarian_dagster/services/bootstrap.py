@@ -27,10 +27,11 @@ from librarian_dagster.catalogue.migrate import current_revision, head_revision,
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
 from librarian_dagster.services.errors import CatalogueNotReady
-from librarian_dagster.services.stores import open_stores, sync_stores
+from librarian_dagster.services.stores import open_store, sync_stores
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
-from librarian_dagster.states import UserLevel
+from librarian_dagster.states import StoreKind, UserLevel
 from librarian_dagster.storage.posix import narrow_mode
+from librarian_dagster.storage.sneaker import DriveError, check_drive, provision_drive
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV = "LIBRARIAN_ADMIN_PASSWORD"
@@ -42,6 +43,8 @@ class InitResult:
     admin_created: bool
     # Only set when init generated the password: the one time it is shown.
     generated_admin_password: str | None
+    # What the operator should hear about sneaker stores' drives (``lay_out_stores``).
+    store_notes: tuple[str, ...] = ()
 
 
 def ensure_secret_key(settings: LibrarianSettings) -> bool:
@@ -107,43 +110,73 @@ def open_catalogue(settings: LibrarianSettings) -> Catalogue:
     return get_catalogue(settings.catalogue_url)
 
 
-def ready(settings: LibrarianSettings) -> None:
+def ready(settings: LibrarianSettings) -> list[str]:
     """``serve``'s start: an existing, current catalogue; store layout and store rows synced.
 
-    The data dir is narrowed to 0700 here too (it may predate that rule).
+    The data dir is narrowed to 0700 here too (it may predate that rule). Returns what the
+    operator should hear about the sneaker stores' drives (``lay_out_stores``).
     """
     catalogue = open_catalogue(settings)
     narrow_mode(settings.data_dir, 0o700)
-    for store in open_stores(settings).values():
-        store.ensure_layout()
+    notes = lay_out_stores(settings, provision=False)
     with catalogue.session() as session:
         sync_stores(session, settings)
+    return notes
 
 
-def prepare(settings: LibrarianSettings) -> None:
+def prepare(settings: LibrarianSettings) -> list[str]:
     """What every process of a librarian needs: the data dir, the schema, the stores.
 
     The data dir is 0700 whatever the umask: it holds the catalogue (password hashes), the
     secret key and Dagster's storage.
     """
+    notes = lay_out_stores(settings, provision=True)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     narrow_mode(settings.data_dir, 0o700)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
-    for store in open_stores(settings).values():
-        store.ensure_layout()
     with catalogue.session() as session:
         sync_stores(session, settings)
+    return notes
+
+
+def lay_out_stores(settings: LibrarianSettings, *, provision: bool) -> list[str]:
+    """Create every store's layout; a sneaker store's only on its own drive. Returns notes.
+
+    A sneaker store's root is a drive's mount point: with ``provision`` (``init``) an empty
+    drive there is given this store's identity; a drive that is not this store's is refused
+    (DriveError, nothing written) at ``init``, and at ``serve`` skipped with a note, as is
+    a root with no drive mounted: the librarian serves on while a drive is away.
+    """
+    notes: list[str] = []
+    for config in settings.stores:
+        store = open_store(config)
+        if config.kind == StoreKind.SNEAKER:
+            if not store.root.is_dir():
+                notes.append(f"store {config.name}: no drive mounted at {store.root}; skipped")
+                continue
+            if provision:
+                identity, written = provision_drive(store.root, settings.name, config.name)
+                if written:
+                    notes.append(f"store {config.name}: provisioned {identity.describe()}")
+            else:
+                try:
+                    check_drive(store.root, settings.name, config.name)
+                except DriveError as error:
+                    notes.append(f"{error}; skipped")
+                    continue
+        store.ensure_layout()
+    return notes
 
 
 def initialise(settings: LibrarianSettings) -> InitResult:
     """``librarian init``: ``prepare`` plus the secret key and the first admin account."""
     key_created = ensure_secret_key(settings)
-    prepare(settings)
+    notes = tuple(prepare(settings))
     catalogue = get_catalogue(settings.catalogue_url)
     with catalogue.session() as session:
         if session.scalar(select(User.id).where(User.name == ADMIN_USER)) is not None:
-            return InitResult(key_created, False, None)
+            return InitResult(key_created, False, None, notes)
         given = os.environ.get(ADMIN_PASSWORD_ENV)
         password = given or accounts.generate_password()
         accounts.create_user(
@@ -153,4 +186,4 @@ def initialise(settings: LibrarianSettings) -> InitResult:
             password,
             UserLevel.ADMIN,
         )
-    return InitResult(key_created, True, None if given else password)
+    return InitResult(key_created, True, None if given else password, notes)

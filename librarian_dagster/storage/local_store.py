@@ -113,8 +113,15 @@ class LocalStore:
     # -- layout -----------------------------------------------------------------------
 
     def ensure_layout(self) -> None:
-        """Create ``staging/`` and ``store/``; safe to call on every start."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create ``staging/`` and ``store/``; safe to call on every start.
+
+        A sneaker store's root is a drive's mount point: it is never created (with no drive
+        mounted, that would fill the host's own disk).
+        """
+        if self.kind != StoreKind.SNEAKER:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StoreError(f"store {self.name!r}: no drive is mounted at {self.root}")
         for directory in (self.staging_dir, self.store_dir):
             try:
                 os.mkdir(directory, LAYOUT_MODE)

@@ -15,6 +15,7 @@ import ctypes
 import errno
 import functools
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -174,6 +175,28 @@ def _rename_noreplace_fallback(source: Path, destination: Path) -> None:
         return
     os.link(source, destination, follow_symlinks=False)
     os.unlink(source)
+
+
+def write_new_file(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data``, durably and all at once; False if it already exists.
+
+    Written to a temporary name beside it, fsynced, then renamed without replacing: a crash
+    leaves either no file or the whole one (and perhaps a ``.tmp-*`` beside it), never half.
+    """
+    temporary = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        rename_noreplace(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        remove_if_present(temporary)
+    fsync_dir(path.parent)
+    return True
 
 
 # -- removing ------------------------------------------------------------------------
