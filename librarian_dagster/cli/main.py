@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from librarian_dagster.cli import (
     client_cmds,
@@ -77,7 +78,7 @@ def init() -> None:
     for store in current.stores:
         console.print(f"  store {store.name} ({store.kind}) at {store.root}")
     for note in result.store_notes:
-        console.print(f"  {note}", highlight=False, soft_wrap=True)
+        console.print(f"  {escape(note)}", highlight=False)
     if result.secret_key_created:
         console.print(f"  secret key written to {current.secret_key_file} (mode 0600)")
     if result.generated_admin_password:

@@ -6,6 +6,7 @@ import os
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from librarian_dagster.cli.common import console, err_console, fail, one_line_errors, settings
 from librarian_dagster.cli.serve_lock import TOKEN_ENV, AlreadyServing, ServeLock, stop_orphans
@@ -71,7 +72,7 @@ def _secret_names(current: LibrarianSettings) -> list[str]:
 
 def _serve(current: LibrarianSettings, lock: ServeLock, *, verbose: bool) -> int:
     for note in ready(current):
-        err_console.print(f"librarian serve: {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"librarian serve: {escape(note)}", highlight=False, soft_wrap=True)
     prepare_dagster_home(current)
     initialise_instance(current)
     env = child_environment(os.environ, _secret_names(current))
