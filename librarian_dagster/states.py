@@ -31,6 +31,20 @@ class StoreKind(enum.StrEnum):
     SNEAKER = "sneaker"
 
 
+class DriveState(enum.StrEnum):
+    """Where a sneaker store's drive is in its round trip (local stores have none).
+
+    ``filling`` (books are copied onto it) → ``full`` (the next book did not fit) →
+    ``in_transit`` (its manifest is written; no more fills) → ``returned`` (back, waiting
+    for the destination's callbacks) → wiped → ``filling`` again.
+    """
+
+    FILLING = "filling"
+    FULL = "full"
+    IN_TRANSIT = "in_transit"
+    RETURNED = "returned"
+
+
 class TransferStatus(enum.StrEnum):
     """Life of an incoming or outgoing transfer; ``stored``/``failed``/``cancelled`` are final."""
 

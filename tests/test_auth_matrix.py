@@ -42,6 +42,8 @@ EXPECTED: dict[tuple[str, str], Required] = {
     ("GET", "/api/v2/corrupt"): UserLevel.ADMIN,
     ("POST", "/api/v2/corrupt/{record_id:int}/dismiss"): UserLevel.ADMIN,
     ("GET", "/api/v2/account"): UserLevel.CALLBACK,
+    ("GET", "/api/v2/stores"): UserLevel.ADMIN,
+    ("PATCH", "/api/v2/stores/{name:str}"): UserLevel.ADMIN,
     ("GET", "/api/v2/peers"): UserLevel.ADMIN,
     ("POST", "/api/v2/peers"): UserLevel.ADMIN,
     ("GET", "/api/v2/peers/{name:str}"): UserLevel.ADMIN,

@@ -240,3 +240,27 @@ def test_migration_0002_gives_copies_taken_out_of_service_earlier_a_record(
             CorruptionStatus.DETECTED,
         )
         assert record.detected_at.tzinfo is not None
+
+
+def test_migration_0004_starts_existing_sneaker_stores_filling(catalogue: Catalogue) -> None:
+    """Stores of kind sneaker declared before 0004 get a drive state; local ones none."""
+    from alembic import command
+
+    from librarian_dagster.catalogue.migrate import alembic_config
+    from librarian_dagster.states import DriveState
+
+    command.downgrade(alembic_config(catalogue.engine), "0003")
+    with catalogue.engine.begin() as connection:
+        for store_id, name, kind in ((1, "main", "local"), (2, "drive1", "sneaker")):
+            connection.execute(
+                text(
+                    "INSERT INTO stores (id, name, kind, root, enabled, ingestable, declared,"
+                    " created_at, updated_at) VALUES (:id, :name, :kind, '/d', true, true, true,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": store_id, "name": name, "kind": kind},
+            )
+    upgrade(catalogue.engine)
+    with catalogue.session() as session:
+        states = {s.name: (s.state, s.drive_uuid) for s in session.scalars(select(Store))}
+    assert states == {"main": (None, None), "drive1": (DriveState.FILLING, None)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -112,15 +113,26 @@ def test_bad_config_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert not (tmp_path / ".librarian").exists()
 
 
+def _store_json() -> dict[str, dict[str, object]]:
+    listing = invoke("store", "list", "--json")
+    assert listing.exit_code == 0, listing.output
+    return {store["name"]: store for store in json.loads(listing.output)}
+
+
 def test_store_list_and_toggle(site: LibrarianSettings) -> None:
     assert invoke("init").exit_code == 0
     assert "main" in invoke("store", "list").output
+    assert _store_json()["main"]["enabled"] is True
     assert invoke("store", "disable", "main").exit_code == 0
-    assert "False" in invoke("store", "list").output
+    assert _store_json()["main"]["enabled"] is False
     # A re-init (config sync) keeps the operator's choice.
     assert invoke("init").exit_code == 0
-    assert "False" in invoke("store", "list").output
+    main = _store_json()["main"]
+    assert main["enabled"] is False and main["kind"] == "local" and main["state"] is None
+    assert main["books"] == 0 and main["problem"] is None
+    assert isinstance(main["free_bytes"], int) and isinstance(main["used_bytes"], int)
     assert invoke("store", "enable", "main").exit_code == 0
+    assert _store_json()["main"]["enabled"] is True
 
 
 def test_help_lists_the_pinned_commands() -> None:

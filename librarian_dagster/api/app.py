@@ -34,6 +34,7 @@ from librarian_dagster.api.routes import (
     uploads,
     users,
 )
+from librarian_dagster.api.routes import stores as store_routes
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue, get_catalogue
 from librarian_dagster.peer_links import http_links
@@ -126,6 +127,7 @@ def create_app(
             files.router(),
             corrupt.router(),
             peers.router(),
+            store_routes.router(),
             peers.account_router(),
             clones.router(catalogue),
             transfers.router(),

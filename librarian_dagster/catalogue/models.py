@@ -41,6 +41,7 @@ from librarian_dagster.states import (
     UNRESOLVED_CORRUPTION,
     CorruptionReason,
     CorruptionStatus,
+    DriveState,
     Severity,
     StoreKind,
     UserLevel,
@@ -102,6 +103,9 @@ class Store(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # False when the config no longer declares it: instances stay recorded, nothing new goes in.
     declared: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Sneaker stores only: where the drive is in its round trip, and which drive it is.
+    state: Mapped[DriveState | None] = mapped_column(str_enum(DriveState), nullable=True)
+    drive_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
 

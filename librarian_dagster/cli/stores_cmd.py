@@ -2,37 +2,57 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from typing import Annotated
+
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from librarian_dagster.cli.common import admin_settings, catalogue, console, one_line_errors
-from librarian_dagster.services.stores import list_stores, open_stores, set_store_enabled
+from librarian_dagster.services.stores import set_store_enabled, store_overview
+from librarian_dagster.states import StoreKind
 from librarian_dagster.units import human_size as _human
+from librarian_dagster.wire import StoreInfo
 
 app = typer.Typer(help="Inspect and toggle stores.", no_args_is_help=True)
 
 
 @app.command("list")
 @one_line_errors
-def list_() -> None:
-    """Stores with their state and free space."""
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Stores: kind, drive state, books, used and free space, and what is wrong."""
     current = admin_settings()
-    stores = open_stores(current)
-    table = Table("name", "kind", "enabled", "ingestable", "declared", "free", "root")
     with catalogue(current).session() as session:
-        for row in list_stores(session):
-            store = stores.get(row.name)
-            free = _human(store.free_bytes()) if store is not None and store.root.exists() else "-"
-            table.add_row(
-                row.name,
-                row.kind.value,
-                str(row.enabled),
-                str(row.ingestable),
-                str(row.declared),
-                free,
-                row.root,
-            )
+        rows = [StoreInfo(**asdict(row)) for row in store_overview(session, current)]
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    table = Table("name", "kind", "state", "enabled", "books", "used", "free", "root")
+    for column in table.columns[:-1]:
+        column.no_wrap = True
+    table.columns[-1].overflow = "fold"
+    for row in rows:
+        state = row.state.value if row.state else "-"
+        if row.kind == StoreKind.LOCAL and not row.ingestable:
+            state = "not ingestable"
+        table.add_row(
+            row.name,
+            row.kind.value,
+            state,
+            "yes" if row.enabled else "no",
+            f"{row.books:,}",
+            _human(row.used_bytes) if row.used_bytes is not None else "-",
+            _human(row.free_bytes) if row.free_bytes is not None else "-",
+            row.root,
+        )
     console.print(table)
+    for row in rows:
+        if row.problem is not None:
+            console.print(f"{row.name}: {escape(row.problem)}", highlight=False)
 
 
 def _toggle(name: str, enabled: bool) -> None:

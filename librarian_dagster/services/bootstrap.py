@@ -27,11 +27,16 @@ from librarian_dagster.catalogue.migrate import current_revision, head_revision,
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
 from librarian_dagster.services.errors import CatalogueNotReady
-from librarian_dagster.services.stores import open_store, sync_stores
+from librarian_dagster.services.stores import open_store, record_drives, sync_stores
 from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
 from librarian_dagster.states import StoreKind, UserLevel
 from librarian_dagster.storage.posix import narrow_mode
-from librarian_dagster.storage.sneaker import DriveError, check_drive, provision_drive
+from librarian_dagster.storage.sneaker import (
+    DriveError,
+    DriveIdentity,
+    check_drive,
+    provision_drive,
+)
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_ENV = "LIBRARIAN_ADMIN_PASSWORD"
@@ -118,9 +123,10 @@ def ready(settings: LibrarianSettings) -> list[str]:
     """
     catalogue = open_catalogue(settings)
     narrow_mode(settings.data_dir, 0o700)
-    notes = lay_out_stores(settings, provision=False)
+    notes, drives = lay_out_stores(settings, provision=False)
     with catalogue.session() as session:
         sync_stores(session, settings)
+        notes += record_drives(session, drives)
     return notes
 
 
@@ -130,18 +136,23 @@ def prepare(settings: LibrarianSettings) -> list[str]:
     The data dir is 0700 whatever the umask: it holds the catalogue (password hashes), the
     secret key and Dagster's storage.
     """
-    notes = lay_out_stores(settings, provision=True)
+    notes, drives = lay_out_stores(settings, provision=True)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     narrow_mode(settings.data_dir, 0o700)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
     with catalogue.session() as session:
         sync_stores(session, settings)
+        notes += record_drives(session, drives)
     return notes
 
 
-def lay_out_stores(settings: LibrarianSettings, *, provision: bool) -> list[str]:
-    """Create every store's layout; a sneaker store's only on its own drive. Returns notes.
+def lay_out_stores(
+    settings: LibrarianSettings, *, provision: bool
+) -> tuple[list[str], dict[str, DriveIdentity]]:
+    """Create every store's layout; a sneaker store's only on its own drive.
+
+    Returns notes for the operator and the identity of each sneaker store's drive in place.
 
     A sneaker store's root is a drive's mount point: with ``provision`` (``init``) an empty
     drive there is given this store's identity; a drive that is not this store's is refused
@@ -149,6 +160,7 @@ def lay_out_stores(settings: LibrarianSettings, *, provision: bool) -> list[str]
     a root with no drive mounted: the librarian serves on while a drive is away.
     """
     notes: list[str] = []
+    drives: dict[str, DriveIdentity] = {}
     for config in settings.stores:
         store = open_store(config)
         if config.kind == StoreKind.SNEAKER:
@@ -161,12 +173,13 @@ def lay_out_stores(settings: LibrarianSettings, *, provision: bool) -> list[str]
                     notes.append(f"store {config.name}: provisioned {identity.describe()}")
             else:
                 try:
-                    check_drive(store.root, settings.name, config.name)
+                    identity = check_drive(store.root, settings.name, config.name)
                 except DriveError as error:
                     notes.append(f"{error}; skipped")
                     continue
+            drives[config.name] = identity
         store.ensure_layout()
-    return notes
+    return notes, drives
 
 
 def initialise(settings: LibrarianSettings) -> InitResult:

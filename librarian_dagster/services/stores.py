@@ -9,16 +9,19 @@ new stores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.models import Store
+from librarian_dagster.catalogue.models import File, Instance, Store
 from librarian_dagster.services.errors import NotFound
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
-from librarian_dagster.states import StoreKind
+from librarian_dagster.states import DriveState, StoreKind
+from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.sneaker import DriveError, DriveIdentity, check_drive
 
 
 def open_store(store: StoreSettings) -> LocalStore:
@@ -42,11 +45,40 @@ def sync_stores(session: Session, settings: LibrarianSettings) -> list[Store]:
         row.root = str(config.root)
         row.ingestable = config.ingestable
         row.declared = True
+        if row.kind == StoreKind.SNEAKER:
+            row.state = row.state or DriveState.FILLING
+        else:
+            row.state = row.drive_uuid = None
         declared.append(row)
     for row in existing.values():
         row.declared = False
     session.flush()
     return declared
+
+
+def record_drives(session: Session, drives: Mapping[str, DriveIdentity]) -> list[str]:
+    """Remember which drive each sneaker store has; notes about drives that changed.
+
+    A store that holds no copies takes whatever drive carries its identity (a new drive
+    provisioned for it). One that holds copies keeps the drive they were written to: a
+    different drive with the same store's identity is not where those copies are, and the
+    operator is told (the copies are not marked missing here: that is the integrity check's).
+    """
+    notes: list[str] = []
+    for name, identity in drives.items():
+        row = session.scalar(select(Store).where(Store.name == name))
+        if row is None or row.drive_uuid == identity.drive_uuid:
+            continue
+        held = session.scalar(select(func.count()).where(Instance.store_id == row.id))
+        if row.drive_uuid is None or not held:
+            row.drive_uuid = identity.drive_uuid
+            continue
+        notes.append(
+            f"store {name}: the drive mounted is {identity.drive_uuid}, but its {held} "
+            f"copies were written to drive {row.drive_uuid}"
+        )
+    session.flush()
+    return notes
 
 
 def list_stores(session: Session) -> Sequence[Store]:
@@ -60,3 +92,107 @@ def set_store_enabled(session: Session, name: str, enabled: bool) -> Store:
     row.enabled = enabled
     session.flush()
     return row
+
+
+@dataclass(frozen=True)
+class StoreOverview:
+    """A store as ``store list`` and ``GET /stores`` show it: catalogue row, disk and drive.
+
+    ``books`` counts the copies recorded there that are in service. ``used_bytes`` is what
+    its file system has in use or, for a drive, what the books on it take; ``free_bytes`` is
+    what a new book may still use (the reserve kept, and a drive's ``capacity_bytes``). Both
+    are None while the store cannot be used (``problem`` says why).
+    """
+
+    name: str
+    kind: StoreKind
+    root: str
+    enabled: bool
+    ingestable: bool
+    declared: bool
+    state: DriveState | None
+    drive_uuid: str | None
+    capacity_bytes: int | None
+    books: int
+    used_bytes: int | None
+    free_bytes: int | None
+    problem: str | None
+
+
+def store_overview(session: Session, settings: LibrarianSettings) -> list[StoreOverview]:
+    """Every store the catalogue knows, declared or not: one indexed count per store."""
+    declared = {config.name: config for config in settings.stores}
+    counted = session.execute(
+        select(Instance.store_id, func.count())
+        .where(Instance.available.is_(True))
+        .group_by(Instance.store_id)
+    )
+    books = {store_id: count for store_id, count in counted}
+    found: list[StoreOverview] = []
+    for row in list_stores(session):
+        config = declared.get(row.name)
+        used = free = None
+        problem = None if config is not None else "no longer declared in the config"
+        if config is not None and row.kind == StoreKind.SNEAKER:
+            problem = _drive_problem(config, settings.name, row.drive_uuid)
+        if config is not None and problem is None:
+            store = open_store(config)
+            health = store.health()
+            if health.ok:
+                try:
+                    used, free = store.used_bytes(), store.free_bytes()
+                except (OSError, StoreError) as error:
+                    problem = f"cannot read its file system: {error}"
+            else:
+                problem = _layout_problem(health.exists, row.kind)
+            if used is not None and free is not None and row.kind == StoreKind.SNEAKER:
+                used = _stored_bytes(session, row.id)  # a drive: what its books take
+                if config.capacity_bytes is not None:
+                    free = max(0, min(free, config.capacity_bytes - used))
+        found.append(
+            StoreOverview(
+                name=row.name,
+                kind=row.kind,
+                root=row.root,
+                enabled=row.enabled,
+                ingestable=row.ingestable,
+                declared=row.declared,
+                state=row.state,
+                drive_uuid=row.drive_uuid,
+                capacity_bytes=config.capacity_bytes if config is not None else None,
+                books=books.get(row.id, 0),
+                used_bytes=used,
+                free_bytes=free,
+                problem=problem,
+            )
+        )
+    return found
+
+
+def _stored_bytes(session: Session, store_id: int) -> int:
+    """The size of the books recorded on a store: for drives (what one drive holds)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(File.size), 0))
+        .join(Instance, Instance.file_id == File.id)
+        .where(Instance.store_id == store_id, Instance.available.is_(True))
+    )
+    return int(total or 0)
+
+
+def _drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -> str | None:
+    """Why the drive at a sneaker store's root is not the one to use, or None."""
+    if not config.root.is_dir():
+        return "no drive mounted"
+    try:
+        identity = check_drive(config.root, librarian, config.name)
+    except DriveError as error:
+        return str(error)
+    if recorded is not None and identity.drive_uuid != recorded:
+        return f"drive {identity.drive_uuid} is mounted; its copies are on drive {recorded}"
+    return None
+
+
+def _layout_problem(root_exists: bool, kind: StoreKind) -> str:
+    if not root_exists:
+        return "no drive mounted" if kind == StoreKind.SNEAKER else "its root is missing"
+    return "not laid out or not writable (see librarian serve's notes)"

@@ -273,6 +273,11 @@ class LocalStore:
         """Bytes an upload may still use: free space for unprivileged users minus the reserve."""
         return usable_bytes(os.statvfs(self.root), self.reserve_bytes)
 
+    def used_bytes(self) -> int:
+        """Bytes in use on the store's file system (all of it, not only this store's books)."""
+        vfs = os.statvfs(self.root)
+        return (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+
     def health(self) -> StoreHealth:
         """A snapshot for monitoring; never raises for a missing or broken root."""
         return store_health(self)

@@ -53,6 +53,7 @@ from librarian_dagster.wire.peers import (
     PeerUpdate,
 )
 from librarian_dagster.wire.ping import CatalogueHealth, PingResponse, StoreHealth
+from librarian_dagster.wire.stores import StoreInfo, StoreList, StoreUpdate
 from librarian_dagster.wire.transfers import TransferInfo, TransferList
 from librarian_dagster.wire.uploads import (
     TransferManager,
@@ -108,6 +109,9 @@ __all__ = [
     "ResponseModel",
     "StagedClone",
     "StoreHealth",
+    "StoreInfo",
+    "StoreList",
+    "StoreUpdate",
     "TransferInfo",
     "TransferList",
     "TransferManager",
