@@ -107,6 +107,9 @@ class StoreSettings(_Section):
     # the drive is larger, and the peer the drive is for (books it holds are not carried).
     capacity_bytes: Annotated[int, Field(gt=0)] | None = None
     destination: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    # A drive is used only while it is mounted at ``root``; false lets a plain directory
+    # stand in for one (tests, a directory bind-mounted from the same file system).
+    require_mount: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -128,6 +131,7 @@ class StoreSettings(_Section):
                 )
         else:
             wrong = [key for key in ("capacity_bytes", "destination") if getattr(self, key)]
+            wrong += ["require_mount"] if "require_mount" in self.model_fields_set else []
             if wrong:
                 raise ValueError(f'{", ".join(wrong)}: only for stores of kind "sneaker"')
         return self

@@ -29,7 +29,10 @@ from librarian_dagster.storage.sneaker import (
     read_identity,
 )
 
-DRIVE = '[[stores]]\nname = "drive1"\nkind = "sneaker"\nroot = "{root}"\n{extra}'
+# A directory stands in for a drive (require_mount = false); the mount check has its own test.
+DRIVE = (
+    '[[stores]]\nname = "drive1"\nkind = "sneaker"\nroot = "{root}"\nrequire_mount = false\n{extra}'
+)
 
 
 def drive_toml(root: Path, extra: str = "") -> str:
@@ -53,16 +56,16 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 
 def test_an_empty_drive_is_provisioned_once(tmp_path: Path) -> None:
     (tmp_path / "lost+found").mkdir()  # what mkfs.ext4 leaves on a fresh drive
-    identity, written = provision_drive(tmp_path, "site-a", "drive1")
+    identity, written = provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
     assert written
     assert (identity.librarian, identity.store, identity.format) == ("site-a", "drive1", 1)
     on_disk = json.loads((tmp_path / IDENTITY_FILE).read_text())
     assert on_disk["drive_uuid"] == identity.drive_uuid and on_disk["created"] == identity.created
     assert sorted(os.listdir(tmp_path)) == [IDENTITY_FILE, "lost+found"]  # no temporary left
 
-    again, written_again = provision_drive(tmp_path, "site-a", "drive1")
+    again, written_again = provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
     assert (again, written_again) == (identity, False)
-    assert check_drive(tmp_path, "site-a", "drive1") == identity
+    assert check_drive(tmp_path, "site-a", "drive1", require_mount=False) == identity
 
 
 @pytest.mark.parametrize(
@@ -71,11 +74,11 @@ def test_an_empty_drive_is_provisioned_once(tmp_path: Path) -> None:
 def test_another_stores_drive_is_refused_and_left_alone(
     tmp_path: Path, librarian: str, store: str
 ) -> None:
-    identity, _ = provision_drive(tmp_path, "site-a", "drive1")
+    identity, _ = provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
     before = snapshot(tmp_path)
     for attempt in (provision_drive, check_drive):
         with pytest.raises(DriveError, match=identity.drive_uuid) as info:
-            attempt(tmp_path, librarian, store)
+            attempt(tmp_path, librarian, store, require_mount=False)
         assert "nothing was written" in str(info.value)
     assert snapshot(tmp_path) == before
 
@@ -85,23 +88,59 @@ def test_a_drive_with_data_but_no_identity_is_not_taken_over(tmp_path: Path) -> 
     (tmp_path / "holiday-photos" / "a.jpg").write_bytes(b"x")
     before = snapshot(tmp_path)
     with pytest.raises(DriveError, match=r"not empty \(holiday-photos\)"):
-        provision_drive(tmp_path, "site-a", "drive1")
-    with pytest.raises(DriveError, match="has no drive identity"):
-        check_drive(tmp_path, "site-a", "drive1")
+        provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
+    with pytest.raises(DriveError, match="has no identity"):
+        check_drive(tmp_path, "site-a", "drive1", require_mount=False)
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("text", ["{", '{"format": 1}', '["drive"]', '{"format": 2, "x": 1}'])
+GOOD = {
+    "format": 1,
+    "drive_uuid": "0b9c1b6e-2f39-4c49-8a3e-3f1c2a0b6d5e",
+    "librarian": "site-a",
+    "store": "drive1",
+    "created": "2026-12-07T05:00:00+00:00",
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{",
+        '{"format": 1}',
+        '["drive"]',
+        json.dumps(GOOD | {"format": True}),
+        json.dumps(GOOD | {"created": 5}),
+        json.dumps(GOOD | {"created": "yesterday"}),
+        json.dumps(GOOD | {"drive_uuid": "a" * 80}),
+        json.dumps(GOOD | {"store": "../drive1"}),
+        json.dumps(GOOD | {"extra": 1}),
+    ],
+)
 def test_a_garbled_identity_is_an_error_not_a_new_drive(tmp_path: Path, text: str) -> None:
     (tmp_path / IDENTITY_FILE).write_text(text)
     with pytest.raises(DriveError, match="garbled"):
-        provision_drive(tmp_path, "site-a", "drive1")
+        provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
     assert (tmp_path / IDENTITY_FILE).read_text() == text
 
 
+def test_a_good_identity_reads_and_a_fifo_or_symlink_does_not(tmp_path: Path) -> None:
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps(GOOD))
+    assert read_identity(tmp_path) is not None
+    (tmp_path / IDENTITY_FILE).unlink()
+    os.mkfifo(tmp_path / IDENTITY_FILE)  # would block a plain open() for ever
+    with pytest.raises(DriveError, match="not a small file"):
+        read_identity(tmp_path)
+    (tmp_path / IDENTITY_FILE).unlink()
+    (tmp_path / "elsewhere.json").write_text(json.dumps(GOOD))
+    (tmp_path / IDENTITY_FILE).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(DriveError, match="cannot read"):
+        read_identity(tmp_path)
+
+
 def test_a_newer_format_is_named(tmp_path: Path) -> None:
-    provision_drive(tmp_path, "site-a", "drive1")
-    data = json.loads((tmp_path / IDENTITY_FILE).read_text()) | {"format": 2}
+    provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
+    data = json.loads((tmp_path / IDENTITY_FILE).read_text()) | {"format": 2, "new": 1}
     (tmp_path / IDENTITY_FILE).write_text(json.dumps(data))
     with pytest.raises(DriveError, match="format 2"):
         read_identity(tmp_path)
@@ -110,7 +149,7 @@ def test_a_newer_format_is_named(tmp_path: Path) -> None:
 def test_no_drive_mounted_creates_nothing(tmp_path: Path) -> None:
     root = tmp_path / "mnt" / "drive1"
     with pytest.raises(DriveError, match="no drive is mounted"):
-        provision_drive(root, "site-a", "drive1")
+        provision_drive(root, "site-a", "drive1", require_mount=False)
     store = LocalStore("drive1", root, kind="sneaker")
     with pytest.raises(StoreError, match="no drive is mounted"):
         store.ensure_layout()
@@ -179,11 +218,11 @@ def test_init_provisions_an_empty_drive_and_lays_it_out(
     root.mkdir()
     settings = make_settings(extra_toml=drive_toml(root))
     notes = prepare(settings)
-    identity = check_drive(root, "test-site", "drive1")
-    assert notes == [f"store drive1: provisioned {identity.describe()}"]
+    identity = check_drive(root, "test-site", "drive1", require_mount=False)
+    assert notes == [f"store 'drive1': provisioned {identity.describe()}"]
     assert (root / "staging").is_dir() and (root / "store").is_dir()
     assert prepare(settings) == []  # a second init: nothing to say, same identity
-    assert check_drive(root, "test-site", "drive1") == identity
+    assert check_drive(root, "test-site", "drive1", require_mount=False) == identity
     assert ready(settings) == []
 
 
@@ -192,7 +231,7 @@ def test_init_refuses_a_foreign_drive_and_writes_nothing_to_it(
 ) -> None:
     root = tmp_path / "drive"
     root.mkdir()
-    provision_drive(root, "elsewhere", "drive9")
+    provision_drive(root, "elsewhere", "drive9", require_mount=False)
     before = snapshot(root)
     settings = make_settings(extra_toml=drive_toml(root))
     with pytest.raises(DriveError, match="drive9"):
@@ -205,13 +244,14 @@ def test_serve_skips_a_drive_that_is_away_or_foreign_and_writes_nothing(
 ) -> None:
     root = tmp_path / "mnt" / "drive1"
     settings = make_settings(extra_toml=drive_toml(root))
-    assert prepare(settings) == [f"store drive1: no drive mounted at {root}; skipped"]
+    away = f"store 'drive1': no drive is mounted at {root}; skipped"
+    assert prepare(settings) == [away]
     assert not root.exists()
-    assert ready(settings) == [f"store drive1: no drive mounted at {root}; skipped"]
+    assert ready(settings) == [away]
     assert not root.exists()
 
     root.mkdir(parents=True)
-    provision_drive(root, "elsewhere", "drive9")
+    provision_drive(root, "elsewhere", "drive9", require_mount=False)
     before = snapshot(root)
     (note,) = ready(settings)
     assert "drive9" in note and note.endswith("; skipped")
@@ -239,4 +279,87 @@ def test_init_says_it_in_one_line(
     (root / "somebody-elses-data").unlink()
     result = CliRunner().invoke(app, ["init"])
     assert result.exit_code == 0, result.output
-    assert "store drive1: provisioned drive " in result.output
+    assert "store 'drive1': provisioned drive " in result.output
+
+
+# -- what the review found ---------------------------------------------------------------------
+
+
+def test_an_empty_mount_point_without_a_drive_is_not_taken_for_one(
+    make_settings: Callable[..., LibrarianSettings], tmp_path: Path
+) -> None:
+    """The usual unplugged drive: its mount point is an empty directory of the host's disk."""
+    root = tmp_path / "mnt" / "drive1"
+    root.mkdir(parents=True)
+    sneaker = f'[[stores]]\nname = "drive1"\nkind = "sneaker"\nroot = "{root}"\n'
+    settings = make_settings(extra_toml=sneaker)
+    assert settings.store("drive1").require_mount  # the default
+    (note,) = prepare(settings)
+    assert "not a mount point" in note and note.endswith("; skipped")
+    (note,) = ready(settings)
+    assert "not a mount point" in note
+    assert os.listdir(root) == []  # no identity, no layout on the host's disk
+    with pytest.raises(StoreError, match="not a mount point"):
+        LocalStore("drive1", root, kind="sneaker").ensure_layout()
+
+
+def test_require_mount_is_only_for_sneaker_stores(
+    make_settings: Callable[..., LibrarianSettings],
+) -> None:
+    local = '[[stores]]\nname = "more"\nroot = "more"\nrequire_mount = false\n'
+    with pytest.raises(SettingsError, match="require_mount"):
+        make_settings(extra_toml=local)
+
+
+def test_an_interrupted_provisioning_is_finished_not_refused(tmp_path: Path) -> None:
+    leftover = tmp_path / f".tmp-123-abcd1234-{IDENTITY_FILE}"
+    leftover.write_text('{"format": 1')  # a crash before the rename
+    identity, written = provision_drive(tmp_path, "site-a", "drive1", require_mount=False)
+    assert written and os.listdir(tmp_path) == [IDENTITY_FILE]
+    assert read_identity(tmp_path) == identity
+
+
+def test_a_symlinked_root_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(DriveError, match="is a symlink"):
+        provision_drive(tmp_path / "link", "site-a", "drive1", require_mount=False)
+    assert os.listdir(real) == []
+
+
+def test_a_drive_that_cannot_be_written_is_one_line(
+    make_settings: Callable[..., LibrarianSettings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def read_only(path: Path, data: bytes) -> bool:
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr("librarian_dagster.storage.posix.write_new_file", read_only)
+    root = tmp_path / "drive"
+    root.mkdir()
+    settings = make_settings(extra_toml=drive_toml(root))
+    monkeypatch.setenv("LIBRARIAN_CONFIG", str(settings.config_file))
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: store 'drive1': cannot write the drive identity at {root}: Read-only file system"
+    ]
+    assert os.listdir(root) == []
+
+
+def test_serve_skips_a_drive_it_cannot_lay_out_and_serves_on(
+    make_settings: Callable[..., LibrarianSettings], tmp_path: Path
+) -> None:
+    root = tmp_path / "drive"
+    root.mkdir()
+    settings = make_settings(extra_toml=drive_toml(root))
+    prepare(settings)
+    (root / "store").rmdir()
+    (root / "store").symlink_to(tmp_path)  # a layout that would lead outside the drive
+    (note,) = ready(settings)
+    assert "store" in note and note.endswith("; skipped")
+    assert (root / "store").is_symlink()
+    with pytest.raises(StoreError):  # init says it and stops
+        prepare(settings)

@@ -8,6 +8,7 @@ not the one its copies were written to is reported, not adopted.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,15 @@ from sqlalchemy import select
 from librarian_dagster.catalogue.database import get_catalogue
 from librarian_dagster.catalogue.models import File, Instance, Store
 from librarian_dagster.services.bootstrap import prepare, ready
+from librarian_dagster.services.stores import store_overview, sync_stores
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
-from librarian_dagster.storage.sneaker import IDENTITY_FILE, provision_drive, read_identity
+from librarian_dagster.storage.sneaker import (
+    IDENTITY_FILE,
+    DriveError,
+    provision_drive,
+    read_identity,
+)
 from tests.api_helpers import api_client, credentials
 
 ADMIN = credentials(UserLevel.ADMIN)
@@ -40,7 +47,7 @@ def settings(
     make_settings: Callable[..., LibrarianSettings], database_url: str, drive: Path
 ) -> LibrarianSettings:
     sneaker = (
-        f'[[stores]]\nname = "drive1"\nkind = "sneaker"\nroot = "{drive}"\n'
+        f'[[stores]]\nname = "drive1"\nkind = "sneaker"\nroot = "{drive}"\nrequire_mount = false\n'
         f"capacity_bytes = {CAPACITY}\nreserve_bytes = 0\n"
     )
     return make_settings(database_url=database_url, extra_toml=sneaker)
@@ -101,7 +108,7 @@ def test_a_drive_away_or_foreign_is_shown_with_the_reason(client: TestClient, dr
     assert drive1["used_bytes"] is None and drive1["free_bytes"] is None
 
     drive.mkdir()
-    provision_drive(drive, "elsewhere", "drive7")
+    provision_drive(drive, "elsewhere", "drive7", require_mount=False)
     drive1 = listing(client)["drive1"]
     assert "drive7" in str(drive1["problem"]) and drive1["free_bytes"] is None
 
@@ -133,11 +140,12 @@ def test_another_drive_with_the_stores_identity_is_reported_not_adopted(
     # The first drive is replaced by a new one, provisioned for the same store.
     shutil.rmtree(drive)
     drive.mkdir()
-    second, written = provision_drive(drive, "test-site", "drive1")
+    second, written = provision_drive(drive, "test-site", "drive1", require_mount=False)
     assert written and second.drive_uuid != first.drive_uuid
 
     (note,) = ready(settings)
-    assert second.drive_uuid in note and first.drive_uuid in note and "1 copies" in note
+    assert second.drive_uuid in note and first.drive_uuid in note and note.endswith("skipped")
+    assert os.listdir(drive) == [IDENTITY_FILE]  # not laid out: it is not where the copies are
     with get_catalogue(settings.catalogue_url).session() as session:
         row = session.scalar(select(Store).where(Store.name == "drive1"))
         assert row is not None and row.drive_uuid == first.drive_uuid
@@ -148,9 +156,44 @@ def test_an_empty_store_takes_a_new_drive(settings: LibrarianSettings, drive: Pa
     (drive / IDENTITY_FILE).unlink()
     shutil.rmtree(drive / "staging")
     shutil.rmtree(drive / "store")
-    assert prepare(settings)[0].startswith("store drive1: provisioned drive ")
+    assert prepare(settings)[0].startswith("store 'drive1': provisioned drive ")
     second = read_identity(drive)
     assert second is not None
     with get_catalogue(settings.catalogue_url).session() as session:
         row = session.scalar(select(Store).where(Store.name == "drive1"))
         assert row is not None and row.drive_uuid == second.drive_uuid
+
+
+def test_init_does_not_provision_a_new_drive_while_copies_are_on_another(
+    settings: LibrarianSettings, drive: Path
+) -> None:
+    prepare(settings)
+    first = read_identity(drive)
+    assert first is not None
+    record_copy(settings, "drive1", "on-the-first-drive", 10)
+    shutil.rmtree(drive)  # the first drive is away; an empty one is in its slot
+    drive.mkdir()
+    with pytest.raises(DriveError, match=first.drive_uuid):
+        prepare(settings)
+    assert os.listdir(drive) == []
+
+
+def test_undeclared_and_unlaid_stores_say_why(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    settings: LibrarianSettings,
+    client: TestClient,
+    drive: Path,
+) -> None:
+    shutil.rmtree(drive / "staging")
+    drive1 = listing(client)["drive1"]
+    assert drive1["problem"] == "not laid out or not writable (see librarian serve's notes)"
+    assert drive1["free_bytes"] is None
+    # The config no longer declares the drive: the catalogue still knows it.
+    without = make_settings(database_url=database_url)
+    with get_catalogue(without.catalogue_url).session() as session:
+        sync_stores(session, without)
+        rows = {row.name: row for row in store_overview(session, without)}
+    assert rows["drive1"].declared is False
+    assert rows["drive1"].problem == "no longer declared in the config"
+    assert rows["main"].problem is None

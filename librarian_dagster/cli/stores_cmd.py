@@ -12,7 +12,6 @@ from rich.table import Table
 
 from librarian_dagster.cli.common import admin_settings, catalogue, console, one_line_errors
 from librarian_dagster.services.stores import set_store_enabled, store_overview
-from librarian_dagster.states import StoreKind
 from librarian_dagster.units import human_size as _human
 from librarian_dagster.wire import StoreInfo
 
@@ -37,8 +36,6 @@ def list_(
     table.columns[-1].overflow = "fold"
     for row in rows:
         state = row.state.value if row.state else "-"
-        if row.kind == StoreKind.LOCAL and not row.ingestable:
-            state = "not ingestable"
         table.add_row(
             row.name,
             row.kind.value,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +28,25 @@ from librarian_dagster.catalogue.migrate import current_revision, head_revision,
 from librarian_dagster.catalogue.models import User
 from librarian_dagster.services import accounts
 from librarian_dagster.services.errors import CatalogueNotReady
-from librarian_dagster.services.stores import open_store, record_drives, sync_stores
-from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings
+from librarian_dagster.services.stores import (
+    RecordedDrive,
+    open_store,
+    record_drives,
+    recorded_drives,
+    sync_stores,
+)
+from librarian_dagster.settings import SECRET_KEY_ENV, LibrarianSettings, StoreSettings
 from librarian_dagster.states import StoreKind, UserLevel
+from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.posix import narrow_mode
 from librarian_dagster.storage.sneaker import (
+    DriveAway,
     DriveError,
     DriveIdentity,
     check_drive,
     provision_drive,
+    read_identity,
+    require_drive_root,
 )
 
 ADMIN_USER = "admin"
@@ -123,63 +134,97 @@ def ready(settings: LibrarianSettings) -> list[str]:
     """
     catalogue = open_catalogue(settings)
     narrow_mode(settings.data_dir, 0o700)
-    notes, drives = lay_out_stores(settings, provision=False)
-    with catalogue.session() as session:
-        sync_stores(session, settings)
-        notes += record_drives(session, drives)
-    return notes
+    return _stores(settings, catalogue, provision=False)
 
 
 def prepare(settings: LibrarianSettings) -> list[str]:
     """What every process of a librarian needs: the data dir, the schema, the stores.
 
     The data dir is 0700 whatever the umask: it holds the catalogue (password hashes), the
-    secret key and Dagster's storage.
+    secret key and Dagster's storage. The catalogue is migrated before any drive is
+    looked at: it says which drive holds each sneaker store's copies.
     """
-    notes, drives = lay_out_stores(settings, provision=True)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     narrow_mode(settings.data_dir, 0o700)
     catalogue = get_catalogue(settings.catalogue_url)
     upgrade(catalogue.engine)
+    return _stores(settings, catalogue, provision=True)
+
+
+def _stores(settings: LibrarianSettings, catalogue: Catalogue, *, provision: bool) -> list[str]:
+    with catalogue.session() as session:
+        recorded = recorded_drives(session)
+    notes, drives = lay_out_stores(settings, recorded, provision=provision)
     with catalogue.session() as session:
         sync_stores(session, settings)
-        notes += record_drives(session, drives)
+        record_drives(session, drives)
     return notes
 
 
 def lay_out_stores(
-    settings: LibrarianSettings, *, provision: bool
+    settings: LibrarianSettings, recorded: Mapping[str, RecordedDrive], *, provision: bool
 ) -> tuple[list[str], dict[str, DriveIdentity]]:
     """Create every store's layout; a sneaker store's only on its own drive.
 
     Returns notes for the operator and the identity of each sneaker store's drive in place.
-
-    A sneaker store's root is a drive's mount point: with ``provision`` (``init``) an empty
-    drive there is given this store's identity; a drive that is not this store's is refused
-    (DriveError, nothing written) at ``init``, and at ``serve`` skipped with a note, as is
-    a root with no drive mounted: the librarian serves on while a drive is away.
+    A sneaker store's root is a drive's mount point. With ``provision`` (``init``) an empty
+    drive there is given the store's identity, and a drive that is not the store's (another
+    store's, garbled, data without an identity, or not the drive its copies are on) is
+    refused: DriveError, nothing written. At ``serve`` such a drive is skipped with a note.
+    A root with no drive mounted is skipped with a note by both: drives travel, and the
+    librarian serves on while one is away.
     """
     notes: list[str] = []
     drives: dict[str, DriveIdentity] = {}
     for config in settings.stores:
         store = open_store(config)
-        if config.kind == StoreKind.SNEAKER:
-            if not store.root.is_dir():
-                notes.append(f"store {config.name}: no drive mounted at {store.root}; skipped")
-                continue
+        if config.kind != StoreKind.SNEAKER:
+            store.ensure_layout()
+            continue
+        try:
+            identity, note = _drive(config, settings.name, recorded, provision=provision)
+            store.ensure_layout()
+        except DriveAway as error:
+            notes.append(f"{error}; skipped")
+            continue
+        except (OSError, StoreError) as error:
             if provision:
-                identity, written = provision_drive(store.root, settings.name, config.name)
-                if written:
-                    notes.append(f"store {config.name}: provisioned {identity.describe()}")
-            else:
-                try:
-                    identity = check_drive(store.root, settings.name, config.name)
-                except DriveError as error:
-                    notes.append(f"{error}; skipped")
-                    continue
-            drives[config.name] = identity
-        store.ensure_layout()
+                raise
+            notes.append(f"{error}; skipped")
+            continue
+        drives[config.name] = identity
+        notes += [note] if note else []
     return notes, drives
+
+
+def _drive(
+    config: StoreSettings,
+    librarian: str,
+    recorded: Mapping[str, RecordedDrive],
+    *,
+    provision: bool,
+) -> tuple[DriveIdentity, str | None]:
+    """The drive at a sneaker store's root if it is the one to use (and a note), else why not."""
+    root, name, mount = config.root, config.name, config.require_mount
+    known = recorded.get(name, RecordedDrive())
+    note = None
+    if provision:
+        require_drive_root(root, name, require_mount=mount)
+        if known.holds_copies and read_identity(root) is None:
+            raise DriveError(
+                f"store {name!r}: its copies are on drive {known.drive_uuid}, not on the "
+                f"empty drive at {root}; nothing was written to it"
+            )
+        identity, written = provision_drive(root, librarian, name, require_mount=mount)
+        note = f"store {name!r}: provisioned {identity.describe()}" if written else None
+    else:
+        identity = check_drive(root, librarian, name, require_mount=mount)
+    if known.holds_copies and known.drive_uuid not in (None, identity.drive_uuid):
+        raise DriveError(
+            f"store {name!r}: {root} holds drive {identity.drive_uuid}, but the store's "
+            f"copies are on drive {known.drive_uuid}; nothing was written to it"
+        )
+    return identity, note
 
 
 def initialise(settings: LibrarianSettings) -> InitResult:

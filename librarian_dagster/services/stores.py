@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.models import File, Instance, Store
@@ -21,11 +21,17 @@ from librarian_dagster.settings import LibrarianSettings, StoreSettings
 from librarian_dagster.states import DriveState, StoreKind
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.sneaker import DriveError, DriveIdentity, check_drive
+from librarian_dagster.storage.sneaker import DriveAway, DriveError, DriveIdentity, check_drive
 
 
 def open_store(store: StoreSettings) -> LocalStore:
-    return LocalStore(store.name, store.root, reserve_bytes=store.reserve_bytes, kind=store.kind)
+    return LocalStore(
+        store.name,
+        store.root,
+        reserve_bytes=store.reserve_bytes,
+        kind=store.kind,
+        require_mount=store.require_mount,
+    )
 
 
 def open_stores(settings: LibrarianSettings) -> dict[str, LocalStore]:
@@ -56,29 +62,30 @@ def sync_stores(session: Session, settings: LibrarianSettings) -> list[Store]:
     return declared
 
 
-def record_drives(session: Session, drives: Mapping[str, DriveIdentity]) -> list[str]:
-    """Remember which drive each sneaker store has; notes about drives that changed.
+@dataclass(frozen=True)
+class RecordedDrive:
+    """What the catalogue knows of a sneaker store's drive: which one holds its copies."""
 
-    A store that holds no copies takes whatever drive carries its identity (a new drive
-    provisioned for it). One that holds copies keeps the drive they were written to: a
-    different drive with the same store's identity is not where those copies are, and the
-    operator is told (the copies are not marked missing here: that is the integrity check's).
-    """
-    notes: list[str] = []
+    drive_uuid: str | None = None
+    holds_copies: bool = False
+
+
+def recorded_drives(session: Session) -> dict[str, RecordedDrive]:
+    """Per sneaker store in the catalogue: its recorded drive, and whether copies are on it."""
+    found: dict[str, RecordedDrive] = {}
+    for row in session.scalars(select(Store).where(Store.kind == StoreKind.SNEAKER)):
+        held = session.scalar(select(exists().where(Instance.store_id == row.id)))
+        found[row.name] = RecordedDrive(row.drive_uuid, bool(held))
+    return found
+
+
+def record_drives(session: Session, drives: Mapping[str, DriveIdentity]) -> None:
+    """Remember the drive in place for each sneaker store (``bootstrap`` vetted them)."""
     for name, identity in drives.items():
         row = session.scalar(select(Store).where(Store.name == name))
-        if row is None or row.drive_uuid == identity.drive_uuid:
-            continue
-        held = session.scalar(select(func.count()).where(Instance.store_id == row.id))
-        if row.drive_uuid is None or not held:
+        if row is not None:
             row.drive_uuid = identity.drive_uuid
-            continue
-        notes.append(
-            f"store {name}: the drive mounted is {identity.drive_uuid}, but its {held} "
-            f"copies were written to drive {row.drive_uuid}"
-        )
     session.flush()
-    return notes
 
 
 def list_stores(session: Session) -> Sequence[Store]:
@@ -98,7 +105,7 @@ def set_store_enabled(session: Session, name: str, enabled: bool) -> Store:
 class StoreOverview:
     """A store as ``store list`` and ``GET /stores`` show it: catalogue row, disk and drive.
 
-    ``books`` counts the copies recorded there that are in service. ``used_bytes`` is what
+    ``books`` counts the copies recorded there. ``used_bytes`` is what
     its file system has in use or, for a drive, what the books on it take; ``free_bytes`` is
     what a new book may still use (the reserve kept, and a drive's ``capacity_bytes``). Both
     are None while the store cannot be used (``problem`` says why).
@@ -119,17 +126,20 @@ class StoreOverview:
     problem: str | None
 
 
-def store_overview(session: Session, settings: LibrarianSettings) -> list[StoreOverview]:
-    """Every store the catalogue knows, declared or not: one indexed count per store."""
+def store_overview(
+    session: Session, settings: LibrarianSettings, only: str | None = None
+) -> list[StoreOverview]:
+    """Every store the catalogue knows (or ``only`` that one), declared or not.
+
+    One count per store over the ``(store_id, file_id)`` index; for a drive, one sum over
+    its own copies (what one drive holds).
+    """
     declared = {config.name: config for config in settings.stores}
-    counted = session.execute(
-        select(Instance.store_id, func.count())
-        .where(Instance.available.is_(True))
-        .group_by(Instance.store_id)
-    )
-    books = {store_id: count for store_id, count in counted}
     found: list[StoreOverview] = []
     for row in list_stores(session):
+        if only is not None and row.name != only:
+            continue
+        books = session.scalar(select(func.count()).where(Instance.store_id == row.id)) or 0
         config = declared.get(row.name)
         used = free = None
         problem = None if config is not None else "no longer declared in the config"
@@ -160,7 +170,7 @@ def store_overview(session: Session, settings: LibrarianSettings) -> list[StoreO
                 state=row.state,
                 drive_uuid=row.drive_uuid,
                 capacity_bytes=config.capacity_bytes if config is not None else None,
-                books=books.get(row.id, 0),
+                books=books,
                 used_bytes=used,
                 free_bytes=free,
                 problem=problem,
@@ -181,10 +191,12 @@ def _stored_bytes(session: Session, store_id: int) -> int:
 
 def _drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -> str | None:
     """Why the drive at a sneaker store's root is not the one to use, or None."""
-    if not config.root.is_dir():
-        return "no drive mounted"
     try:
-        identity = check_drive(config.root, librarian, config.name)
+        identity = check_drive(
+            config.root, librarian, config.name, require_mount=config.require_mount
+        )
+    except DriveAway:
+        return "no drive mounted"
     except DriveError as error:
         return str(error)
     if recorded is not None and identity.drive_uuid != recorded:

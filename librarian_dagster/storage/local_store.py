@@ -40,6 +40,7 @@ from librarian_dagster.storage.errors import (
 )
 from librarian_dagster.storage.health import StoreHealth, store_health, usable_bytes
 from librarian_dagster.storage.names import InvalidNameError, validate_name
+from librarian_dagster.storage.sneaker import require_drive_root
 from librarian_dagster.storage.tree import newest_mtime_and_size, scandir_sorted
 
 __all__ = [
@@ -95,6 +96,7 @@ class LocalStore:
         *,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         kind: str = StoreKind.LOCAL,
+        require_mount: bool = True,
     ) -> None:
         if not name:
             raise ValueError("a store needs a name")
@@ -104,6 +106,7 @@ class LocalStore:
         self.root = Path(os.path.abspath(root))
         self.kind = kind
         self.reserve_bytes = reserve_bytes
+        self.require_mount = require_mount  # a sneaker store's: its root must be a mount point
         self.staging_dir = self.root / STAGING_DIRNAME
         self.store_dir = self.root / STORE_DIRNAME
 
@@ -120,8 +123,8 @@ class LocalStore:
         """
         if self.kind != StoreKind.SNEAKER:
             self.root.mkdir(parents=True, exist_ok=True)
-        elif not self.root.is_dir():
-            raise StoreError(f"store {self.name!r}: no drive is mounted at {self.root}")
+        else:
+            require_drive_root(self.root, self.name, require_mount=self.require_mount)
         for directory in (self.staging_dir, self.store_dir):
             try:
                 os.mkdir(directory, LAYOUT_MODE)

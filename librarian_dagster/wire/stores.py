@@ -18,7 +18,7 @@ class StoreInfo(ResponseModel):
     state: DriveState | None = Field(description="A sneaker store's drive: where it is.")
     drive_uuid: str | None = Field(description="The drive provisioned for a sneaker store.")
     capacity_bytes: int | None
-    books: int = Field(description="Copies recorded there and in service.")
+    books: int = Field(description="Copies recorded there.")
     used_bytes: int | None = Field(
         description="In use on its file system; for a drive, what its books take. Null when "
         "the store cannot be used."

@@ -19,14 +19,16 @@ from librarian_dagster.states import UserLevel
 from librarian_dagster.wire import API_PREFIX, StoreInfo, StoreList, StoreUpdate
 
 
-def _all(settings: SettingsDep, catalogue: CatalogueDep) -> list[StoreInfo]:
+def _overview(
+    settings: SettingsDep, catalogue: CatalogueDep, only: str | None = None
+) -> list[StoreInfo]:
     with catalogue.session() as session:
-        return [StoreInfo(**asdict(s)) for s in stores.store_overview(session, settings)]
+        return [StoreInfo(**asdict(s)) for s in stores.store_overview(session, settings, only)]
 
 
 @get("/stores", operation_id="listStores", sync_to_thread=True, summary="Stores")
 def list_stores(settings: SettingsDep, catalogue: CatalogueDep) -> StoreList:
-    return StoreList(stores=_all(settings, catalogue))
+    return StoreList(stores=_overview(settings, catalogue))
 
 
 @patch(
@@ -41,7 +43,7 @@ def update_store(
 ) -> StoreInfo:
     with catalogue.session() as session:
         stores.set_store_enabled(session, name, data.enabled)
-    found = [store for store in _all(settings, catalogue) if store.name == name]
+    found = _overview(settings, catalogue, name)
     if not found:  # removed between the two transactions
         raise NotFound(f"no store named {name!r}")
     return found[0]
