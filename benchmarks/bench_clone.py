@@ -243,7 +243,7 @@ def clone_round(args: argparse.Namespace, src: Path, root: Path, name: str) -> d
                 alice.upload(src, name, transfer="local", timeout=3600)
                 upload_s = time.time() - upload_started
             stored_path = Path(scalar(a, "SELECT path FROM instances"))
-            stored_cached = setup.cached(stored_path)
+            stored_cached = setup.cached_fraction(stored_path)
             setup.wait_until(lambda: setup.held_at(a, "site-b") >= 1, 3600, "the copy", [a, b])
             stored = setup.epoch(scalar(a, "SELECT created_at FROM files"))
             remote = setup.epoch(scalar(a, "SELECT created_at FROM remote_instances"))

@@ -477,10 +477,9 @@ def live_site(work: Path, commit_runs: str) -> Iterator[Bench]:
             timeout=30,
         )
         response.raise_for_status()
-        home = live.directory / "state" / "dagster"
         with (
             TimedClient(live.api_url, USER, PASSWORD) as client,
-            dg.DagsterInstance.from_config(str(home)) as instance,
+            live.dagster_instance() as instance,
         ):
             bench = Bench(work, live, client, Runs(instance))
             # The first commit pays one-off costs (queue: the launcher opens its Dagster

@@ -34,9 +34,9 @@ if "LIBRARIAN_STATE_DIR" not in os.environ:  # serve-lock pointers go here, not 
 import dagster as dg  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 
+from benchmarks.bench_ingest import cached_fraction  # noqa: E402
 from librarian_dagster.catalogue.models import Librarian  # noqa: E402
 from librarian_dagster.client import LibrarianClient  # noqa: E402
-from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV  # noqa: E402
 from librarian_dagster.jobs.names import BATCH_TAG, RECEIVE_OP  # noqa: E402
 from librarian_dagster.storage.checksums import hash_path  # noqa: E402
 from librarian_dagster.storage.movers.copy import copy_and_hash  # noqa: E402
@@ -226,20 +226,6 @@ def drop_caches() -> bool:
     return True
 
 
-def cached(path: Path) -> float | None:
-    """The fraction of ``path`` in the page cache (util-linux ``fincore``)."""
-    try:
-        out = subprocess.run(
-            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        return round(int(out[0]) / path.stat().st_size, 3)
-    except (OSError, subprocess.CalledProcessError, ValueError, IndexError, ZeroDivisionError):
-        return None
-
-
 def make_big_file(path: Path, size: int) -> None:
     """A 64 MiB random block, repeated: random enough for the hash and for cp."""
     block = os.urandom(64 * MIB)
@@ -262,7 +248,7 @@ def baseline(src: Path, dst: Path, drop: bool, before: Path | None = None) -> di
     write_first(src, before)
     dropped = drop_caches() if drop else False
     sync()
-    source_cached = cached(src)
+    source_cached = cached_fraction(src)
     start = time.time()
     subprocess.run(["cp", str(src), str(dst)], check=True)
     copied = time.time()
@@ -303,25 +289,9 @@ def mover_alone(src: Path, dst: Path, before: Path) -> dict[str, Any]:
 # -- what happened, read afterwards ----------------------------------------------------------
 
 
-@contextlib.contextmanager
-def dagster_instance(live: LiveLibrarian) -> Iterator[dg.DagsterInstance]:
-    """``live``'s Dagster instance (its dagster.yaml names the PostgreSQL URL by variable)."""
-    home = live.directory / "state" / "dagster"
-    previous = os.environ.get(DAGSTER_PG_URL_ENV)
-    os.environ[DAGSTER_PG_URL_ENV] = live.dagster_postgres_url
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            yield instance
-    finally:
-        if previous is None:
-            os.environ.pop(DAGSTER_PG_URL_ENV, None)
-        else:
-            os.environ[DAGSTER_PG_URL_ENV] = previous
-
-
 def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
     """The Dagster runs of ``job`` on ``live``: times, status, tags, transfer ids."""
-    with dagster_instance(live) as instance:
+    with live.dagster_instance() as instance:
         records = instance.get_run_records(dg.RunsFilter(job_name=job))
     runs = []
     for record in records:
@@ -344,7 +314,7 @@ def run_records(live: LiveLibrarian, job: str) -> list[dict[str, Any]]:
 def run_events(live: LiveLibrarian, run_id: str, limit: int = 60) -> list[str]:
     """One run's event log, seconds after its first event (the JSON's example)."""
     rows: list[str] = []
-    with dagster_instance(live) as instance:
+    with live.dagster_instance() as instance:
         entries = instance.all_logs(run_id)
     first = entries[0].timestamp if entries else 0.0
     for entry in entries:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import httpx
 
+from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
 from tests.conftest import FAST_ARGON2, free_port
 
 BIN = Path(sys.executable).parent
@@ -97,6 +101,22 @@ class LiveLibrarian:
         self.wait_until(
             lambda: self.get(f"{self.webserver_url}/server_info") == 200, timeout, "webserver"
         )
+
+    @contextlib.contextmanager
+    def dagster_instance(self) -> Iterator[dg.DagsterInstance]:
+        """This librarian's Dagster instance, read in this process (its ``dagster.yaml``
+        names the PostgreSQL URL by variable, which is set meanwhile when there is one)."""
+        saved = os.environ.get(DAGSTER_PG_URL_ENV)
+        if self.dagster_postgres_url:
+            os.environ[DAGSTER_PG_URL_ENV] = self.dagster_postgres_url
+        try:
+            with dg.DagsterInstance.from_config(str(self.directory / "state" / "dagster")) as found:
+                yield found
+        finally:
+            if saved is None:
+                os.environ.pop(DAGSTER_PG_URL_ENV, None)
+            else:
+                os.environ[DAGSTER_PG_URL_ENV] = saved
 
     def get(self, url: str) -> int | None:
         try:

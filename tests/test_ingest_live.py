@@ -24,7 +24,6 @@ from sqlalchemy import create_engine, text
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.client import LibrarianClient, LibrarianError
-from librarian_dagster.dagster_instance import DAGSTER_PG_URL_ENV
 from librarian_dagster.jobs.names import API_EXECUTOR, BOOKS_PARTITIONS, EXECUTOR_TAG
 from librarian_dagster.storage.checksums import hash_path
 from librarian_dagster.storage.movers.copy import copy_and_hash
@@ -75,22 +74,6 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveLibrari
             live.stop()
 
 
-@contextmanager
-def dagster_instance(site: LiveLibrarian) -> Iterator[dg.DagsterInstance]:
-    home = site.directory / "state" / "dagster"
-    saved = os.environ.get(DAGSTER_PG_URL_ENV)
-    if site.dagster_postgres_url:
-        os.environ[DAGSTER_PG_URL_ENV] = site.dagster_postgres_url
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            yield instance
-    finally:
-        if saved is None:
-            os.environ.pop(DAGSTER_PG_URL_ENV, None)
-        else:
-            os.environ[DAGSTER_PG_URL_ENV] = saved
-
-
 def make_user(site: LiveLibrarian, name: str, level: str) -> LibrarianClient:
     response = httpx.post(
         f"{site.api_url}/api/v2/users",
@@ -118,7 +101,7 @@ def test_upload_file_and_directory_through_dagster(site: LiveLibrarian, tmp_path
         assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     names = [f.name for f in client.search_files(name="2026/11/25/*")]
     assert names == ["2026/11/25/single.dat", "2026/11/25/book_0001"]
-    with dagster_instance(site) as instance:
+    with site.dagster_instance() as instance:
         partitions = set(instance.get_dynamic_partitions(BOOKS_PARTITIONS))
         assert partitions == {"2026/11/25/single.dat", "2026/11/25/book_0001"}
         assert instance.get_materialized_partitions(BOOK_KEY) == partitions
@@ -168,7 +151,7 @@ def test_bad_uploads_leave_nothing_behind(site: LiveLibrarian, tmp_path: Path) -
     assert client.search_files(name="*") == []
     store = site.directory / "stores" / "main" / "store"
     assert not any(store.iterdir())
-    with dagster_instance(site) as instance:
+    with site.dagster_instance() as instance:
         assert instance.get_dynamic_partitions(BOOKS_PARTITIONS) == []
         assert not instance.get_materialized_partitions(BOOK_KEY)
 
@@ -211,7 +194,7 @@ def test_api_killed_during_its_ingest_run_loses_nothing(tmp_path: Path) -> None:
         )
         (instance_info,) = client.get_file("crash/book").instances
         assert hash_path(Path(instance_info.path)) == checksum == hash_path(book)
-        with dagster_instance(live) as instance:
+        with live.dagster_instance() as instance:
             runs = instance.get_runs(dg.RunsFilter(job_name="ingest_books"))
             killed = [run for run in runs if run.tags.get(EXECUTOR_TAG) == API_EXECUTOR]
             assert [run.status for run in killed] == [dg.DagsterRunStatus.FAILURE]

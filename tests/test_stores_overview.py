@@ -26,6 +26,7 @@ from librarian_dagster.states import UserLevel
 from librarian_dagster.storage.sneaker import (
     IDENTITY_FILE,
     DriveError,
+    DriveIdentity,
     provision_drive,
     read_identity,
 )
@@ -67,6 +68,26 @@ def record_copy(settings: LibrarianSettings, store: str, name: str, size: int) -
         session.add(file)
         session.flush()
         session.add(Instance(file_id=file.id, store_id=store_id, path=f"/x/{name}"))
+
+
+def empty_drive_in_place_of_the_first(settings: LibrarianSettings, drive: Path) -> DriveIdentity:
+    """Provision the first drive and record a copy on it, then put an empty drive in its
+    slot (the first is away); the first drive's identity."""
+    prepare(settings)
+    first = read_identity(drive)
+    assert first is not None
+    record_copy(settings, "drive1", "on-the-first-drive", 10)
+    shutil.rmtree(drive)
+    drive.mkdir()
+    return first
+
+
+def recorded_drive(settings: LibrarianSettings) -> str | None:
+    """The drive the catalogue says drive1 was given."""
+    with get_catalogue(settings.catalogue_url).session() as session:
+        row = session.scalar(select(Store).where(Store.name == "drive1"))
+        assert row is not None
+        return row.drive_uuid
 
 
 def listing(client: TestClient) -> dict[str, dict[str, object]]:
@@ -133,22 +154,15 @@ def test_a_store_is_disabled_and_enabled_over_the_api(client: TestClient) -> Non
 def test_another_drive_with_the_stores_identity_is_reported_not_adopted(
     settings: LibrarianSettings, drive: Path
 ) -> None:
-    prepare(settings)
-    first = read_identity(drive)
-    assert first is not None
-    record_copy(settings, "drive1", "on-the-first-drive", 10)
-    # The first drive is replaced by a new one, provisioned for the same store.
-    shutil.rmtree(drive)
-    drive.mkdir()
+    first = empty_drive_in_place_of_the_first(settings, drive)
+    # ... provisioned for the same store elsewhere.
     second, written = provision_drive(drive, "test-site", "drive1", require_mount=False)
     assert written and second.drive_uuid != first.drive_uuid
 
     (note,) = ready(settings)
     assert second.drive_uuid in note and first.drive_uuid in note and note.endswith("skipped")
     assert os.listdir(drive) == [IDENTITY_FILE]  # not laid out: it is not where the copies are
-    with get_catalogue(settings.catalogue_url).session() as session:
-        row = session.scalar(select(Store).where(Store.name == "drive1"))
-        assert row is not None and row.drive_uuid == first.drive_uuid
+    assert recorded_drive(settings) == first.drive_uuid
 
 
 def test_an_empty_store_takes_a_new_drive(settings: LibrarianSettings, drive: Path) -> None:
@@ -159,20 +173,13 @@ def test_an_empty_store_takes_a_new_drive(settings: LibrarianSettings, drive: Pa
     assert prepare(settings)[0].startswith("store 'drive1': provisioned drive ")
     second = read_identity(drive)
     assert second is not None
-    with get_catalogue(settings.catalogue_url).session() as session:
-        row = session.scalar(select(Store).where(Store.name == "drive1"))
-        assert row is not None and row.drive_uuid == second.drive_uuid
+    assert recorded_drive(settings) == second.drive_uuid
 
 
 def test_init_does_not_provision_a_new_drive_while_copies_are_on_another(
     settings: LibrarianSettings, drive: Path
 ) -> None:
-    prepare(settings)
-    first = read_identity(drive)
-    assert first is not None
-    record_copy(settings, "drive1", "on-the-first-drive", 10)
-    shutil.rmtree(drive)  # the first drive is away; an empty one is in its slot
-    drive.mkdir()
+    first = empty_drive_in_place_of_the_first(settings, drive)
     with pytest.raises(DriveError, match=first.drive_uuid):
         prepare(settings)
     assert os.listdir(drive) == []
