@@ -86,6 +86,7 @@ def test_another_stores_drive_is_refused_and_left_alone(
 def test_a_drive_with_data_but_no_identity_is_not_taken_over(tmp_path: Path) -> None:
     (tmp_path / "holiday-photos").mkdir()
     (tmp_path / "holiday-photos" / "a.jpg").write_bytes(b"x")
+    (tmp_path / f".tmp-1-abcd1234-{IDENTITY_FILE}").write_text("{")  # not removed either
     before = snapshot(tmp_path)
     with pytest.raises(DriveError, match=r"not empty \(holiday-photos\)"):
         provision_drive(tmp_path, "site-a", "drive1", require_mount=False)

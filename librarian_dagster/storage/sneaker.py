@@ -162,19 +162,17 @@ def provision_drive(
     if read_identity(root) is not None:
         return check_drive(root, librarian, store, require_mount=require_mount), False
     try:
-        entries = os.listdir(root)
-        for name in entries:
-            if _LEFTOVER.match(name):
-                os.unlink(root / name)
-        found = sorted(
-            n for n in entries if n not in FRESH_DRIVE_ENTRIES and not _LEFTOVER.match(n)
-        )
+        entries = set(os.listdir(root))
+        leftovers = {name for name in entries if _LEFTOVER.match(name)}
+        found = sorted(entries - leftovers - FRESH_DRIVE_ENTRIES)
         if found:
             more = f" and {len(found) - 3} more" if len(found) > 3 else ""
             raise DriveError(
                 f"store {store!r}: {root} is not empty ({', '.join(found[:3])}{more}) and has "
                 "no drive identity; refusing to take it over: use an empty drive"
             )
+        for name in leftovers:  # only once the drive is known to be ours to provision
+            os.unlink(root / name)
         identity = DriveIdentity(
             format=IDENTITY_FORMAT,
             drive_uuid=str(uuid.uuid4()),
