@@ -21,6 +21,7 @@ from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
     CALLBACKS_KIND,
     CLONE_KIND,
+    FILL_KIND,
     INGEST_KIND,
     KIND_TAG,
     LOCATION_NAME,
@@ -53,6 +54,8 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
                     {"key": KIND_TAG, "value": RECEIVE_KIND, "limit": 2},
                     {"key": KIND_TAG, "value": CLONE_KIND, "limit": 2},
                     {"key": KIND_TAG, "value": CALLBACKS_KIND, "limit": 1},
+                    # One drive written at a time: fills are bound by the disks, not the CPU.
+                    {"key": KIND_TAG, "value": FILL_KIND, "limit": 1},
                 ],
             },
         },

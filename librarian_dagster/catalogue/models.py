@@ -106,6 +106,8 @@ class Store(Base):
     # Sneaker stores only: where the drive is in its round trip, and which drive it is.
     state: Mapped[DriveState | None] = mapped_column(str_enum(DriveState), nullable=True)
     drive_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Fills look only above this book id (``services.sneaker``); wiping sets it back to 0.
+    fill_high_water_file_id: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
 

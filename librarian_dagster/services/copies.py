@@ -3,14 +3,18 @@ idempotently and a batch at a time; read for the UI)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.models import File, Instance, Librarian, RemoteInstance, Store
+from librarian_dagster.states import StoreKind
+
+# Where a drive's copies were last seen: per store id, [created_at ISO, instance id].
+SeenOnDrives = Mapping[str, list[str | int]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,42 @@ def remote_instances_since(
         .limit(limit)
     ).all()
     return [RemoteCopy(r.id, r.file_id, r.name, r.peer, r.store_name) for r in rows]
+
+
+def drive_copies_since(
+    session: Session, seen: SeenOnDrives, *, limit: int
+) -> tuple[list[int], dict[str, list[str | int]]]:
+    """File ids of copies recorded on drives after ``seen`` (at most ``limit``), and the new
+    ``seen``. Ordered by time of recording, then id: a fill records one book at a time, and
+    SQLite may give a wiped drive's ids to new rows. Each drive holds a few thousand copies,
+    read through the (store_id, file_id) index."""
+    found: list[int] = []
+    after: dict[str, list[str | int]] = dict(seen)
+    drives = session.scalars(
+        select(Store.id).where(Store.kind == StoreKind.SNEAKER).order_by(Store.id)
+    ).all()
+    for store_id in drives:
+        if len(found) >= limit:
+            break
+        query = select(Instance.file_id, Instance.created_at, Instance.id).where(
+            Instance.store_id == store_id
+        )
+        mark = seen.get(str(store_id))
+        if mark is not None:
+            when, last_id = datetime.fromisoformat(str(mark[0])), int(mark[1])
+            query = query.where(
+                or_(
+                    Instance.created_at > when,
+                    and_(Instance.created_at == when, Instance.id > last_id),
+                )
+            )
+        rows = session.execute(
+            query.order_by(Instance.created_at, Instance.id).limit(limit - len(found))
+        ).all()
+        for file_id, created_at, instance_id in rows:
+            found.append(file_id)
+            after[str(store_id)] = [created_at.isoformat(), instance_id]
+    return found, after
 
 
 def copies_of(session: Session, file_ids: Sequence[int]) -> dict[int, tuple[str, list[str]]]:

@@ -144,7 +144,7 @@ def store_overview(
         used = free = None
         problem = None if config is not None else "no longer declared in the config"
         if config is not None and row.kind == StoreKind.SNEAKER:
-            problem = _drive_problem(config, settings.name, row.drive_uuid)
+            problem = drive_problem(config, settings.name, row.drive_uuid)
         if config is not None and problem is None:
             store = open_store(config)
             health = store.health()
@@ -156,9 +156,8 @@ def store_overview(
             else:
                 problem = _layout_problem(health.exists, row.kind)
             if used is not None and free is not None and row.kind == StoreKind.SNEAKER:
-                used = _stored_bytes(session, row.id)  # a drive: what its books take
-                if config.capacity_bytes is not None:
-                    free = max(0, min(free, config.capacity_bytes - used))
+                used = drive_bytes(session, row.id)  # a drive: what its books take
+                free = max(0, drive_room(store, config, used, disk_free=free))
         found.append(
             StoreOverview(
                 name=row.name,
@@ -179,28 +178,48 @@ def store_overview(
     return found
 
 
-def _stored_bytes(session: Session, store_id: int) -> int:
-    """The size of the books recorded on a store: for drives (what one drive holds)."""
+def drive_bytes(session: Session, store_id: int) -> int:
+    """What the books recorded on a drive take (in service or not: both are on it)."""
     total = session.scalar(
         select(func.coalesce(func.sum(File.size), 0))
         .join(Instance, Instance.file_id == File.id)
-        .where(Instance.store_id == store_id, Instance.available.is_(True))
+        .where(Instance.store_id == store_id)
     )
     return int(total or 0)
 
 
-def _drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -> str | None:
+def drive_room(
+    store: LocalStore, config: StoreSettings, used: int, *, disk_free: int | None = None
+) -> int:
+    """Bytes a fill may still put on a drive holding ``used``: what its disk has and what
+    is left of ``capacity_bytes``, the reserve kept from both (``disk_free`` if known)."""
+    room = store.free_bytes() if disk_free is None else disk_free
+    if config.capacity_bytes is not None:
+        room = min(room, config.capacity_bytes - config.reserve_bytes - used)
+    return room
+
+
+def check_recorded_drive(
+    config: StoreSettings, librarian: str, recorded: str | None
+) -> DriveIdentity:
+    """The identity of the drive at a sneaker store's root if it is the one to use: this
+    store's, and the drive its copies are on (``recorded``); DriveError saying why not."""
+    identity = check_drive(config.root, librarian, config.name, require_mount=config.require_mount)
+    if recorded is not None and identity.drive_uuid != recorded:
+        raise DriveError(
+            f"drive {identity.drive_uuid} is mounted; its copies are on drive {recorded}"
+        )
+    return identity
+
+
+def drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -> str | None:
     """Why the drive at a sneaker store's root is not the one to use, or None."""
     try:
-        identity = check_drive(
-            config.root, librarian, config.name, require_mount=config.require_mount
-        )
+        check_recorded_drive(config, librarian, recorded)
     except DriveAway:
         return "no drive mounted"
     except DriveError as error:
         return str(error)
-    if recorded is not None and identity.drive_uuid != recorded:
-        return f"drive {identity.drive_uuid} is mounted; its copies are on drive {recorded}"
     return None
 
 

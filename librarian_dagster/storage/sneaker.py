@@ -12,12 +12,15 @@ someone else's. The root itself is never created.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
 import stat
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +47,10 @@ class DriveError(StoreError):
 
 class DriveAway(DriveError):
     """No drive is mounted at a sneaker store's root (shipped, or not plugged in yet)."""
+
+
+class DriveBusy(DriveError):
+    """Another process is writing to this drive (a fill holds its lock)."""
 
 
 @dataclass(frozen=True)
@@ -189,3 +196,22 @@ def provision_drive(
     if not written:
         return check_drive(root, librarian, store, require_mount=require_mount), False
     return identity, True
+
+
+@contextlib.contextmanager
+def drive_lock(directory: Path, store: str) -> Iterator[None]:
+    """Hold the drive's writer lock (``flock`` on ``directory``, its staging area) or raise
+    :class:`DriveBusy`.
+
+    The kernel drops the lock when its holder dies, even by kill -9, so a lock is never
+    left behind; whoever holds it may treat everything in ``directory`` as leftovers.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DriveBusy(f"store {store!r}: another fill is writing to the drive") from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,39 @@
+"""sneaker fills: how far a drive's fills have looked
+
+- ``stores.fill_high_water_file_id``: every book with an id up to this one is on the drive,
+  on another drive carrying books the same way, or already at the drive's destination, so a
+  fill looks only above it (and the fill sensor compares it with the newest book, one
+  indexed look-up, instead of asking which books the drive lacks). Wiping the drive sets it
+  back to 0.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07 07:10:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("stores", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "fill_high_water_file_id",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                nullable=False,
+                server_default="0",
+            )
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("stores", schema=None) as batch_op:
+        batch_op.drop_column("fill_high_water_file_id")

@@ -1,0 +1,98 @@
+"""The SneakerNet sensors: keep filling drives filled, and show what is on them.
+
+``sneaker_fill_sensor`` (every 30 s): a drive that is filling, enabled, mounted and the
+right one, with books newer than its fill mark (``services.sneaker_plan.fills_due``: one max
+over the primary key, one row per drive), gets a ``fill_sneaker_drive`` run, unless a fill
+is already queued or running (they run one at a time). The run key is the drive, its mark
+and the newest book: new books ask again, a fill that could not move the mark does not
+ask again and again. A drive that is away or not the right one is named in the skip
+reason, never filled.
+
+``drive_copies_sensor`` (every 30 s): for the copies recorded on drives since its last tick
+(per drive, after the last one it saw by time of recording and id, at most ``PER_TICK``),
+the book's partition gets an observation listing every copy we know of, so the UI shows
+which drives hold it. (Not by id alone: SQLite hands a wiped drive's ids out again.)
+"""
+
+import json
+
+import dagster as dg
+
+from librarian_dagster.assets.book import BOOK_KEY
+from librarian_dagster.jobs.names import FILL_JOB, FILL_KIND, FILL_OP, KIND_TAG, STORE_TAG
+from librarian_dagster.jobs.sneaker import fill_sneaker_drive
+from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.services.copies import copies_of, drive_copies_since
+from librarian_dagster.services.sneaker_plan import fills_due
+
+PER_TICK = 1000
+# A fill asked for is one of these until it ends.
+_PENDING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+@dg.sensor(
+    name="sneaker_fill_sensor",
+    job=fill_sneaker_drive,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps filling sneaker drives filled: a fill_sneaker_drive run as books arrive.",
+)
+def sneaker_fill_sensor(
+    context: dg.SensorEvaluationContext, catalogue: CatalogueResource
+) -> dg.SensorResult:
+    settings = catalogue.settings
+    declared = {config.name: config for config in settings.stores}
+    with catalogue.session() as session:
+        due, problems = fills_due(session, settings, declared)
+    away = "; ".join(f"{store}: {problem}" for store, problem in sorted(problems.items()))
+    if not due:
+        return dg.SensorResult(skip_reason=away or "no filling drive lacks a newer book")
+    pending = context.instance.get_runs(
+        dg.RunsFilter(job_name=FILL_JOB, statuses=_PENDING), limit=1
+    )
+    if pending:
+        return dg.SensorResult(skip_reason=f"a fill is under way (run {pending[0].run_id})")
+    requests = [
+        dg.RunRequest(
+            job_name=FILL_JOB,
+            run_key=f"fill:{fill.store}:{fill.drive_uuid}:{fill.mark}:{fill.newest}",
+            run_config={"ops": {FILL_OP: {"config": {"store": fill.store}}}},
+            tags={KIND_TAG: FILL_KIND, STORE_TAG: fill.store},
+        )
+        for fill in due
+    ]
+    if away:
+        context.log.info(f"not filled: {away}")
+    return dg.SensorResult(run_requests=requests)
+
+
+@dg.sensor(
+    name="drive_copies_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Shows copies put on sneaker drives: observes each book's partition.",
+)
+def drive_copies_sensor(
+    context: dg.SensorEvaluationContext, catalogue: CatalogueResource
+) -> dg.SensorResult:
+    seen: dict[str, list[str | int]] = json.loads(context.cursor) if context.cursor else {}
+    with catalogue.session() as session:
+        rows, seen = drive_copies_since(session, seen, limit=PER_TICK)
+        copies = copies_of(session, sorted(set(rows)))
+    if not rows:
+        return dg.SensorResult(skip_reason="no new copy on a drive")
+    events = [
+        dg.AssetObservation(
+            asset_key=BOOK_KEY, partition=name, metadata={"copies": "; ".join(where)}
+        )
+        for name, where in copies.values()
+    ]
+    return dg.SensorResult(asset_events=events, cursor=json.dumps(seen, sort_keys=True))
+
+
+SENSORS = [sneaker_fill_sensor, drive_copies_sensor]
