@@ -21,6 +21,7 @@ from librarian_dagster.jobs.names import (
     BOOKS_PARTITIONS,
     CALLBACKS_KIND,
     CLONE_KIND,
+    DRIVE_INGEST_KIND,
     FILL_KIND,
     INGEST_KIND,
     KIND_TAG,
@@ -56,6 +57,7 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
                     {"key": KIND_TAG, "value": CALLBACKS_KIND, "limit": 1},
                     # One drive written at a time: fills are bound by the disks, not the CPU.
                     {"key": KIND_TAG, "value": FILL_KIND, "limit": 1},
+                    {"key": KIND_TAG, "value": DRIVE_INGEST_KIND, "limit": 1},
                 ],
             },
         },

@@ -80,7 +80,13 @@ class CloneSite:
             return peers.get_peer(session, name).id
 
 
-def site_config(directory: Path, name: str, database_url: str, transfer: dict[str, object]) -> Path:
+def site_config(
+    directory: Path,
+    name: str,
+    database_url: str,
+    transfer: dict[str, object],
+    extra_toml: str = "",
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     sqlite = directory / "catalogue.sqlite"
     lines = [
@@ -95,6 +101,7 @@ def site_config(directory: Path, name: str, database_url: str, transfer: dict[st
         'name = "main"',
         'root = "stores/main"',
         "reserve_bytes = 0",
+        extra_toml,
     ]
     path = directory / "librarian.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -103,14 +110,26 @@ def site_config(directory: Path, name: str, database_url: str, transfer: dict[st
 
 @contextmanager
 def clone_sites(
-    root: Path, names: list[str], database_urls: list[str] | None = None, **transfer: object
+    root: Path,
+    names: list[str],
+    database_urls: list[str] | None = None,
+    extra_toml: dict[str, str] | None = None,
+    **transfer: object,
 ) -> Iterator[dict[str, CloneSite]]:
-    """Librarians ``names`` under ``root``, each with an admin; not yet peers."""
+    """Librarians ``names`` under ``root``, each with an admin; not yet peers.
+    ``extra_toml`` adds lines to some of their configs (by name)."""
     urls = database_urls or [""] * len(names)
+    extra = extra_toml or {}
     with ExitStack() as stack:
         sites = {}
         for name, database_url in zip(names, urls, strict=True):
-            config = site_config(root / name, name, database_url, {**TRANSFER_DEFAULTS, **transfer})
+            config = site_config(
+                root / name,
+                name,
+                database_url,
+                {**TRANSFER_DEFAULTS, **transfer},
+                extra.get(name, ""),
+            )
             settings = load_settings(config)
             prepare(settings)
             ensure_secret_key(settings)

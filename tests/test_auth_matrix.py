@@ -58,12 +58,16 @@ EXPECTED: dict[tuple[str, str], Required] = {
     ("POST", "/api/v2/clones/staged"): PEER_OR_ADMIN,
     ("POST", "/api/v2/clones/complete"): PEER_OR_ADMIN,
     ("POST", "/api/v2/clones/fail"): PEER_OR_ADMIN,
+    ("POST", "/api/v2/sneaker/ingest"): UserLevel.READ_APPEND,
+    ("GET", "/api/v2/sneaker/ingest/{drive_uuid:str}"): UserLevel.READ_APPEND,
+    ("POST", "/api/v2/sneaker/complete"): PEER_ONLY,
 }
 SAMPLE_PATH_VALUES = {
     "name": "no-such-name",
     "upload_id": "999999",
     "record_id": "999999",
     "transfer_id": "999999",
+    "drive_uuid": "00000000-0000-4000-8000-000000000000",
 }
 
 

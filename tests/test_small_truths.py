@@ -25,7 +25,7 @@ from librarian_dagster.catalogue.models import File, IncomingTransfer
 from librarian_dagster.cli import stores_cmd
 from librarian_dagster.cli.search_table import short_checksum
 from librarian_dagster.client import LibrarianClient, LibrarianError
-from librarian_dagster.jobs.ingest import _materialization
+from librarian_dagster.jobs.ingest import book_materialization
 from librarian_dagster.services import accounts
 from librarian_dagster.services.files import (
     glob_matches,
@@ -289,7 +289,7 @@ def test_book_materialization_shows_the_size_in_human_units_too() -> None:
     outcome = IngestOutcome(
         1, "2026/x", "stored", size=int(1.5 * 2**30), checksum="c", store="main", path="/p"
     )
-    metadata = _materialization(outcome).metadata
+    metadata = book_materialization(outcome).metadata
     assert metadata["size"].value == int(1.5 * 2**30)  # bytes stay
     assert metadata["size (human)"].value == "1.5 GiB"
 

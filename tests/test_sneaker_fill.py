@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Librarian, Store
 from librarian_dagster.services.copies import record_remote_instance
-from librarian_dagster.services.sneaker import FillRefused, FillReport, fill_drive
+from librarian_dagster.services.sneaker import DriveRefused, FillReport, fill_drive
 from librarian_dagster.services.sneaker_plan import fills_due
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import DriveState
@@ -79,7 +79,7 @@ def test_a_full_drive_is_not_filled_again(site: DriveSite) -> None:
         site.add_book(f"b{i}", KB)
     fill(site)
     before = site.drive_listing()
-    with pytest.raises(FillRefused, match="'drive1' is full, not filling"):
+    with pytest.raises(DriveRefused, match="'drive1' is full, not filling"):
         fill(site)
     assert site.drive_listing() == before and site.on_drive() == ["b0", "b1"]
 
@@ -131,7 +131,7 @@ def test_a_destination_that_is_no_peer_is_refused_with_nothing_written(
     site = drive_site(make_settings, database_url, tmp_path, destination='"site-b"')
     site.add_book("book", KB)
     before = site.drive_listing()
-    with pytest.raises(FillRefused, match="destination 'site-b', which is not a peer here"):
+    with pytest.raises(DriveRefused, match="destination 'site-b', which is not a peer here"):
         fill(site)
     assert site.drive_listing() == before and site.on_drive() == []
 
@@ -170,7 +170,7 @@ def test_a_drive_that_may_not_be_filled_is_refused_with_nothing_written(
     else:
         set_state(site, DriveState.IN_TRANSIT)
     before = site.drive_listing() if site.drive.exists() else None
-    with pytest.raises(FillRefused, match=message):
+    with pytest.raises(DriveRefused, match=message):
         fill(site)
     assert (site.drive_listing() if site.drive.exists() else None) == before
     assert site.on_drive() == []

@@ -30,6 +30,7 @@ from librarian_dagster.api.routes import (
     files,
     peers,
     ping,
+    sneaker,
     transfers,
     uploads,
     users,
@@ -130,6 +131,7 @@ def create_app(
             store_routes.router(),
             peers.account_router(),
             clones.router(catalogue),
+            sneaker.router(catalogue),
             transfers.router(),
         ],
         dependencies=app_dependencies(

@@ -61,6 +61,8 @@ class IncomingTransfer(Base):
         ),
         # A clone is staged once per sender's transfer: a repeated stage request finds it.
         Index(None, "librarian_id", "source_transfer_id"),
+        # A drive's books, for its ingest's progress.
+        Index(None, "drive_uuid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -79,6 +81,11 @@ class IncomingTransfer(Base):
     librarian_id: Mapped[int | None] = mapped_column(ForeignKey("librarians.id"), nullable=True)
     source_transfer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     source_store: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # For books from a drive: the drive, the origin's store it belongs to (the origin is
+    # ``librarian_id``, ``source_store`` its store that holds the book), where it is mounted.
+    drive_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    drive_store: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    drive_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     # Who verifies it: the Dagster run that claimed it, how often, when a run was requested.
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

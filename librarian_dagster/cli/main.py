@@ -13,6 +13,7 @@ from librarian_dagster.cli import (
     corrupt_cmd,
     peers_cmd,
     serve_cmd,
+    sneaker_cmd,
     stores_cmd,
     transfers_cmd,
     users_cmd,
@@ -41,6 +42,7 @@ app.add_typer(stores_cmd.app, name="store")
 app.add_typer(corrupt_cmd.app, name="corrupt")
 app.add_typer(peers_cmd.app, name="peer")
 app.add_typer(transfers_cmd.app, name="transfer")
+app.add_typer(sneaker_cmd.app, name="sneaker")
 app.command("serve")(serve_cmd.serve)
 client_cmds.register(app)
 

@@ -95,7 +95,7 @@ def ingest_run_tags(group: Sequence[StagedItem]) -> dict[str, str]:
     return tags
 
 
-def _materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
+def book_materialization(outcome: IngestOutcome) -> dg.AssetMaterialization:
     return dg.AssetMaterialization(
         asset_key=BOOK_KEY,
         partition=outcome.name,
@@ -139,7 +139,7 @@ def _register_inbox_books(
     return [item.transfer_id for item in first]
 
 
-def _drop_partition(
+def drop_book_partition(
     context: dg.OpExecutionContext, catalogue: CatalogueResource, name: str
 ) -> None:
     """Remove the partition of a book that is not stored (unless another copy made it)."""
@@ -199,12 +199,12 @@ def ingest_transfers(
             errors.append(f"{transfer_id}: {type(error).__name__}: {error}")
             continue
         if outcome.status == "stored":  # its materialization says what, where and how fast
-            context.log_event(_materialization(outcome))
+            context.log_event(book_materialization(outcome))
             stored += 1
         elif outcome.status == "failed":
             context.log.error(f"refused {outcome.name}: {outcome.reason}")
             refused.append({"name": outcome.name, "reason": outcome.reason or ""})
-            _drop_partition(context, catalogue, outcome.name)
+            drop_book_partition(context, catalogue, outcome.name)
         elif re_execution and outcome.reason == f"already {TransferStatus.FAILED.value}":
             # Re-executing cannot retry a refused book (its data is gone): not "all is well".
             context.log.error(f"{outcome.name}: refused by an earlier run; upload it again")

@@ -26,6 +26,8 @@ RECONCILE_OP = "ask_peers_about_stale_clones"
 # SneakerNet (SPEC §6 pins the fill job, its op and the op's config key ``store``).
 FILL_JOB = "fill_sneaker_drive"
 FILL_OP = "fill_drive"
+DRIVE_INGEST_JOB = "ingest_sneaker_drive"
+DRIVE_INGEST_OP = "ingest_drive"
 # The per-peer assets ("which books does this peer hold") live under this key prefix.
 PEER_ASSET_PREFIX = "peers"
 
@@ -36,11 +38,14 @@ CLONE_KIND = "clone"
 RECEIVE_KIND = "receive"
 CALLBACKS_KIND = "callbacks"
 FILL_KIND = "fill"
+DRIVE_INGEST_KIND = "drive_ingest"
 # Which clone batch and peer a run is about.
 BATCH_TAG = "librarian/batch"
 PEER_TAG = "librarian/peer"
 # Which store (drive) a fill run writes to.
 STORE_TAG = "librarian/store"
+# Which drive (UUID) a drive's ingest run copies from.
+DRIVE_TAG = "librarian/drive"
 # Which books a run is about, for people reading the runs list.
 BOOKS_TAG = "librarian/books"
 # Where an ingest run's books come from when not from uploads ("inbox"), and which inbox

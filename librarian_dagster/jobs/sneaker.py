@@ -1,4 +1,4 @@
-"""The SneakerNet jobs: fill a drive.
+"""The SneakerNet jobs: fill a drive at the origin, ingest it at the destination.
 
 - ``fill_sneaker_drive`` (pinned; op ``fill_drive``, config ``store``): copies onto the
   store's drive the books it should carry (``services.sneaker.fill_drive``). Launched by
@@ -13,17 +13,41 @@
   and the drive is marked full. A run in which a book was refused (its copy here did not
   verify) ends failed after recording what was copied. Its metadata: books, bytes,
   seconds, MB/s, free bytes left, and what is on the drive now.
+- ``ingest_sneaker_drive`` (pinned; op ``ingest_drive``): asked for by
+  ``sneaker_ingest_sensor`` once ``POST /sneaker/ingest`` recorded a drive's books; copies
+  each from the drive, checking it against the manifest, and stores it through the one
+  verify-and-commit loop (``services.sneaker_ingest.copy_and_store``), with a ``book``
+  materialization per stored book; then delivers the callbacks the origin is owed (the
+  outbox sensor retries what it does not take). A refused book fails the run, after the
+  others are stored.
 """
 
+import time
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from librarian_dagster.jobs.names import FILL_JOB, FILL_KIND, FILL_OP, KIND_TAG
-from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.jobs.ingest import book_materialization, drop_book_partition
+from librarian_dagster.jobs.names import (
+    BOOKS_PARTITIONS,
+    DRIVE_INGEST_JOB,
+    DRIVE_INGEST_KIND,
+    DRIVE_INGEST_OP,
+    FILL_JOB,
+    FILL_KIND,
+    FILL_OP,
+    KIND_TAG,
+)
+from librarian_dagster.jobs.run_liveness import run_is_active
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.resources.notifier import NotifierResource
+from librarian_dagster.resources.peers import PeersResource
 from librarian_dagster.services import sneaker
+from librarian_dagster.services.errors import ServiceError
+from librarian_dagster.services.ingest import IngestOutcome
+from librarian_dagster.services.outbox_delivery import deliver
+from librarian_dagster.services.sneaker_ingest import copy_and_store, pending_books
 from librarian_dagster.states import Severity
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.units import human_size
@@ -95,7 +119,7 @@ def fill_drive_op(
             on_full=alert,
             log=context.log.info,
         )
-    except (sneaker.FillRefused, StoreError) as refused:
+    except (sneaker.DriveRefused, StoreError) as refused:
         context.log.error(str(refused))
         raise dg.Failure(description=str(refused)) from None
     context.log.info(report.summary())
@@ -119,4 +143,94 @@ def fill_sneaker_drive() -> None:
     fill_drive_op()
 
 
-JOBS = [fill_sneaker_drive]
+class DriveIngestConfig(dg.Config):
+    drive_uuid: str = Field(description="The drive whose waiting books to copy and store.")
+    drive: str = Field(description="Where it is mounted on this machine.")
+
+
+class _DriveTally:
+    """Totals of a drive's ingest as books finish; a progress line every ~15 s."""
+
+    def __init__(self, context: dg.OpExecutionContext, catalogue: CatalogueResource) -> None:
+        self.context, self.catalogue = context, catalogue
+        self.stored: list[str] = []
+        self.refused: list[dict[str, str]] = []
+        self.bytes = 0
+        self.started = self.last = time.monotonic()
+
+    def done(self, outcome: IngestOutcome) -> None:
+        if outcome.status == "stored":
+            self.context.log_event(book_materialization(outcome))
+            self.stored.append(outcome.name)
+            self.bytes += outcome.size
+        elif outcome.status == "failed":
+            self.context.log.error(f"refused {outcome.name}: {outcome.reason}")
+            self.refused.append({"name": outcome.name, "reason": outcome.reason or ""})
+            drop_book_partition(self.context, self.catalogue, outcome.name)
+        if time.monotonic() - self.last > 15:
+            self.last = time.monotonic()
+            self.context.log.info(f"{len(self.stored)} books stored so far")
+
+    def metadata(self, drive_uuid: str) -> dict[str, Any]:
+        seconds = time.monotonic() - self.started
+        return {
+            "drive": drive_uuid,
+            "books": dg.MetadataValue.int(len(self.stored)),
+            "bytes": dg.MetadataValue.int(self.bytes),
+            "size (human)": human_size(self.bytes),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+            "MB/s": dg.MetadataValue.float(round(self.bytes / 1e6 / seconds, 1) if seconds else 0),
+            "refused": dg.MetadataValue.json(self.refused[:LISTED]),
+        }
+
+
+@dg.op(name=DRIVE_INGEST_OP, tags={KIND_TAG: DRIVE_INGEST_KIND}, out=dg.Out(dg.Nothing))
+def ingest_drive_op(
+    context: dg.OpExecutionContext,
+    config: DriveIngestConfig,
+    catalogue: CatalogueResource,
+    stores: StoresResource,
+    peers: PeersResource,
+):  # type: ignore[no-untyped-def]
+    names = [name for _, name in pending_books(catalogue.catalogue, config.drive_uuid)]
+    context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, names)
+    tally = _DriveTally(context, catalogue)
+    try:
+        copy_and_store(
+            catalogue.catalogue,
+            catalogue.settings,
+            stores.all(),
+            config.drive_uuid,
+            config.drive,
+            run_id=context.run_id,
+            run_is_active=lambda run_id: run_is_active(context.instance, run_id),
+            done=tally.done,
+        )
+    except ServiceError as error:
+        context.log.error(error.detail)
+        metadata = tally.metadata(config.drive_uuid)
+        raise dg.Failure(description=error.detail, metadata=metadata) from None
+    finally:  # the origin hears at once what arrived; the outbox sensor retries the rest
+        report = deliver(catalogue.catalogue, catalogue.settings, peers.links())
+        for problem in report.errors:
+            context.log.warning(f"callback not delivered (retried later): {problem}")
+    context.log.info(f"drive {config.drive_uuid}: {len(tally.stored)} books stored")
+    if tally.refused:
+        raise dg.Failure(
+            description=f"{len(tally.refused)} books of drive {config.drive_uuid} refused",
+            metadata=tally.metadata(config.drive_uuid),
+        )
+    yield dg.Output(None, metadata=tally.metadata(config.drive_uuid))
+
+
+@dg.job(
+    name=DRIVE_INGEST_JOB,
+    description="Copy a drive's books into our stores, verified against its manifest.",
+    tags={KIND_TAG: DRIVE_INGEST_KIND},
+    executor_def=dg.in_process_executor,
+)
+def ingest_sneaker_drive() -> None:
+    ingest_drive_op()
+
+
+JOBS = [fill_sneaker_drive, ingest_sneaker_drive]

@@ -1,4 +1,4 @@
-"""The SneakerNet sensors: keep filling drives filled, and show what is on them.
+"""The SneakerNet sensors: keep filling drives filled, show what is on them, ingest drives.
 
 ``sneaker_fill_sensor`` (every 30 s): a drive that is filling, enabled, mounted and the
 right one, with books newer than its fill mark (``services.sneaker_plan.fills_due``: one max
@@ -12,17 +12,34 @@ reason, never filled.
 (per drive, after the last one it saw by time of recording and id, at most ``PER_TICK``),
 the book's partition gets an observation listing every copy we know of, so the UI shows
 which drives hold it. (Not by id alone: SQLite hands a wiped drive's ids out again.)
+
+``sneaker_ingest_sensor`` (every 5 s), at the destination: a drive whose books
+``POST /sneaker/ingest`` recorded as waiting, with no run asked for (or one overdue:
+``[ingest] relaunch_after_seconds``) and none under way, gets an ``ingest_sneaker_drive``
+run. Books a run copied but did not store are the ingest sensor's, like any staged book.
 """
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from librarian_dagster.assets.book import BOOK_KEY
-from librarian_dagster.jobs.names import FILL_JOB, FILL_KIND, FILL_OP, KIND_TAG, STORE_TAG
-from librarian_dagster.jobs.sneaker import fill_sneaker_drive
+from librarian_dagster.jobs.names import (
+    DRIVE_INGEST_JOB,
+    DRIVE_INGEST_KIND,
+    DRIVE_INGEST_OP,
+    DRIVE_TAG,
+    FILL_JOB,
+    FILL_KIND,
+    FILL_OP,
+    KIND_TAG,
+    STORE_TAG,
+)
+from librarian_dagster.jobs.sneaker import fill_sneaker_drive, ingest_sneaker_drive
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, drive_copies_since
+from librarian_dagster.services.sneaker_ingest import drives_to_ingest, mark_drive_launched
 from librarian_dagster.services.sneaker_plan import fills_due
 
 PER_TICK = 1000
@@ -95,4 +112,46 @@ def drive_copies_sensor(
     return dg.SensorResult(asset_events=events, cursor=json.dumps(seen, sort_keys=True))
 
 
-SENSORS = [sneaker_fill_sensor, drive_copies_sensor]
+@dg.sensor(
+    name="sneaker_ingest_sensor",
+    job=ingest_sneaker_drive,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Asks for an ingest_sneaker_drive run for each drive with books waiting.",
+)
+def sneaker_ingest_sensor(
+    context: dg.SensorEvaluationContext, catalogue: CatalogueResource
+) -> dg.SensorResult:
+    drives = drives_to_ingest(
+        catalogue.catalogue,
+        relaunch_after_seconds=catalogue.settings.ingest.relaunch_after_seconds,
+        limit=PER_TICK,
+    )
+    requests = []
+    now = int(datetime.now(UTC).timestamp())
+    for drive_uuid, path in sorted(drives.items()):
+        running = context.instance.get_runs(
+            dg.RunsFilter(
+                job_name=DRIVE_INGEST_JOB, statuses=_PENDING, tags={DRIVE_TAG: drive_uuid}
+            ),
+            limit=1,
+        )
+        if running:
+            continue
+        mark_drive_launched(catalogue.catalogue, drive_uuid)
+        requests.append(
+            dg.RunRequest(
+                job_name=DRIVE_INGEST_JOB,
+                run_key=f"drive_ingest:{drive_uuid}:{now}",
+                run_config={
+                    "ops": {DRIVE_INGEST_OP: {"config": {"drive_uuid": drive_uuid, "drive": path}}}
+                },
+                tags={KIND_TAG: DRIVE_INGEST_KIND, DRIVE_TAG: drive_uuid},
+            )
+        )
+    if not requests:
+        return dg.SensorResult(skip_reason="no drive has books waiting without a run")
+    return dg.SensorResult(run_requests=requests)
+
+
+SENSORS = [sneaker_fill_sensor, drive_copies_sensor, sneaker_ingest_sensor]

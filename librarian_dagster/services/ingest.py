@@ -17,7 +17,8 @@ does a transfer that keeps crashing its runs (after ``MAX_ATTEMPTS``): both go t
 its ``KindHooks``, called in the transaction that records the outcome: an upload's bad data
 is removed once that transaction has committed (``uploads.UploadHooks``), an inbox book goes
 back to its producer or stays in staging with an event (``inbox.InboxHooks``), a clone owes
-its sender a callback through the outbox (``clones_incoming.CloneHooks``). A kind without
+its sender a callback through the outbox (``clones_incoming.CloneHooks``), and so does a
+book from a drive (``sneaker_return.SneakerHooks``). A kind without
 hooks keeps its data in staging and says so in an event: ingest never deletes what it was
 not told it may.
 """
@@ -40,6 +41,7 @@ from librarian_dagster.services.clones_incoming import CloneHooks
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
 from librarian_dagster.services.incoming import KeepInStaging, KindHooks, Staging, fail
+from librarian_dagster.services.sneaker_return import SneakerHooks
 from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import FINAL_STATUSES, Severity, TransferKind, TransferStatus
@@ -66,6 +68,7 @@ def kind_hooks(settings: LibrarianSettings) -> dict[TransferKind, KindHooks]:
         TransferKind.UPLOAD: UploadHooks(),
         TransferKind.INBOX: InboxHooks(settings),
         TransferKind.CLONE: CloneHooks(),
+        TransferKind.SNEAKER: SneakerHooks(),
     }
 
 

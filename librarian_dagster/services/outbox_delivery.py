@@ -27,9 +27,10 @@ from librarian_dagster.services.errors import PeerCallFailed
 from librarian_dagster.services.peers import PeerLink, PeerLinks, access_of, record_contact
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.wire.clones import MAX_CLONE_ITEMS
+from librarian_dagster.wire.sneaker import COMPLETE_LIST_KEY
 
 # The payload keys whose lists can be joined across rows of one route.
-LIST_KEYS = ("transfers", "transfer_ids")
+LIST_KEYS = ("transfers", "transfer_ids", COMPLETE_LIST_KEY)
 # Statuses a peer answers to a request it will refuse again: split a merged request.
 _PERMANENT = frozenset({400, 403, 404, 409, 413, 422})
 

@@ -41,10 +41,10 @@ from sqlalchemy import func, select, update
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import Instance, Store
 from librarian_dagster.services.integrity import verify_instances
-from librarian_dagster.services.sneaker_plan import (  # FillRefused: raised from here too
+from librarian_dagster.services.sneaker_plan import (  # DriveRefused: raised from here too
     Book,
     DriveFill,
-    FillRefused,
+    DriveRefused,
     candidates,
     fill_mark,
     open_fill,
@@ -141,7 +141,7 @@ def fill_drive(
     try:
         store.ensure_layout()
     except (OSError, StoreError) as error:
-        raise FillRefused(f"store {store_name!r}: {error}") from None
+        raise DriveRefused(f"store {store_name!r}: {error}") from None
     with drive_lock(store.staging_dir, store_name):
         with catalogue.session() as session:
             drive = open_fill(session, settings, config, store)  # again, now that it is ours

@@ -28,11 +28,12 @@ from librarian_dagster.services.stores import (
 from librarian_dagster.settings import LibrarianSettings, StoreSettings
 from librarian_dagster.states import DriveState, StoreKind
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.sneaker import DriveError
+from librarian_dagster.storage.sneaker import DriveError, DriveIdentity
 
 
-class FillRefused(Conflict):
-    """This store cannot be filled now (why is the message); nothing was written."""
+class DriveRefused(Conflict):
+    """This drive cannot be used so now (filled, listed, wiped): why is the message; nothing
+    was written."""
 
 
 @dataclass(frozen=True)
@@ -61,35 +62,44 @@ def sneaker_config(settings: LibrarianSettings, name: str) -> StoreSettings:
     for config in settings.stores:
         if config.name == name:
             if config.kind != StoreKind.SNEAKER:
-                raise FillRefused(f"store {name!r} is a {config.kind} store, not a sneaker drive")
+                raise DriveRefused(f"store {name!r} is a {config.kind} store, not a sneaker drive")
             return config
-    raise FillRefused(f"no store named {name!r} is declared in the config")
+    raise DriveRefused(f"no store named {name!r} is declared in the config")
+
+
+def drive_in_place(
+    session: Session, settings: LibrarianSettings, config: StoreSettings
+) -> tuple[Store, DriveIdentity]:
+    """The store's row and the identity of its drive, if the drive in place is the one to
+    use (mounted, this store's, the one its copies are on); else DriveRefused saying why."""
+    row = session.scalar(select(Store).where(Store.name == config.name))
+    if row is None:
+        raise DriveRefused(f"store {config.name!r} is not in the catalogue yet: run librarian init")
+    try:
+        identity = check_recorded_drive(config, settings.name, row.drive_uuid)
+    except DriveError as error:
+        raise DriveRefused(f"store {config.name!r}: {error}") from None
+    if row.drive_uuid is None:
+        row.drive_uuid = identity.drive_uuid  # provisioned by init; recorded as serve would
+    return row, identity
 
 
 def open_fill(
     session: Session, settings: LibrarianSettings, config: StoreSettings, store: LocalStore
 ) -> DriveFill:
     """Check that this store may be filled now; what the fill needs to know about it."""
-    row = session.scalar(select(Store).where(Store.name == config.name))
-    if row is None:
-        raise FillRefused(f"store {config.name!r} is not in the catalogue yet: run librarian init")
+    row, identity = drive_in_place(session, settings, config)
     if not row.enabled:
-        raise FillRefused(f"store {config.name!r} is disabled (librarian store enable)")
+        raise DriveRefused(f"store {config.name!r} is disabled (librarian store enable)")
     if row.state != DriveState.FILLING:
-        raise FillRefused(f"store {config.name!r} is {row.state}, not filling")
-    try:
-        identity = check_recorded_drive(config, settings.name, row.drive_uuid)
-    except DriveError as error:
-        raise FillRefused(f"store {config.name!r}: {error}") from None
-    if row.drive_uuid is None:
-        row.drive_uuid = identity.drive_uuid  # provisioned by init; recorded as serve would
+        raise DriveRefused(f"store {config.name!r} is {row.state}, not filling")
     destination_id = None
     if config.destination is not None:
         destination_id = session.scalar(
             select(Librarian.id).where(Librarian.name == config.destination)
         )
         if destination_id is None:
-            raise FillRefused(
+            raise DriveRefused(
                 f"store {config.name!r} names destination {config.destination!r}, which is not "
                 f"a peer here: librarian peer add {config.destination} …, or remove destination"
             )

@@ -177,11 +177,12 @@ def _rename_noreplace_fallback(source: Path, destination: Path) -> None:
     os.unlink(source)
 
 
-def write_new_file(path: Path, data: bytes) -> bool:
+def write_new_file(path: Path, data: bytes, *, replace: bool = False) -> bool:
     """Create ``path`` holding ``data``, durably and all at once; False if it already exists.
 
-    Written to a temporary name beside it, fsynced, then renamed without replacing: a crash
-    leaves either no file or the whole one (and perhaps a ``.tmp-*`` beside it), never half.
+    Written to a temporary name beside it, fsynced, then renamed without replacing (with
+    ``replace``: over whatever file is there): a crash leaves either the old file or none,
+    or the whole new one (and perhaps a ``.tmp-*`` beside it), never half of one.
     """
     temporary = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -190,7 +191,10 @@ def write_new_file(path: Path, data: bytes) -> bool:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        rename_noreplace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            rename_noreplace(temporary, path)
     except FileExistsError:
         return False
     finally:

@@ -1,0 +1,249 @@
+"""SneakerNet's way back: the destination tells the origin what arrived; then the drive is
+wiped and filled again.
+
+- Destination: ``SneakerHooks`` (ingest's hooks for books of kind ``sneaker``) and
+  ``tell_origin`` record a remote instance at the origin and owe it ``/sneaker/complete``
+  through the outbox, which delivers it whenever the link is up (for days, with back-off).
+- Origin: ``complete_drive_books`` (``POST /sneaker/complete``, from the peer the drive
+  went to) records, idempotently, a remote instance at the caller for each book of that
+  drive it now holds with our checksum. The copy on the drive stays recorded until the
+  wipe (its bytes are still on it); once every book on a drive in transit is held
+  elsewhere, the drive is ``returned``.
+- Origin: ``wipe_drive`` (``librarian sneaker wipe``) refuses, listing them, while any
+  book on the drive has no confirmed copy at a peer; otherwise it removes the books from
+  the drive, then their rows, keeps the identity, and sets the drive filling again. A wipe
+  killed half-way is finished by the next one (a row whose book is gone is just removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import (
+    File,
+    IncomingTransfer,
+    Instance,
+    Librarian,
+    RemoteInstance,
+    Store,
+)
+from librarian_dagster.services import outbox
+from librarian_dagster.services.copies import record_remote_instance, record_remote_instances
+from librarian_dagster.services.errors import Forbidden, NotFound
+from librarian_dagster.services.incoming import AfterCommit, Staging, discard_quietly
+from librarian_dagster.services.sneaker_plan import DriveRefused, drive_in_place, sneaker_config
+from librarian_dagster.services.stores import open_store
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import DriveState, StoreKind
+from librarian_dagster.storage import posix
+from librarian_dagster.storage.sneaker import drive_lock
+from librarian_dagster.wire.sneaker import (
+    MANIFEST_FILE,
+    SNEAKER_COMPLETE,
+    DeliveredBook,
+    ManifestBook,
+    SneakerComplete,
+    SneakerCompleteAck,
+    SneakerManifest,
+)
+
+# Rows removed per transaction by a wipe; names listed when a wipe is refused.
+WIPE_PAGE = 256
+LISTED = 10
+
+
+def _complete_payload(drive_uuid: str, store: str, books: list[DeliveredBook]) -> dict[str, Any]:
+    """The body of ``/sneaker/complete``, checked by its model before it is owed."""
+    body = SneakerComplete(drive_uuid=drive_uuid, store=store, books=books)
+    return body.model_dump(mode="json")
+
+
+class SneakerHooks:
+    """What ingest does at the end of a drive's book (``incoming.KindHooks``).
+
+    Stored: a remote instance at the origin (where it holds the book, if the manifest
+    said) and ``/sneaker/complete`` owed to it. Refused: the staged bytes go once the
+    failure has committed; the drive keeps the book, and the origin its copy on it.
+    """
+
+    def on_stored(self, session: Session, transfer: IncomingTransfer, file: File) -> None:
+        if transfer.librarian_id is None or transfer.drive_uuid is None:
+            return
+        if transfer.source_store:
+            record_remote_instance(session, file.id, transfer.librarian_id, transfer.source_store)
+        book = DeliveredBook(name=file.name, checksum=file.checksum, store=transfer.store.name)
+        outbox.enqueue(
+            session,
+            transfer.librarian_id,
+            SNEAKER_COMPLETE,
+            _complete_payload(transfer.drive_uuid, transfer.drive_store or "", [book]),
+        )
+
+    def on_failed(
+        self, session: Session, transfer: IncomingTransfer, staging: Staging, reason: str
+    ) -> AfterCommit:
+        def remove(catalogue: Catalogue) -> None:
+            discard_quietly(staging, f"refused drive book {transfer.id}")
+
+        return remove
+
+
+def tell_origin(
+    session: Session, origin_id: int, manifest: SneakerManifest, books: Sequence[ManifestBook]
+) -> None:
+    """Books of the drive already here: the origin holds them too, and hears that we do."""
+    if not books:
+        return
+    held = dict(
+        session.execute(select(File.name, File.id).where(File.name.in_([b.name for b in books])))
+        .tuples()
+        .all()
+    )
+    where: dict[int, str] = {}
+    for file_id, store in session.execute(
+        select(Instance.file_id, Store.name)
+        .join(Store, Store.id == Instance.store_id)
+        .where(Instance.file_id.in_(list(held.values())), Instance.available.is_(True))
+        .order_by(Instance.id)
+    ):
+        where.setdefault(file_id, store)
+    record_remote_instances(
+        session, origin_id, [(held[b.name], b.origin_store) for b in books if b.origin_store]
+    )
+    payload = [
+        DeliveredBook(name=b.name, checksum=b.checksum, store=where.get(held[b.name], "unknown"))
+        for b in books
+    ]
+    outbox.enqueue(
+        session,
+        origin_id,
+        SNEAKER_COMPLETE,
+        _complete_payload(manifest.drive_uuid, manifest.store, payload),
+    )
+
+
+def complete_drive_books(
+    session: Session, settings: LibrarianSettings, caller: Librarian, body: SneakerComplete
+) -> SneakerCompleteAck:
+    """The caller holds these books of one of our drives: record its copies (idempotent)."""
+    row = session.scalar(
+        select(Store).where(Store.name == body.store, Store.kind == StoreKind.SNEAKER)
+    )
+    if row is None or row.drive_uuid != body.drive_uuid:
+        raise NotFound(f"no drive {body.drive_uuid} of a store {body.store!r} here")
+    bound_for = next((c.destination for c in settings.stores if c.name == row.name), None)
+    if bound_for is not None and bound_for != caller.name:
+        raise Forbidden(f"drive {body.drive_uuid} was sent to {bound_for!r}, not {caller.name!r}")
+    wanted = {book.name: book for book in body.books}
+    on_drive = dict(
+        session.execute(
+            select(File.name, File)
+            .join(Instance, Instance.file_id == File.id)
+            .where(Instance.store_id == row.id, File.name.in_(list(wanted)))
+        )
+        .tuples()
+        .all()
+    )
+    matched = [
+        (file.id, wanted[name].store)
+        for name, file in on_drive.items()
+        if file.checksum == wanted[name].checksum
+    ]
+    record_remote_instances(session, caller.id, matched, verified=True)
+    if row.state == DriveState.IN_TRANSIT and not _lacking(session, row.id, 1):
+        row.state = DriveState.RETURNED
+    unknown = sorted(set(wanted) - {name for name, _ in on_drive.items()}) + sorted(
+        name for name, file in on_drive.items() if file.checksum != wanted[name].checksum
+    )
+    return SneakerCompleteAck(recorded=len(matched), unknown=unknown)
+
+
+def _lacking(session: Session, store_id: int, limit: int) -> list[str]:
+    """Books on this drive that no peer has confirmed holding, by name (at most ``limit``)."""
+    return list(
+        session.scalars(
+            select(File.name)
+            .join(Instance, Instance.file_id == File.id)
+            .where(
+                Instance.store_id == store_id,
+                ~exists().where(RemoteInstance.file_id == File.id),
+            )
+            .order_by(File.id)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Wiped:
+    store: str
+    drive_uuid: str
+    books: int
+    bytes: int
+
+
+def wipe_drive(catalogue: Catalogue, settings: LibrarianSettings, store_name: str) -> Wiped:
+    config = sneaker_config(settings, store_name)
+    store = open_store(config)
+    with catalogue.session() as session:
+        row, identity = drive_in_place(session, settings, config)
+        _refuse_unless_delivered(session, row)
+    with drive_lock(store.staging_dir, store_name):
+        with catalogue.session() as session:
+            row, identity = drive_in_place(session, settings, config)  # again, now it is ours
+            _refuse_unless_delivered(session, row)
+            store_id = row.id
+        books = size = 0
+        while True:
+            with catalogue.session() as session:
+                page = session.execute(
+                    select(Instance.id, File.name, File.size)
+                    .join(File, File.id == Instance.file_id)
+                    .where(Instance.store_id == store_id)
+                    .order_by(Instance.id)
+                    .limit(WIPE_PAGE)
+                ).all()
+            if not page:
+                break
+            for _, name, _ in page:
+                with contextlib.suppress(FileNotFoundError):
+                    store.delete(name)  # first the bytes: a row never outlives its check
+            with catalogue.session() as session:
+                session.execute(delete(Instance).where(Instance.id.in_([r[0] for r in page])))
+            books += len(page)
+            size += sum(r[2] for r in page)
+        posix.remove_if_present(config.root / MANIFEST_FILE)
+        for leftover in store.leftover_staging(older_than_seconds=-1):
+            store.discard_staging(leftover.staging_id)
+        with catalogue.session() as session:
+            session.execute(
+                update(Store)
+                .where(Store.id == store_id)
+                .values(state=DriveState.FILLING, fill_high_water_file_id=0)
+            )
+    return Wiped(store_name, identity.drive_uuid, books, size)
+
+
+def _refuse_unless_delivered(session: Session, row: Store) -> None:
+    lacking = _lacking(session, row.id, LISTED + 1)
+    if not lacking:
+        return
+    total = session.scalar(
+        select(func.count()).where(
+            Instance.store_id == row.id, ~exists().where(RemoteInstance.file_id == Instance.file_id)
+        )
+    )
+    total = total or len(lacking)
+    more = f" and {total - LISTED} more" if total > LISTED else ""
+    shown = ", ".join(lacking[:LISTED]) + more
+    raise DriveRefused(
+        f"store {row.name!r}: {total} books on the drive have no confirmed copy at a peer "
+        f"yet: {shown}; nothing was removed"
+    )
