@@ -103,7 +103,7 @@ def fill_drive_op(
     config: FillConfig,
     catalogue: CatalogueResource,
     notifier: NotifierResource,
-):  # type: ignore[no-untyped-def]
+) -> None:
     def alert(report: sneaker.FillReport) -> None:
         title, text = full_alert(report)
         where = notifier.alert(
@@ -130,7 +130,7 @@ def fill_drive_op(
             description=f"{len(report.refused)} books refused: {report.summary()}",
             metadata=_metadata(report),
         )
-    yield dg.Output(None, metadata=_metadata(report))
+    context.add_output_metadata(_metadata(report))
 
 
 @dg.job(
@@ -191,7 +191,7 @@ def ingest_drive_op(
     catalogue: CatalogueResource,
     stores: StoresResource,
     peers: PeersResource,
-):  # type: ignore[no-untyped-def]
+) -> None:
     names = [name for _, name in pending_books(catalogue.catalogue, config.drive_uuid)]
     context.instance.add_dynamic_partitions(BOOKS_PARTITIONS, names)
     tally = _DriveTally(context, catalogue)
@@ -220,7 +220,7 @@ def ingest_drive_op(
             description=f"{len(tally.refused)} books of drive {config.drive_uuid} refused",
             metadata=tally.metadata(config.drive_uuid),
         )
-    yield dg.Output(None, metadata=tally.metadata(config.drive_uuid))
+    context.add_output_metadata(tally.metadata(config.drive_uuid))
 
 
 @dg.job(
