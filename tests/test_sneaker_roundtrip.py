@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from librarian_dagster.catalogue.models import (
     Event,
@@ -26,13 +26,15 @@ from librarian_dagster.catalogue.models import (
     RemoteInstance,
     Store,
 )
+from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.services.errors import Conflict, InvalidRequest
 from librarian_dagster.services.sneaker import fill_drive
 from librarian_dagster.services.sneaker_ingest import copy_and_store, plan_ingest
 from librarian_dagster.services.sneaker_manifest import write_manifest
 from librarian_dagster.services.sneaker_plan import DriveRefused
-from librarian_dagster.services.sneaker_return import wipe_drive
+from librarian_dagster.services.sneaker_return import forget_lost_drive, wipe_drive
 from librarian_dagster.states import DriveState
+from librarian_dagster.storage import posix
 from librarian_dagster.storage.checksums import hash_path
 from librarian_dagster.wire.sneaker import MANIFEST_FILE, SneakerIngestRequest
 from tests.clone_helpers import CloneSite, befriend_both, clone_sites, deliver, postgres_schemas
@@ -330,3 +332,30 @@ def test_a_manifest_is_refused_while_filling_unless_forced(
     assert len(written.manifest.books) == 1 and drive_state(a) == DriveState.IN_TRANSIT
     with pytest.raises(DriveRefused, match="is in_transit, not filling"):
         fill_drive(a.catalogue, a.settings, "drive1")
+
+
+def test_a_lost_drive_is_forgotten_and_its_books_go_on_the_next_one(
+    sites: dict[str, CloneSite], tmp_path: Path
+) -> None:
+    a = sites["site-a"]
+    filled_and_shipped(sites, tmp_path)
+    with a.catalogue.session() as session:  # one book's copy here went bad meanwhile
+        session.execute(
+            update(Instance)
+            .where(
+                Instance.file_id == select(File.id).where(File.name == BOOKS[0]).scalar_subquery()
+            )
+            .values(available=False)
+        )
+    posix.remove_tree(drive_of(sites))  # lost in the post
+    forgotten = forget_lost_drive(a.catalogue, a.settings, "drive1")
+    assert (forgotten.books, forgotten.without_copies) == (3, [BOOKS[0]])
+    with a.catalogue.session() as session:
+        (event,) = session.scalars(select(Event).where(Event.kind == "drive_lost")).all()
+        assert BOOKS[0] in event.message and event.severity == "critical"
+    assert drive_state(a) == DriveState.FILLING
+    drive_of(sites).mkdir()  # a new, empty drive in the slot
+    prepare(a.settings)
+    refill = fill_drive(a.catalogue, a.settings, "drive1")
+    assert refill.copied == BOOKS[1:]  # the bad one waits for its repair
+    assert [name for name, _ in refill.held] == [BOOKS[0]]

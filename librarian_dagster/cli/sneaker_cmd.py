@@ -25,7 +25,7 @@ from librarian_dagster.cli.common import (
 from librarian_dagster.cli.connection import ServerOption, UrlOption, UserOption, connect
 from librarian_dagster.client.sneaker import ingest_drive, read_manifest, wait_for_drive
 from librarian_dagster.services.sneaker_manifest import write_manifest
-from librarian_dagster.services.sneaker_return import wipe_drive
+from librarian_dagster.services.sneaker_return import forget_lost_drive, wipe_drive
 from librarian_dagster.units import human_size
 from librarian_dagster.wire.sneaker import SneakerBook, SneakerIngestStatus
 
@@ -137,9 +137,23 @@ def _summary(status: SneakerIngestStatus, books: list[SneakerBook]) -> list[Snea
 @one_line_errors
 def wipe(
     store: Annotated[str, typer.Option("--store", help="The sneaker store (drive) to wipe.")],
+    lost: Annotated[
+        bool,
+        typer.Option("--lost", help="The drive is lost: forget its copies (no disk is touched)."),
+    ] = False,
 ) -> None:
     """Remove a returned drive's books (all held elsewhere) so it can be filled again."""
     current = admin_settings()
+    if lost:
+        forgotten = forget_lost_drive(catalogue(current), current, store)
+        console.print(
+            f"drive {forgotten.drive_uuid} ({store}) marked lost: {forgotten.books} copies "
+            "forgotten; mount a new empty drive and run librarian init to provision it.",
+            highlight=False,
+        )
+        for name in forgotten.without_copies:
+            err_console.print(f"no copy left anywhere: {escape(name)}", highlight=False)
+        return
     wiped = wipe_drive(catalogue(current), current, store)
     console.print(
         f"drive {wiped.drive_uuid} ({store}) wiped: {wiped.books} books, "

@@ -184,6 +184,20 @@ class _DriveTally:
         }
 
 
+def _tell_origin_now(
+    context: dg.OpExecutionContext, catalogue: CatalogueResource, peers: PeersResource
+) -> None:
+    """The origin hears at once what arrived; what it does not take, the outbox sensor
+    delivers later. Nothing here fails the run: the books are stored either way."""
+    try:
+        report = deliver(catalogue.catalogue, catalogue.settings, peers.links())
+    except ServiceError as error:
+        context.log.warning(f"callbacks not delivered now (retried later): {error.detail}")
+        return
+    for problem in report.errors:
+        context.log.warning(f"callback not delivered (retried later): {problem}")
+
+
 @dg.op(name=DRIVE_INGEST_OP, tags={KIND_TAG: DRIVE_INGEST_KIND}, out=dg.Out(dg.Nothing))
 def ingest_drive_op(
     context: dg.OpExecutionContext,
@@ -210,10 +224,8 @@ def ingest_drive_op(
         context.log.error(error.detail)
         metadata = tally.metadata(config.drive_uuid)
         raise dg.Failure(description=error.detail, metadata=metadata) from None
-    finally:  # the origin hears at once what arrived; the outbox sensor retries the rest
-        report = deliver(catalogue.catalogue, catalogue.settings, peers.links())
-        for problem in report.errors:
-            context.log.warning(f"callback not delivered (retried later): {problem}")
+    finally:
+        _tell_origin_now(context, catalogue, peers)
     context.log.info(f"drive {config.drive_uuid}: {len(tally.stored)} books stored")
     if tally.refused:
         raise dg.Failure(

@@ -9,6 +9,9 @@ wiped and filled again.
   drive it now holds with our checksum. The copy on the drive stays recorded until the
   wipe (its bytes are still on it); once every book on a drive in transit is held
   elsewhere, the drive is ``returned``.
+- Origin: ``forget_lost_drive`` (``librarian sneaker wipe --lost``): a drive that will
+  not come back; its copies are forgotten (books left without any copy are named in an
+  event) and the store takes a new drive.
 - Origin: ``wipe_drive`` (``librarian sneaker wipe``) refuses, listing them, while any
   book on the drive has no confirmed copy at a peer; otherwise it removes the books from
   the drive, then their rows, keeps the identity, and sets the drive filling again. A wipe
@@ -37,11 +40,12 @@ from librarian_dagster.catalogue.models import (
 from librarian_dagster.services import outbox
 from librarian_dagster.services.copies import record_remote_instance, record_remote_instances
 from librarian_dagster.services.errors import Forbidden, NotFound
+from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import AfterCommit, Staging, discard_quietly
 from librarian_dagster.services.sneaker_plan import DriveRefused, drive_in_place, sneaker_config
 from librarian_dagster.services.stores import open_store
 from librarian_dagster.settings import LibrarianSettings
-from librarian_dagster.states import DriveState, StoreKind
+from librarian_dagster.states import DriveState, Severity, StoreKind
 from librarian_dagster.storage import posix
 from librarian_dagster.storage.sneaker import drive_lock
 from librarian_dagster.wire.sneaker import (
@@ -247,3 +251,68 @@ def _refuse_unless_delivered(session: Session, row: Store) -> None:
         f"store {row.name!r}: {total} books on the drive have no confirmed copy at a peer "
         f"yet: {shown}; nothing was removed"
     )
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    store: str
+    drive_uuid: str | None
+    books: int
+    # Books whose only known copy was on the lost drive.
+    without_copies: list[str]
+
+
+def forget_lost_drive(
+    catalogue: Catalogue, settings: LibrarianSettings, store_name: str
+) -> Forgotten:
+    """The drive of ``store_name`` is lost: forget the copies recorded on it (nothing on any
+    disk is touched; the drive is not there). Books with no other copy, here in service or
+    at a peer, are named in an event: their loss is recorded, not hidden. Other drives look
+    at every book again (they left out the lost drive's), and the store takes a new drive
+    (``librarian init`` provisions it) and fills again."""
+    sneaker_config(settings, store_name)
+    with catalogue.session() as session:
+        row = session.scalar(select(Store).where(Store.name == store_name))
+        if row is None:
+            raise NotFound(f"no store named {store_name!r} in the catalogue")
+        on_drive = select(Instance.file_id).where(Instance.store_id == row.id)
+        books = session.scalar(select(func.count()).select_from(on_drive.subquery())) or 0
+        orphans = list(
+            session.scalars(
+                select(File.name)
+                .where(File.id.in_(on_drive))
+                .where(
+                    ~exists().where(
+                        Instance.file_id == File.id,
+                        Instance.store_id != row.id,
+                        Instance.available.is_(True),
+                    ),
+                    ~exists().where(RemoteInstance.file_id == File.id),
+                )
+                .order_by(File.id)
+            )
+        )
+        session.execute(delete(Instance).where(Instance.store_id == row.id))
+        lost_uuid = row.drive_uuid
+        row.drive_uuid = None
+        row.state = DriveState.FILLING
+        session.execute(
+            update(Store).where(Store.kind == StoreKind.SNEAKER).values(fill_high_water_file_id=0)
+        )
+        record_event(
+            session,
+            Severity.CRITICAL if orphans else Severity.WARNING,
+            "drive_lost",
+            f"drive {lost_uuid} of store {store_name} marked lost: {books} copies forgotten"
+            + _orphans_said(orphans),
+            subject=store_name,
+            details={"drive_uuid": lost_uuid, "without_copies": orphans[:1000]},
+        )
+    return Forgotten(store_name, lost_uuid, books, orphans)
+
+
+def _orphans_said(orphans: list[str]) -> str:
+    if not orphans:
+        return ""
+    more = f" and {len(orphans) - LISTED} more" if len(orphans) > LISTED else ""
+    return f"; {len(orphans)} books have no copy left: {', '.join(orphans[:LISTED])}{more}"
