@@ -359,3 +359,36 @@ def test_a_lost_drive_is_forgotten_and_its_books_go_on_the_next_one(
     refill = fill_drive(a.catalogue, a.settings, "drive1")
     assert refill.copied == BOOKS[1:]  # the bad one waits for its repair
     assert [name for name, _ in refill.held] == [BOOKS[0]]
+
+
+def test_ping_judges_a_drive_by_where_it_should_be(
+    sites: dict[str, CloneSite], tmp_path: Path
+) -> None:
+    a = sites["site-a"]
+
+    def drive1() -> tuple[bool, dict[str, Any]]:
+        body = a.client.get("/api/v2/ping").json()
+        (found,) = [s for s in body["stores"] if s["name"] == "drive1"]
+        return body["healthy"], found
+
+    healthy, found = drive1()
+    assert healthy and found["ok"] and found["state"] == "filling"
+    away = drive_of(sites).with_name("elsewhere")
+    drive_of(sites).rename(away)
+    healthy, found = drive1()  # filling, yet no drive: something is wrong
+    assert not healthy and (found["ok"], found["error"]) == (False, "no drive mounted")
+    away.rename(drive_of(sites))
+    filled_and_shipped(sites, tmp_path)
+    drive_of(sites).rename(away)
+    healthy, found = drive1()  # shipped: away is where it should be
+    assert healthy and found["ok"] and found["state"] == "in_transit"
+    drive_of(sites).mkdir()  # another drive in its slot
+    (drive_of(sites) / ".librarian-drive.json").write_text(
+        (away / ".librarian-drive.json").read_text().replace('"drive1"', '"drive2"')
+    )
+    healthy, found = drive1()
+    assert not healthy and "holds store 'drive2''s drive" in found["error"]
+    patched = a.client.patch("/api/v2/stores/drive1", json={"enabled": False}, auth=ADMIN)
+    assert patched.status_code == 200, patched.text
+    healthy, found = drive1()  # disabled by the operator: out of the verdict
+    assert healthy and not found["enabled"] and not found["ok"]

@@ -212,12 +212,16 @@ def check_recorded_drive(
     return identity
 
 
+# What ``drive_problem`` says of a root where no drive is mounted.
+DRIVE_AWAY = "no drive mounted"
+
+
 def drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -> str | None:
     """Why the drive at a sneaker store's root is not the one to use, or None."""
     try:
         check_recorded_drive(config, librarian, recorded)
     except DriveAway:
-        return "no drive mounted"
+        return DRIVE_AWAY
     except DriveError as error:
         return str(error)
     return None
@@ -225,5 +229,5 @@ def drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -
 
 def _layout_problem(root_exists: bool, kind: StoreKind) -> str:
     if not root_exists:
-        return "no drive mounted" if kind == StoreKind.SNEAKER else "its root is missing"
+        return DRIVE_AWAY if kind == StoreKind.SNEAKER else "its root is missing"
     return "not laid out or not writable (see librarian serve's notes)"

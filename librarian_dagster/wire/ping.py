@@ -18,6 +18,8 @@ class StoreHealth(ResponseModel):
     idle_uploads: int | None = None
     # Declared bytes of uploads staged here and not yet committed.
     reserved_bytes: int | None = None
+    # A sneaker store's drive: filling, full, in_transit, returned.
+    state: str | None = None
     error: str | None = None
 
 

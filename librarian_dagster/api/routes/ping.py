@@ -5,6 +5,11 @@ no names, no counts of files), only health and a few counts that health needs. I
 unhealthy while any copy is known corrupt or missing (``corrupt_copies`` says how many):
 a librarian holding a damaged book is not well, even if every process is up.
 
+A store counts as it is in the catalogue (``librarian store disable`` takes it out of the
+verdict). A sneaker store is judged by its drive: not the right drive, or none where one is
+expected, is not ok; a drive that is away while it is in transit (or on its way back) is
+where it should be.
+
 Per store it counts uploads that went idle (staged, no bytes for ``IDLE_UPLOAD_SECONDS``,
 not receiving now: a client that died mid-upload shows here until its upload expires) and the
 bytes live uploads reserve.
@@ -29,8 +34,10 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
 from librarian_dagster.catalogue.models import Store
 from librarian_dagster.services.corrupt import count_unresolved
+from librarian_dagster.services.stores import DRIVE_AWAY, drive_problem
 from librarian_dagster.services.upload_reservations import idle_uploads, reserved_bytes
-from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.settings import LibrarianSettings, StoreSettings
+from librarian_dagster.states import DriveState, StoreKind
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire import API_PREFIX, CatalogueHealth, PingResponse, StoreHealth
 
@@ -75,15 +82,59 @@ def upload_counts(
         return {}
 
 
+def store_rows(catalogue: Catalogue) -> dict[str, Store]:
+    """The stores' catalogue rows by name (enabled, drive state and UUID); empty if unreadable."""
+    try:
+        with catalogue.session() as session:
+            rows = {row.name: row for row in session.scalars(select(Store))}
+            session.expunge_all()
+            return rows
+    except SQLAlchemyError:  # the catalogue's own health says what is wrong
+        return {}
+
+
+def _drive_verdict(
+    settings: LibrarianSettings, config: StoreSettings, row: Store | None
+) -> tuple[bool, str | None]:
+    """(ok, problem) of a sneaker store's drive: away is fine only while it travels."""
+    problem = drive_problem(config, settings.name, row.drive_uuid if row else None)
+    if problem is None:
+        return True, None
+    travelling = row is not None and row.state in (DriveState.IN_TRANSIT, DriveState.RETURNED)
+    if travelling and problem == DRIVE_AWAY:
+        return True, None
+    return False, problem
+
+
 def store_health(
     settings: LibrarianSettings,
     stores: dict[str, LocalStore],
     leftover_counts: LeftoverCounts,
     uploads: dict[str, tuple[int, int]],
+    rows: dict[str, Store] | None = None,
 ) -> list[StoreHealth]:
     result = []
+    rows = rows or {}
     for config in settings.stores:
         store = stores[config.name]
+        row = rows.get(config.name)
+        enabled = row.enabled if row is not None else config.enabled
+        state = row.state.value if row is not None and row.state is not None else None
+        if config.kind == StoreKind.SNEAKER:
+            ok, problem = _drive_verdict(settings, config, row)
+            if not ok or state in (DriveState.IN_TRANSIT, DriveState.RETURNED):
+                result.append(
+                    StoreHealth(
+                        name=config.name,
+                        kind=config.kind,
+                        enabled=enabled,
+                        ingestable=config.ingestable,
+                        ok=ok,
+                        state=state,
+                        error=problem,
+                    )
+                )
+                continue
         try:
             health = store.health()
             leftovers = leftover_counts.count(store)
@@ -92,9 +143,10 @@ def store_health(
                 StoreHealth(
                     name=config.name,
                     kind=config.kind,
-                    enabled=config.enabled,
+                    enabled=enabled,
                     ingestable=config.ingestable,
                     ok=False,
+                    state=state,
                     error=error.strerror or str(error),
                 )
             )
@@ -103,9 +155,10 @@ def store_health(
             StoreHealth(
                 name=config.name,
                 kind=config.kind,
-                enabled=config.enabled,
+                enabled=enabled,
                 ingestable=config.ingestable,
                 ok=health.ok,
+                state=state,
                 free_bytes=health.free_bytes,
                 total_bytes=health.total_bytes,
                 leftover_staging=leftovers,
@@ -126,7 +179,7 @@ def ping(
 ) -> PingResponse:
     catalogue_state = catalogue_health(catalogue)
     uploads = upload_counts(catalogue, settings, upload_slots.active_ids())
-    store_states = store_health(settings, stores, leftover_counts, uploads)
+    store_states = store_health(settings, stores, leftover_counts, uploads, store_rows(catalogue))
     corrupt = corrupt_copies(catalogue)
     return PingResponse(
         name=settings.name,
