@@ -101,6 +101,8 @@ def drive_site(
     drive.mkdir()
     books = tmp_path / "sources"
     books.mkdir()
-    toml = sneaker_toml(drive, capacity=capacity, **keys) + extra_toml
+    # Books are carried the moment they are catalogued (the lag has a test of its own).
+    lag = "" if "catalogue_lag_seconds" in extra_toml else "[transfer]\ncatalogue_lag_seconds = 0\n"
+    toml = sneaker_toml(drive, capacity=capacity, **keys) + extra_toml + lag
     settings = make_settings(database_url=database_url, extra_toml=toml)
     return DriveSite(open_site(settings), drive, books)

@@ -15,12 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Librarian, Store
+from librarian_dagster.catalogue.models import (
+    CorruptFile,
+    Event,
+    File,
+    Instance,
+    Librarian,
+    Store,
+)
 from librarian_dagster.services.copies import record_remote_instance
 from librarian_dagster.services.sneaker import DriveRefused, FillReport, fill_drive
 from librarian_dagster.services.sneaker_plan import fills_due
@@ -277,3 +285,47 @@ def test_a_fill_killed_mid_copy_records_no_half_copy_and_a_rerun_finishes(
     assert site.on_drive() == ["small", "big"]
     assert site.checksum_on_drive("big") == str(hash_path(site.site.store.path_for("big")))
     assert list(staging.iterdir()) == []
+
+
+def test_a_book_larger_than_the_drive_is_passed_over_not_waited_for(site: DriveSite) -> None:
+    site.add_book("small-1", KB)
+    site.add_book("huge", 3 * KB)  # capacity is 2,500 bytes: it never fits, even empty
+    site.add_book("small-2", KB)
+    report = fill(site)
+    assert report.copied == ["small-1", "small-2"] and not report.full
+    assert report.too_big == [("huge", 3 * KB)]
+    assert site.store_row().state == DriveState.FILLING
+    with site.site.catalogue.session() as session:
+        (event,) = session.scalars(select(Event).where(Event.kind == "drive_too_small")).all()
+    assert "huge (3000 bytes)" in event.message and "2500 bytes" in event.message
+    site.add_book("small-3", KB)  # the drive fills up behind it, as it would have anyway
+    assert fill(site).did_not_fit == "small-3"
+
+
+def test_books_too_young_to_be_settled_wait_for_the_catalogue_lag(
+    make_settings: Callable[..., LibrarianSettings], database_url: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL a book can become visible after a higher id: the mark must not pass
+    ids that are younger than the lag, or a book committed late would never travel."""
+    site = drive_site(
+        make_settings,
+        database_url,
+        tmp_path,
+        extra_toml="[transfer]\ncatalogue_lag_seconds = 600\n",
+    )
+    declared = {c.name: c for c in site.settings.stores}
+    first = site.add_book("older", KB)
+    site.add_book("newer", KB)
+    with site.site.catalogue.session() as session:
+        assert fills_due(session, site.settings, declared)[0] == []
+    assert fill(site).copied == [] and site.store_row().fill_high_water_file_id == 0
+    with site.site.catalogue.session() as session:  # the first is ten minutes old now
+        session.execute(
+            update(File)
+            .where(File.id == first)
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=11))
+        )
+        (due,) = fills_due(session, site.settings, declared)[0]
+    assert due.newest == first
+    assert fill(site).copied == ["older"]
+    assert site.store_row().fill_high_water_file_id == first

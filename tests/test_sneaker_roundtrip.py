@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from librarian_dagster.catalogue.models import (
+    CallbackOutbox,
     Event,
     File,
     IncomingTransfer,
@@ -29,7 +31,8 @@ from librarian_dagster.catalogue.models import (
 from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.services.errors import Conflict, InvalidRequest
 from librarian_dagster.services.sneaker import fill_drive
-from librarian_dagster.services.sneaker_ingest import copy_and_store, plan_ingest
+from librarian_dagster.services.sneaker_copy import copy_and_store
+from librarian_dagster.services.sneaker_ingest import plan_ingest
 from librarian_dagster.services.sneaker_manifest import write_manifest
 from librarian_dagster.services.sneaker_plan import DriveRefused
 from librarian_dagster.services.sneaker_return import forget_lost_drive, wipe_drive
@@ -44,8 +47,12 @@ ADMIN = ("admin", "admin-password")
 BOOKS = ["2026/12/01/a.uvh5", "2026/12/02/b.uvh5", "2026/12/03/c.uvh5"]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, CloneSite]]:
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def drive_sites(backend: str, tmp_path: Path) -> Iterator[dict[str, CloneSite]]:
+    """site-a with a sneaker store bound for site-b, peers of each other."""
     drive = tmp_path / "drive1"
     drive.mkdir()
     extra = {
@@ -54,7 +61,7 @@ def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
             'require_mount = false\nreserve_bytes = 0\ndestination = "site-b"\n'
         )
     }
-    if request.param == "sqlite":
+    if backend == "sqlite":
         with clone_sites(tmp_path, ["site-a", "site-b"], extra_toml=extra) as found:
             befriend_both(found["site-a"], found["site-b"])
             yield found
@@ -64,6 +71,12 @@ def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
         clone_sites(tmp_path, ["site-a", "site-b"], urls, extra_toml=extra) as found,
     ):
         befriend_both(found["site-a"], found["site-b"])
+        yield found
+
+
+@pytest.fixture(params=BACKENDS)
+def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, CloneSite]]:
+    with drive_sites(request.param, tmp_path) as found:
         yield found
 
 
@@ -184,8 +197,20 @@ def test_a_wrong_checksum_refuses_that_book_only(
     result = ingest_at_b(sites)
     assert result["states"] == {BOOKS[0]: "stored", BOOKS[1]: "refused", BOOKS[2]: "stored"}
     (refused,) = [b for b in result["status"]["books"] if b["state"] == "refused"]
-    assert "checksum mismatch: the manifest says" in refused["reason"]
-    assert set(names_at(sites["site-b"])) == {BOOKS[0], BOOKS[2]}
+    assert "checksum mismatch: the drive's copy is not the manifest's" in refused["reason"]
+    held = names_at(sites["site-a"])[BOOKS[1]]
+    assert held.split(":")[1] not in refused["reason"]  # what the drive holds is not told
+    b = sites["site-b"]
+    assert set(names_at(b)) == {BOOKS[0], BOOKS[2]}
+    assert remote_at(b, "site-a") == {(BOOKS[0], "main"), (BOOKS[2], "main")}
+    with b.catalogue.session() as session:  # the origin will hear of the two only
+        owed = session.scalars(select(CallbackOutbox.payload)).all()
+        event = session.scalar(select(Event).where(Event.kind == "sneaker_refused"))
+    assert sorted(book["name"] for body in owed for book in body["books"]) == [
+        BOOKS[0],
+        BOOKS[2],
+    ]
+    assert event is not None and event.details["found"] == held  # operators are told
     staging = sites["site-b"].store.staging_dir
     assert list(staging.iterdir()) == []  # the refused copy is gone; the drive keeps it
     assert (drive_of(sites) / "store" / BOOKS[1]).exists()

@@ -106,6 +106,9 @@ class Store(Base):
     # Sneaker stores only: where the drive is in its round trip, and which drive it is.
     state: Mapped[DriveState | None] = mapped_column(str_enum(DriveState), nullable=True)
     drive_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Which round trip the drive is on (1, then one more per wipe): manifests, ingests at
+    # the destination and the fill sensor's run keys tell trips of one drive apart by it.
+    drive_trip: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Fills look only above this book id (``services.sneaker``); wiping sets it back to 0.
     fill_high_water_file_id: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

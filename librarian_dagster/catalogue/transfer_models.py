@@ -85,6 +85,7 @@ class IncomingTransfer(Base):
     # ``librarian_id``, ``source_store`` its store that holds the book), where it is mounted.
     drive_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     drive_store: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    drive_trip: Mapped[int | None] = mapped_column(Integer, nullable=True)
     drive_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     # Who verifies it: the Dagster run that claimed it, how often, when a run was requested.
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -20,6 +20,7 @@ from librarian_dagster.cli.common import (
     catalogue,
     console,
     err_console,
+    fail,
     one_line_errors,
 )
 from librarian_dagster.cli.connection import ServerOption, UrlOption, UserOption, connect
@@ -141,9 +142,19 @@ def wipe(
         bool,
         typer.Option("--lost", help="The drive is lost: forget its copies (no disk is touched)."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also wipe books no peer confirmed that have another copy in service here "
+            "(they go on a later trip); never a book's only copy.",
+        ),
+    ] = False,
 ) -> None:
     """Remove a returned drive's books (all held elsewhere) so it can be filled again."""
     current = admin_settings()
+    if lost and force:
+        raise fail("give --lost or --force, not both", code=2)
     if lost:
         forgotten = forget_lost_drive(catalogue(current), current, store)
         console.print(
@@ -154,7 +165,7 @@ def wipe(
         for name in forgotten.without_copies:
             err_console.print(f"no copy left anywhere: {escape(name)}", highlight=False)
         return
-    wiped = wipe_drive(catalogue(current), current, store)
+    wiped = wipe_drive(catalogue(current), current, store, force=force)
     console.print(
         f"drive {wiped.drive_uuid} ({store}) wiped: {wiped.books} books, "
         f"{human_size(wiped.bytes)} removed; it is filling again.",

@@ -47,7 +47,7 @@ from librarian_dagster.services import sneaker
 from librarian_dagster.services.errors import ServiceError
 from librarian_dagster.services.ingest import IngestOutcome
 from librarian_dagster.services.outbox_delivery import deliver
-from librarian_dagster.services.sneaker_ingest import copy_and_store, pending_books
+from librarian_dagster.services.sneaker_copy import copy_and_store, pending_books
 from librarian_dagster.states import Severity
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.units import human_size
@@ -81,6 +81,9 @@ def _metadata(report: sneaker.FillReport) -> dict[str, Any]:
             [f"{name}: {why}" for name, why in report.held[:LISTED]]
         ),
         "refused": dg.MetadataValue.json([f"{name}: {why}" for name, why in report.refused]),
+        "larger than the drive": dg.MetadataValue.json(
+            [f"{name}: {size} bytes" for name, size in report.too_big[:LISTED]]
+        ),
     }
 
 
@@ -125,6 +128,8 @@ def fill_drive_op(
     context.log.info(report.summary())
     for name, why in report.refused:
         context.log.error(f"{name} refused: {why}")
+    for name, size in report.too_big[:LISTED]:
+        context.log.warning(f"{name} ({size} bytes) is larger than the drive can take")
     if report.refused:
         raise dg.Failure(
             description=f"{len(report.refused)} books refused: {report.summary()}",

@@ -39,7 +39,7 @@ from librarian_dagster.jobs.names import (
 from librarian_dagster.jobs.sneaker import fill_sneaker_drive, ingest_sneaker_drive
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, drive_copies_since
-from librarian_dagster.services.sneaker_ingest import drives_to_ingest, mark_drive_launched
+from librarian_dagster.services.sneaker_copy import drives_to_ingest, mark_drive_launched
 from librarian_dagster.services.sneaker_plan import fills_due
 
 PER_TICK = 1000
@@ -77,7 +77,7 @@ def sneaker_fill_sensor(
     requests = [
         dg.RunRequest(
             job_name=FILL_JOB,
-            run_key=f"fill:{fill.store}:{fill.drive_uuid}:{fill.mark}:{fill.newest}",
+            run_key=f"fill:{fill.store}:{fill.drive_uuid}:{fill.trip}:{fill.mark}:{fill.newest}",
             run_config={"ops": {FILL_OP: {"config": {"store": fill.store}}}},
             tags={KIND_TAG: FILL_KIND, STORE_TAG: fill.store},
         )

@@ -6,7 +6,8 @@ read with the catalogue's checksum. Which books those are, and whether the drive
 filled at all, is ``services.sneaker_plan``'s: not those that already travel another way
 (on another drive going the same way, or at the store's ``destination`` peer). It stops at
 the first book that does not fit (``capacity_bytes`` and the disk, the reserve kept either
-way); the drive is then ``full`` and the caller alerts.
+way); the drive is then ``full`` and the caller alerts. A book larger than the drive could
+ever take, empty, is passed over (it goes by network), not waited for.
 
 Safe to kill at any moment and to run again:
 
@@ -40,6 +41,7 @@ from sqlalchemy import func, select, update
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import Instance, Store
+from librarian_dagster.services.events import record_event
 from librarian_dagster.services.integrity import verify_instances
 from librarian_dagster.services.sneaker_plan import (  # DriveRefused: raised from here too
     Book,
@@ -52,9 +54,9 @@ from librarian_dagster.services.sneaker_plan import (  # DriveRefused: raised fr
     sneaker_config,
     sources,
 )
-from librarian_dagster.services.stores import drive_bytes, drive_room, open_store
+from librarian_dagster.services.stores import drive_bytes, drive_limit, drive_room, open_store
 from librarian_dagster.settings import LibrarianSettings
-from librarian_dagster.states import DriveState
+from librarian_dagster.states import DriveState, Severity
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, hash_path
 from librarian_dagster.storage.errors import StoreError, StoreFullError
 from librarian_dagster.storage.local_store import LocalStore
@@ -85,6 +87,8 @@ class FillReport:
     bytes_on_drive: int = 0
     free_bytes: int = 0
     did_not_fit: str | None = None
+    # Books larger than the drive can ever take, empty (name, size): they go by network.
+    too_big: list[tuple[str, int]] = field(default_factory=list)
     leftovers_removed: int = 0
 
     @property
@@ -103,6 +107,8 @@ class FillReport:
             parts.append(f"{len(self.held)} left for later")
         if self.refused:
             parts.append(f"{len(self.refused)} refused")
+        if self.too_big:
+            parts.append(f"{len(self.too_big)} larger than the drive, left out")
         if self.full:
             parts.append(f"full: {self.did_not_fit} does not fit")
         return f"drive {self.store}: " + ", ".join(parts)
@@ -118,6 +124,10 @@ class _Refused(Exception):
 
 class _Full(Exception):
     """The drive has no room for this book."""
+
+
+class _TooBig(Exception):
+    """The drive could not take this book even empty: it is passed over, not waited for."""
 
 
 def fill_drive(
@@ -146,6 +156,7 @@ def fill_drive(
         with catalogue.session() as session:
             drive = open_fill(session, settings, config, store)  # again, now that it is ours
             after = fill_mark(session, drive.store_id)
+        drive.limit = drive_limit(store, config)
         report = FillReport(store_name, drive.drive_uuid)
         report.leftovers_removed = _remove_leftovers(store)
         held_below = drive.upto + 1  # the lowest book a later fill must look at again
@@ -165,6 +176,8 @@ def fill_drive(
                 except _Refused as refused:
                     report.refused.append((book.name, str(refused)))
                     held_below = min(held_below, book.id)
+                except _TooBig:
+                    report.too_big.append((book.name, book.size))
                 except _Full:
                     report.did_not_fit = book.name
                     held_below = min(held_below, book.id)
@@ -203,6 +216,8 @@ def _carry(
         report.adopted.append(book.name)
         drive.used += book.size
         return
+    if book.size > drive.limit:
+        raise _TooBig
     room = drive_room(store, drive.config, drive.used)
     if book.size > room:
         raise _Full
@@ -297,6 +312,17 @@ def _finish(
         if report.full:
             session.execute(
                 update(Store).where(Store.id == drive.store_id).values(state=DriveState.FULL)
+            )
+        if report.too_big:
+            names = ", ".join(f"{name} ({size} bytes)" for name, size in report.too_big[:10])
+            record_event(
+                session,
+                Severity.WARNING,
+                "drive_too_small",
+                f"store {drive.config.name}: {len(report.too_big)} books are larger than its "
+                f"drive can take ({drive.limit} bytes) and were left out: {names}",
+                subject=drive.config.name,
+                details={"drive_uuid": drive.drive_uuid, "limit": drive.limit},
             )
 
 

@@ -15,8 +15,14 @@ from pathlib import Path
 
 from librarian_dagster.services.errors import Conflict, InvalidRequest, NotFound
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.storage import posix
 from librarian_dagster.storage.sneaker import DriveError, DriveIdentity, read_identity
-from librarian_dagster.wire.sneaker import MANIFEST_FILE, SneakerManifest, parse_manifest
+from librarian_dagster.wire.sneaker import (
+    DRIVE_STORE_DIR,
+    MANIFEST_FILE,
+    SneakerManifest,
+    parse_manifest,
+)
 
 # A manifest of 100,000 books with long names stays far below this.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -34,6 +40,26 @@ def drive_root(path: str) -> Path:
     if not stat.S_ISDIR(mode):
         raise InvalidRequest(f"drive: {path} is not a directory (give the mount point)")
     return root
+
+
+def book_on_drive(root: Path, name: str) -> Path:
+    """Where a book named in the manifest is on the drive: below the drive's ``store``
+    directory, which must itself be a real directory (a symlink there would let a "drive"
+    read anything the librarian can), with no symlink on the way (``posix.within``).
+    FileNotFoundError if the drive's ``store`` directory is gone (the drive went away);
+    StoreError if the name would leave it."""
+    books = root / DRIVE_STORE_DIR
+    if not stat.S_ISDIR(os.lstat(books).st_mode):
+        raise InvalidRequest(f"{books} is not a directory: this is not a librarian's drive")
+    return posix.within(books, name)
+
+
+def drive_still_there(root: Path, drive_uuid: str) -> None:
+    """Raise unless the drive mounted at ``root`` is still drive ``drive_uuid``: a book
+    missing because the drive went away is not a book missing from the drive."""
+    identity = drive_identity(root)
+    if identity.drive_uuid != drive_uuid:
+        raise Conflict(f"{root} holds {identity.describe()}, not drive {drive_uuid}")
 
 
 def read_drive_manifest(root: Path) -> SneakerManifest:

@@ -3,50 +3,46 @@
 Two steps, as an upload has (stage, then verify and store):
 
 - ``plan_ingest`` (``POST /sneaker/ingest``): checks the drive against the manifest (its
-  identity names the same drive, librarian and store), that the librarian which filled it
-  is a peer here (it is told what arrived), and decides per book: already here with the
-  same checksum (*present*: the origin is told again), here with another checksum or
-  missing from the drive (*refused*, an event; never overwritten), or to be copied: an
-  incoming transfer of kind ``sneaker`` with a staging directory in a destination store,
-  tagged with the drive's UUID. Books whose transfer from an earlier request is still
-  pending are left to it (an interrupted ingest resumes); nothing is copied yet.
-- ``copy_and_store`` (the ``ingest_sneaker_drive`` run): per pending book of the drive,
-  copies it into staging while hashing the drive's bytes and compares them with the
-  manifest (a mismatch refuses the book at once), then hands it to ``services.ingest``:
-  the same verify, rename and record as every other book, with
-  ``sneaker_return.SneakerHooks`` at the end (a remote instance at the origin, and
-  ``/sneaker/complete`` owed to it through the outbox). A copy killed half-way is started
-  again from the drive.
+  identity names the same drive, librarian and store; a manifest given apart must be the
+  drive's current trip's), that the librarian which filled it is a peer here (it is told
+  what arrived), and decides per book: already here with the same checksum and a copy in
+  service (*present*: the origin is told again), here with another checksum, here with no
+  copy in service, or missing from the drive (*refused*, an event; never overwritten, never
+  confirmed), or to be copied: an incoming transfer of kind ``sneaker`` with a staging
+  directory in a destination store, tagged with the drive's UUID and trip. Books whose
+  transfer from an earlier request is still pending are left to it (an interrupted ingest
+  resumes); nothing is copied yet.
+- ``sneaker_copy.copy_and_store`` (the ``ingest_sneaker_drive`` run) copies and stores them.
 
-``drive_status`` is the progress the client polls (``GET /sneaker/ingest/{uuid}``).
+``drive_status`` is the progress the client polls (``GET /sneaker/ingest/{uuid}``): the
+drive's latest trip here.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import File, IncomingTransfer, Librarian, Store
+from librarian_dagster.catalogue.models import (
+    File,
+    IncomingTransfer,
+    Instance,
+    Librarian,
+    Store,
+)
 from librarian_dagster.services.errors import Conflict, InvalidRequest, NotFound
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import (
-    Staging,
-    discard_quietly,
-    fail,
     pending_for_name,
     stage_transfer,
 )
-from librarian_dagster.services.ingest import IngestOutcome, RunIsActive, ingest_transfer
 from librarian_dagster.services.sneaker_arrived import (
+    book_on_drive,
     check_drive_against,
-    drive_identity,
     drive_root,
     read_drive_manifest,
 )
@@ -54,13 +50,10 @@ from librarian_dagster.services.sneaker_return import tell_origin
 from librarian_dagster.services.uploads import choose_store
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import Severity, StoreKind, TransferKind, TransferStatus
-from librarian_dagster.storage import posix
 from librarian_dagster.storage.checksums import Checksum, ChecksumError
 from librarian_dagster.storage.errors import StoreError
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.movers.copy import SourceChangedError, copy_and_hash
 from librarian_dagster.wire.sneaker import (
-    DRIVE_STORE_DIR,
     ManifestBook,
     SneakerBook,
     SneakerIngestRequest,
@@ -96,6 +89,8 @@ def plan_ingest(
     root = drive_root(request.drive)
     manifest = request.manifest or read_drive_manifest(root)
     check_drive_against(root, manifest, settings)
+    if request.manifest is not None:
+        _same_trip(root, manifest)
     origin = session.scalar(select(Librarian).where(Librarian.name == manifest.librarian))
     if origin is None:
         raise Conflict(
@@ -124,7 +119,7 @@ def plan_ingest(
             IncomingTransfer.drive_uuid == manifest.drive_uuid,
             IncomingTransfer.status == TransferStatus.INITIATED,
         )
-        .values(drive_path=str(root), launched_at=None)
+        .values(drive_path=str(root), drive_trip=manifest.trip, launched_at=None)
     )
     for name, why in refused:
         record_event(
@@ -136,7 +131,7 @@ def plan_ingest(
             details={"drive_uuid": manifest.drive_uuid, "origin": manifest.librarian},
         )
     tell_origin(session, origin.id, manifest, present)
-    status = drive_status(session, manifest.drive_uuid, manifest.librarian)
+    status = drive_status(session, manifest.drive_uuid, manifest.librarian, manifest.trip)
     books = {book.name: book for book in status.books}
     for book in present:
         books[book.name] = SneakerBook(name=book.name, size=book.size, state="present")
@@ -145,12 +140,27 @@ def plan_ingest(
         books[name] = SneakerBook(name=name, size=sizes[name], state="refused", reason=why)
     status = SneakerIngestStatus(
         drive_uuid=status.drive_uuid,
+        trip=manifest.trip,
         origin=status.origin,
         store=status.store,
         run_id=status.run_id,
         books=list(books.values()),
     )
     return IngestPlan(status, [book.name for book in present], refused)
+
+
+def _same_trip(root: Path, manifest: SneakerManifest) -> None:
+    """A manifest given apart must be the drive's current one, not an earlier trip's."""
+    try:
+        on_drive = read_drive_manifest(root)
+    except (NotFound, InvalidRequest):
+        return  # none on the drive (or unreadable): the given one is all there is
+    if (on_drive.trip, on_drive.created) != (manifest.trip, manifest.created):
+        raise Conflict(
+            f"the manifest given is of trip {manifest.trip} of drive {manifest.drive_uuid} "
+            f"(written {manifest.created:%Y-%m-%d %H:%M}); the drive carries the one of trip "
+            f"{on_drive.trip} (written {on_drive.created:%Y-%m-%d %H:%M})"
+        )
 
 
 def _wanted_store(session: Session, name: str | None) -> Store | None:
@@ -170,15 +180,23 @@ def _refusal(session: Session, root: Path, book: ManifestBook, drive_uuid: str) 
         Checksum.parse(book.checksum)
     except ChecksumError as error:
         return f"its checksum in the manifest is not one: {error}"
-    known = session.scalar(select(File.checksum).where(File.name == book.name))
+    known = session.execute(select(File.id, File.checksum).where(File.name == book.name)).first()
     if known is not None:
-        if known == book.checksum:
-            return "present"
-        return f"a book of that name with checksum {known} is here already; it is kept"
+        if known.checksum != book.checksum:
+            return f"a book of that name with checksum {known.checksum} is here already; it is kept"
+        in_service = select(Instance.id).where(
+            Instance.file_id == known.id, Instance.available.is_(True)
+        )
+        if session.scalar(in_service.limit(1)) is None:
+            # Never confirmed to the origin: the drive's copy may be what repairs ours.
+            return "it is catalogued here but no copy of it is in service (corrupt or offline)"
+        return "present"
     try:
-        on_drive = posix.within(root / DRIVE_STORE_DIR, book.name)
+        on_drive = book_on_drive(root, book.name)
     except StoreError as error:
         return str(error)
+    except FileNotFoundError:
+        return "it is not on the drive"
     if not os.path.lexists(on_drive):
         return "it is not on the drive"
     pending = pending_for_name(session, book.name)
@@ -216,15 +234,25 @@ def _stage(
     transfer.source_store = book.origin_store
     transfer.drive_uuid = manifest.drive_uuid
     transfer.drive_store = manifest.store
+    transfer.drive_trip = manifest.trip
     transfer.drive_path = str(root)
 
 
-def drive_status(session: Session, drive_uuid: str, origin: str = "") -> SneakerIngestStatus:
-    """Where each book of a drive's ingest is (its latest transfer), by the drive's index."""
+def drive_status(
+    session: Session, drive_uuid: str, origin: str = "", trip: int | None = None
+) -> SneakerIngestStatus:
+    """Where each book of a drive's ingest on ``trip`` (default: its latest here) is (its
+    latest transfer), by the drive's index."""
+    if trip is None:
+        trip = session.scalar(
+            select(func.max(IncomingTransfer.drive_trip)).where(
+                IncomingTransfer.drive_uuid == drive_uuid
+            )
+        )
     latest: dict[str, IncomingTransfer] = {}
     for transfer in session.scalars(
         select(IncomingTransfer)
-        .where(IncomingTransfer.drive_uuid == drive_uuid)
+        .where(IncomingTransfer.drive_uuid == drive_uuid, IncomingTransfer.drive_trip == trip)
         .order_by(IncomingTransfer.id)
     ):
         latest[transfer.name] = transfer
@@ -240,149 +268,13 @@ def drive_status(session: Session, drive_uuid: str, origin: str = "") -> Sneaker
         for t in latest.values()
     ]
     first = next(iter(latest.values()), None)
+    if not origin and first is not None and first.librarian_id is not None:
+        origin = session.scalar(select(Librarian.name).where(Librarian.id == first.librarian_id))
     return SneakerIngestStatus(
         drive_uuid=drive_uuid,
-        origin=origin or (first.source if first is not None else ""),
+        trip=trip or 1,
+        origin=origin or "",
         store=first.store.name if first is not None else "",
         run_id=next((t.run_id for t in reversed(latest.values()) if t.run_id), None),
         books=books,
     )
-
-
-def drives_to_ingest(
-    catalogue: Catalogue, *, relaunch_after_seconds: float, limit: int
-) -> dict[str, str]:
-    """Drives with books waiting to be copied and no run asked for (or one overdue): drive
-    UUID → where it is mounted. By the ``(status, id)`` index, at most ``limit`` rows."""
-    overdue = datetime.now(UTC) - timedelta(seconds=relaunch_after_seconds)
-    found: dict[str, str] = {}
-    with catalogue.session() as session:
-        for drive_uuid, path in session.execute(
-            select(IncomingTransfer.drive_uuid, IncomingTransfer.drive_path)
-            .where(
-                IncomingTransfer.status == TransferStatus.INITIATED,
-                IncomingTransfer.kind == TransferKind.SNEAKER,
-                or_(IncomingTransfer.launched_at.is_(None), IncomingTransfer.launched_at < overdue),
-            )
-            .order_by(IncomingTransfer.id)
-            .limit(limit)
-        ):
-            if drive_uuid and path:
-                found.setdefault(drive_uuid, path)
-    return found
-
-
-def mark_drive_launched(catalogue: Catalogue, drive_uuid: str) -> None:
-    """A run was asked for to copy this drive's waiting books."""
-    with catalogue.session() as session:
-        session.execute(
-            update(IncomingTransfer)
-            .where(
-                IncomingTransfer.drive_uuid == drive_uuid,
-                IncomingTransfer.status == TransferStatus.INITIATED,
-            )
-            .values(launched_at=datetime.now(UTC))
-        )
-
-
-def pending_books(catalogue: Catalogue, drive_uuid: str) -> list[tuple[int, str]]:
-    """(transfer id, name) of the drive's books not stored or refused yet, in order."""
-    with catalogue.session() as session:
-        return [
-            (transfer_id, name)
-            for transfer_id, name in session.execute(
-                select(IncomingTransfer.id, IncomingTransfer.name)
-                .where(
-                    IncomingTransfer.drive_uuid == drive_uuid,
-                    IncomingTransfer.status.in_(_PENDING),
-                )
-                .order_by(IncomingTransfer.id)
-            )
-        ]
-
-
-def copy_and_store(
-    catalogue: Catalogue,
-    settings: LibrarianSettings,
-    stores: dict[str, LocalStore],
-    drive_uuid: str,
-    drive: str,
-    *,
-    run_id: str,
-    run_is_active: RunIsActive,
-    done: Callable[[IngestOutcome], None] | None = None,
-) -> list[IngestOutcome]:
-    """Copy every pending book of the drive into staging, then store it (module docstring)."""
-    root = drive_root(drive)
-    identity = drive_identity(root)
-    if identity.drive_uuid != drive_uuid:
-        raise Conflict(f"{root} holds {identity.describe()}, not drive {drive_uuid}")
-    outcomes = []
-    for transfer_id, _ in pending_books(catalogue, drive_uuid):
-        refused = _copy_in(catalogue, stores, root, transfer_id)
-        outcome = refused or ingest_transfer(
-            catalogue,
-            stores,
-            transfer_id,
-            run_id=run_id,
-            run_is_active=run_is_active,
-            settings=settings,
-        )
-        outcomes.append(outcome)
-        if done is not None:
-            done(outcome)
-    return outcomes
-
-
-def _copy_in(
-    catalogue: Catalogue, stores: dict[str, LocalStore], root: Path, transfer_id: int
-) -> IngestOutcome | None:
-    """Copy a waiting book from the drive into its staging and mark it staged; an outcome
-    if it was refused. Books already copied are left as they are."""
-    with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, transfer_id)
-        if transfer is None or transfer.status != TransferStatus.INITIATED:
-            return None
-        name, expected = transfer.name, Checksum.parse(transfer.checksum or "")
-        staging = Staging(
-            stores[transfer.store.name], transfer.staging_id, Path(transfer.staging_path)
-        )
-    if os.path.lexists(staging.data_path):  # a copy that was killed half-way
-        posix.remove_tree(staging.data_path)
-    source = posix.within(root / DRIVE_STORE_DIR, name)
-    try:
-        found = copy_and_hash(source, staging.data_path, expected.algorithm)
-    except FileNotFoundError:
-        return _refuse(catalogue, transfer_id, name, "it is not on the drive", staging)
-    except (SourceChangedError, ChecksumError) as error:
-        return _refuse(
-            catalogue, transfer_id, name, f"cannot copy it from the drive: {error}", staging
-        )
-    if found != expected:
-        reason = f"checksum mismatch: the manifest says {expected}, the drive holds {found}"
-        return _refuse(catalogue, transfer_id, name, reason, staging)
-    with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, transfer_id, with_for_update=True)
-        if transfer is not None and transfer.status == TransferStatus.INITIATED:
-            transfer.status = TransferStatus.STAGED
-            transfer.launched_at = datetime.now(UTC)  # this run stores it next
-    return None
-
-
-def _refuse(
-    catalogue: Catalogue, transfer_id: int, name: str, reason: str, staging: Staging
-) -> IngestOutcome:
-    with catalogue.session() as session:
-        transfer = session.get(IncomingTransfer, transfer_id, with_for_update=True)
-        if transfer is not None and transfer.status == TransferStatus.INITIATED:
-            fail(transfer, reason)
-            record_event(
-                session,
-                Severity.ERROR,
-                "sneaker_refused",
-                f"drive {transfer.drive_uuid}: {name} refused: {reason}",
-                subject=name,
-                details={"transfer_id": transfer_id, "drive_uuid": transfer.drive_uuid},
-            )
-    discard_quietly(staging, f"refused drive book {transfer_id}")
-    return IngestOutcome(transfer_id, name, "failed", reason, store=staging.store.name)

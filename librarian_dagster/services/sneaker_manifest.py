@@ -101,6 +101,7 @@ def write_manifest(
             librarian=settings.name,
             store=store_name,
             drive_uuid=identity.drive_uuid,
+            trip=row.drive_trip,
             created=datetime.now(UTC),
             books=books,
         )

@@ -3,15 +3,16 @@
 ``open_fill`` checks a sneaker store before anything is written to it (declared, in the
 catalogue, enabled, filling, the right drive mounted, its destination a known peer) and
 takes what a fill needs to know. ``candidates`` reads, a page at a time above the store's
-fill mark, the books its drive should carry: those it lacks that travel no other way (on
-another drive going the same way, or at its destination already). ``fills_due`` is the
-sensor's question, answered without reading the catalogue's books.
+fill mark and up to ``settled_upto``, the books its drive should carry: those it lacks that
+travel no other way (on another drive going the same way, or at its destination already).
+``fills_due`` is the sensor's question, answered without reading the catalogue's books.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
@@ -56,6 +57,8 @@ class DriveFill:
     destination_id: int | None
     upto: int
     used: int
+    # The most the drive takes, empty (``stores.drive_limit``); set once it is locked.
+    limit: int = 0
 
 
 def sneaker_config(settings: LibrarianSettings, name: str) -> StoreSettings:
@@ -110,9 +113,22 @@ def open_fill(
         drive_uuid=identity.drive_uuid,
         competing=_competing_drives(session, settings, config),
         destination_id=destination_id,
-        upto=session.scalar(select(func.max(File.id))) or 0,
+        upto=settled_upto(session, settings),
         used=drive_bytes(session, row.id),
     )
+
+
+def settled_upto(session: Session, settings: LibrarianSettings) -> int:
+    """The newest book id below which no book can still appear: below the first book
+    catalogued in the last ``[transfer] catalogue_lag_seconds``. On PostgreSQL ids are
+    taken before commit, so a book may become visible after a higher one; a fill mark
+    past it would leave it behind for good (the clone pipeline waits the same lag). One
+    look-up by the ``created_at`` index, one over the primary key."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings.transfer.catalogue_lag_seconds)
+    young = session.scalar(select(func.min(File.id)).where(File.created_at >= cutoff))
+    if young is not None:
+        return young - 1
+    return session.scalar(select(func.max(File.id))) or 0
 
 
 def _competing_drives(
@@ -205,6 +221,7 @@ class FillDue:
 
     store: str
     drive_uuid: str | None
+    trip: int
     mark: int
     newest: int
 
@@ -215,7 +232,7 @@ def fills_due(
     """Filling, enabled drives with newer books than their mark; and why others are not
     asked for (their drive is not there, or not the right one). One max over the primary
     key, one row per sneaker store, one identity read per drive."""
-    newest = session.scalar(select(func.max(File.id))) or 0
+    newest = settled_upto(session, settings)
     due: list[FillDue] = []
     problems: dict[str, str] = {}
     for row in session.scalars(
@@ -233,5 +250,7 @@ def fills_due(
         if problem is not None:
             problems[row.name] = problem
             continue
-        due.append(FillDue(row.name, row.drive_uuid, row.fill_high_water_file_id, newest))
+        due.append(
+            FillDue(row.name, row.drive_uuid, row.drive_trip, row.fill_high_water_file_id, newest)
+        )
     return due, problems

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import (
@@ -121,10 +121,14 @@ def tell_origin(
     record_remote_instances(
         session, origin_id, [(held[b.name], b.origin_store) for b in books if b.origin_store]
     )
+    # Only books with a copy in service here are confirmed (plan_ingest's "present").
     payload = [
-        DeliveredBook(name=b.name, checksum=b.checksum, store=where.get(held[b.name], "unknown"))
+        DeliveredBook(name=b.name, checksum=b.checksum, store=where[held[b.name]])
         for b in books
+        if held.get(b.name) in where
     ]
+    if not payload:
+        return
     outbox.enqueue(
         session,
         origin_id,
@@ -146,6 +150,10 @@ def complete_drive_books(
     if bound_for is not None and bound_for != caller.name:
         raise Forbidden(f"drive {body.drive_uuid} was sent to {bound_for!r}, not {caller.name!r}")
     wanted = {book.name: book for book in body.books}
+    if row.state not in (DriveState.IN_TRANSIT, DriveState.RETURNED):
+        # No manifest has let this drive go: nobody can have ingested it (a late callback
+        # of an earlier trip names books the drive no longer carries).
+        return SneakerCompleteAck(recorded=0, unknown=sorted(wanted))
     on_drive = dict(
         session.execute(
             select(File.name, File)
@@ -169,16 +177,34 @@ def complete_drive_books(
     return SneakerCompleteAck(recorded=len(matched), unknown=unknown)
 
 
-def _lacking(session: Session, store_id: int, limit: int) -> list[str]:
-    """Books on this drive that no peer has confirmed holding, by name (at most ``limit``)."""
+def _lacking_where(store_id: int, force: bool = False) -> list[ColumnElement[bool]]:
+    """Books on this drive that no peer has confirmed (verified) holding; with ``force``,
+    only those of them that have no other copy in service here either."""
+    other = aliased(Instance)
+    conditions = [
+        Instance.store_id == store_id,
+        ~exists().where(
+            RemoteInstance.file_id == Instance.file_id, RemoteInstance.verified_at.is_not(None)
+        ),
+    ]
+    if force:
+        conditions.append(
+            ~exists().where(
+                other.file_id == Instance.file_id,
+                other.store_id != store_id,
+                other.available.is_(True),
+            )
+        )
+    return conditions
+
+
+def _lacking(session: Session, store_id: int, limit: int, force: bool = False) -> list[str]:
+    """The names of such books (``_lacking_where``), at most ``limit``."""
     return list(
         session.scalars(
             select(File.name)
             .join(Instance, Instance.file_id == File.id)
-            .where(
-                Instance.store_id == store_id,
-                ~exists().where(RemoteInstance.file_id == File.id),
-            )
+            .where(*_lacking_where(store_id, force))
             .order_by(File.id)
             .limit(limit)
         )
@@ -193,16 +219,22 @@ class Wiped:
     bytes: int
 
 
-def wipe_drive(catalogue: Catalogue, settings: LibrarianSettings, store_name: str) -> Wiped:
+def wipe_drive(
+    catalogue: Catalogue, settings: LibrarianSettings, store_name: str, *, force: bool = False
+) -> Wiped:
+    """Empty the drive for its next trip (module docstring). ``force``: also books no peer
+    confirmed, as long as each has another copy in service here (named in an event)."""
     config = sneaker_config(settings, store_name)
     store = open_store(config)
     with catalogue.session() as session:
         row, identity = drive_in_place(session, settings, config)
-        _refuse_unless_delivered(session, row)
+        _refuse_unless_delivered(session, row, force)
     with drive_lock(store.staging_dir, store_name):
         with catalogue.session() as session:
             row, identity = drive_in_place(session, settings, config)  # again, now it is ours
-            _refuse_unless_delivered(session, row)
+            _refuse_unless_delivered(session, row, force)
+            if force:
+                _record_undelivered(session, row)
             store_id = row.id
         books = size = 0
         while True:
@@ -230,26 +262,51 @@ def wipe_drive(catalogue: Catalogue, settings: LibrarianSettings, store_name: st
             session.execute(
                 update(Store)
                 .where(Store.id == store_id)
-                .values(state=DriveState.FILLING, fill_high_water_file_id=0)
+                .values(
+                    state=DriveState.FILLING,
+                    fill_high_water_file_id=0,
+                    drive_trip=Store.drive_trip + 1,
+                )
             )
     return Wiped(store_name, identity.drive_uuid, books, size)
 
 
-def _refuse_unless_delivered(session: Session, row: Store) -> None:
-    lacking = _lacking(session, row.id, LISTED + 1)
+def _refuse_unless_delivered(session: Session, row: Store, force: bool) -> None:
+    lacking = _lacking(session, row.id, LISTED + 1, force)
     if not lacking:
         return
-    total = session.scalar(
-        select(func.count()).where(
-            Instance.store_id == row.id, ~exists().where(RemoteInstance.file_id == Instance.file_id)
-        )
-    )
+    total = session.scalar(select(func.count()).where(*_lacking_where(row.id, force)))
     total = total or len(lacking)
     more = f" and {total - LISTED} more" if total > LISTED else ""
     shown = ", ".join(lacking[:LISTED]) + more
+    if force:
+        raise DriveRefused(
+            f"store {row.name!r}: {total} books on the drive have no confirmed copy at a peer "
+            f"and no other copy in service here: {shown}; nothing was removed"
+        )
     raise DriveRefused(
         f"store {row.name!r}: {total} books on the drive have no confirmed copy at a peer "
-        f"yet: {shown}; nothing was removed"
+        f"yet: {shown}; nothing was removed (--force wipes those that have another copy "
+        f"in service here; they go on a later trip)"
+    )
+
+
+def _record_undelivered(session: Session, row: Store) -> None:
+    """--force: name the books wiped although no peer confirmed them (they travel again)."""
+    undelivered = _lacking(session, row.id, LISTED + 1)
+    if not undelivered:
+        return
+    total = session.scalar(select(func.count()).where(*_lacking_where(row.id))) or 0
+    more = f" and {total - LISTED} more" if total > LISTED else ""
+    record_event(
+        session,
+        Severity.WARNING,
+        "drive_wiped_undelivered",
+        f"store {row.name}: drive {row.drive_uuid} wiped with --force; {total} books on it "
+        f"were not confirmed at a peer and go on a later trip: "
+        f"{', '.join(undelivered[:LISTED])}{more}",
+        subject=row.name,
+        details={"drive_uuid": row.drive_uuid, "undelivered": total},
     )
 
 
@@ -296,6 +353,7 @@ def forget_lost_drive(
         lost_uuid = row.drive_uuid
         row.drive_uuid = None
         row.state = DriveState.FILLING
+        row.drive_trip += 1
         session.execute(
             update(Store).where(Store.kind == StoreKind.SNEAKER).values(fill_high_water_file_id=0)
         )

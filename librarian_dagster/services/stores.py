@@ -9,6 +9,7 @@ new stores.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -197,6 +198,16 @@ def drive_room(
     if config.capacity_bytes is not None:
         room = min(room, config.capacity_bytes - config.reserve_bytes - used)
     return room
+
+
+def drive_limit(store: LocalStore, config: StoreSettings) -> int:
+    """The most a fill may ever put on this drive, empty: its disk's size and
+    ``capacity_bytes``, the reserve kept from both. A book larger never goes on it."""
+    status = os.statvfs(store.root)
+    limit = status.f_blocks * status.f_frsize - config.reserve_bytes
+    if config.capacity_bytes is not None:
+        limit = min(limit, config.capacity_bytes - config.reserve_bytes)
+    return limit
 
 
 def check_recorded_drive(

@@ -71,6 +71,9 @@ class SneakerManifest(RequestModel):
     librarian: ShortName = Field(description="The librarian that filled the drive.")
     store: ShortName = Field(description="Its sneaker store the drive belongs to.")
     drive_uuid: DriveUuid
+    trip: int = Field(
+        default=1, ge=1, description="The drive's round trip: one more after each wipe."
+    )
     created: datetime
     books: list[ManifestBook] = Field(max_length=MAX_DRIVE_BOOKS)
 
@@ -119,6 +122,7 @@ class SneakerBook(ResponseModel):
 
 class SneakerIngestStatus(ResponseModel):
     drive_uuid: str
+    trip: int = Field(default=1, description="The drive's round trip these books came on.")
     origin: str = Field(description="The librarian that filled the drive.")
     store: str = Field(description="Where the books go here.")
     run_id: str | None = Field(default=None, description="The ingest_sneaker_drive run.")
