@@ -52,6 +52,14 @@ def test_manifest_then_wipe_as_an_operator_sees_them(site: DriveSite, tmp_path: 
         refused, "2 books on the drive have no confirmed copy at a peer yet", "2026/12/07/b0"
     )
     assert len(site.on_drive()) == 2
+    both = invoke("sneaker", "wipe", "--store", "drive1", "--force", "--lost")
+    assert both.exit_code == 2, both.output  # a usage mistake
+    assert both.stderr.strip() == "error: give --lost or --force, not both"
+    assert len(site.on_drive()) == 2
+    forced = invoke("sneaker", "wipe", "--store", "drive1", "--force")  # held here too
+    assert forced.exit_code == 0, forced.output
+    assert "2 books, 2.0 KiB removed; it is filling again" in forced.stdout
+    assert site.on_drive() == []
 
 
 @pytest.mark.parametrize(
