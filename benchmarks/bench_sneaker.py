@@ -22,7 +22,11 @@ drive is emptied between fills and site-b is fresh for each ingest. The books ar
 Everything lives under ``benchmarks/work/sneaker-<hex>/`` and is removed at the end.
 Results: ``results/sneaker.json``.
 
-Usage: python benchmarks/bench_sneaker.py [--rounds 3] [--scale 1.0]
+Both are measured on SQLite (the embedded default: catalogue and Dagster storage) and on
+PostgreSQL (production: the catalogue in a fresh schema, Dagster's storage in a fresh
+database through dagster-postgres, both dropped at the end).
+
+Usage: python benchmarks/bench_sneaker.py [--rounds 3] [--scale 1.0] [--backend both]
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import dagster as dg  # noqa: E402
 from sqlalchemy import delete, select, update  # noqa: E402
 
 from benchmarks.bench_ingest import cached_fraction  # noqa: E402
+from benchmarks.bench_sensor_tick import POSTGRES_URL, postgres_databases  # noqa: E402
 from benchmarks.provenance import git_state  # noqa: E402
 from benchmarks.stats import r3  # noqa: E402
 from librarian_dagster.catalogue.models import Instance, Store  # noqa: E402
@@ -66,7 +71,12 @@ from librarian_dagster.states import DriveState  # noqa: E402
 from librarian_dagster.storage import posix  # noqa: E402
 from librarian_dagster.storage.checksums import hash_path  # noqa: E402
 from librarian_dagster.wire import PeerCreate  # noqa: E402
-from tests.clone_helpers import CloneSite, befriend_both, clone_sites  # noqa: E402
+from tests.clone_helpers import (  # noqa: E402
+    CloneSite,
+    befriend_both,
+    clone_sites,
+    postgres_schemas,
+)
 from tests.ingest_helpers import Site  # noqa: E402
 
 WORK = HERE / "work"
@@ -146,6 +156,35 @@ def empty_drive(a: CloneSite, drive: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
+@contextlib.contextmanager
+def dagster_instance(home: Path, backend: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of its own: SQLite under ``home`` (the embedded default), or
+    dagster-postgres on a fresh database (production), dropped at the end."""
+    home.mkdir()
+    if backend == "sqlite":
+        with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+            yield instance
+        return
+    with postgres_databases(POSTGRES_URL, "bench_dagster") as (database,):
+        url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+        overrides = {"storage": {"postgres": {"postgres_url": url}}}
+        with dg.instance_for_test(
+            temp_dir=str(home), overrides=overrides, set_dagster_home=False
+        ) as instance:
+            yield instance
+
+
+@contextlib.contextmanager
+def catalogues(backend: str, count: int) -> Iterator[list[str] | None]:
+    """Catalogue URLs for ``count`` sites: None (SQLite files of their own) or fresh
+    PostgreSQL schemas."""
+    if backend == "sqlite":
+        yield None
+        return
+    with postgres_schemas(count) as urls:
+        yield urls
+
+
 def run_fill(a: CloneSite, instance: dg.DagsterInstance) -> dict[str, Any]:
     job = build_definitions().resolve_job_def(FILL_JOB)
     start = time.monotonic()
@@ -161,12 +200,12 @@ def run_fill(a: CloneSite, instance: dg.DagsterInstance) -> dict[str, Any]:
     return {"total_s": r3(end - start), "books": metadata["books"], "bytes": metadata["bytes"]}
 
 
-def run_ingest(root: Path, drive: Path, round_no: int) -> dict[str, Any]:
+def run_ingest(root: Path, drive: Path, round_no: int, backend: str) -> dict[str, Any]:
     """A fresh site-b: POST /sneaker/ingest, then the run its sensor asks for. Its peer
     site-a answers nothing (a refused connection): callbacks wait in the outbox, as when
     the origin is down, and cost the run one failed connection."""
     base = root / f"ingest-{round_no}"
-    with clone_sites(base, ["site-b"]) as sites:
+    with catalogues(backend, 1) as urls, clone_sites(base, ["site-b"], urls) as sites:
         b = sites["site-b"]
         add_peer(
             b.catalogue,
@@ -180,9 +219,7 @@ def run_ingest(root: Path, drive: Path, round_no: int) -> dict[str, Any]:
                 check=False,
             ),
         )
-        home = base / "dagster-b"
-        home.mkdir()
-        with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+        with dagster_instance(base / "dagster-b", backend) as instance:
             start = time.monotonic()
             answer = b.client.post("/api/v2/sneaker/ingest", json={"drive": str(drive)}, auth=ADMIN)
             assert answer.status_code == 202, answer.text
@@ -213,9 +250,12 @@ def drive_toml(drive: Path) -> str:
 
 
 @contextlib.contextmanager
-def origin(root: Path, drive: Path) -> Iterator[CloneSite]:
+def origin(root: Path, drive: Path, backend: str) -> Iterator[CloneSite]:
     extra = {"site-a": drive_toml(drive)}
-    with clone_sites(root / "origin", ["site-a", "site-b"], extra_toml=extra) as sites:
+    with (
+        catalogues(backend, 2) as urls,
+        clone_sites(root / "origin", ["site-a", "site-b"], urls, extra_toml=extra) as sites,
+    ):
         befriend_both(sites["site-a"], sites["site-b"])
         yield sites["site-a"]
 
@@ -224,34 +264,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="book sizes x this")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql", "both"],
+        default="both",
+        help="catalogue and Dagster storage: SQLite (embedded) or PostgreSQL (production)",
+    )
     args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     WORK.mkdir(exist_ok=True)
-    root = WORK / f"sneaker-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-    try:
-        report = measure(root, args)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    report: dict[str, Any] = {
+        "benchmark": "sneaker",
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "code": git_state(),
+    }
+    for backend in backends:
+        root = WORK / f"sneaker-{uuid.uuid4().hex[:8]}"
+        root.mkdir()
+        try:
+            report[backend] = measure(root, args, backend)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(backend, json.dumps(report[backend]["summary"], indent=2), flush=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["summary"], indent=2))
 
 
-def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure(root: Path, args: argparse.Namespace, backend: str) -> dict[str, Any]:
     layout = books_layout(args.scale)
     sources = make_books(root / "sources", layout)
     total = sum(sum(sizes) for _, sizes in layout)
     drive = root / "drive1"
     drive.mkdir()
     rounds: list[dict[str, Any]] = []
-    with origin(root, drive) as a:
+    with origin(root, drive, backend) as a:
         helper = Site(a.settings, a.catalogue, a.stores)
         for path, name in sources:
             assert helper.ingest(helper.upload(name, path)).status == "stored"
         shutil.rmtree(root / "sources")
         stored = [a.store.path_for(name) for _, name in sources]
-        home = root / "dagster-a"
-        home.mkdir()
-        with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+        with dagster_instance(root / "dagster-a", backend) as instance:
             for round_no in range(args.rounds):
                 row: dict[str, Any] = {"round": round_no}
                 row["source_cached"] = cached_fraction(stored[0])
@@ -261,17 +313,13 @@ def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 write_manifest(a.catalogue, a.settings, "drive1", None, force=True)
                 on_drive = [drive / "store" / name for _, name in sources]
                 row["ingest_baseline"] = baseline(on_drive, root / "b-baseline")
-                row["ingest"] = run_ingest(root, drive, round_no)
+                row["ingest"] = run_ingest(root, drive, round_no, backend)
                 rounds.append(row)
                 print(json.dumps(row), flush=True)
                 if round_no + 1 < args.rounds:
                     empty_drive(a, drive)
     summary = summarise(rounds, total)
     return {
-        "benchmark": "sneaker",
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-        "code": git_state(),
         "data": {"bytes": total, "books": len(layout), "files": sum(len(s) for _, s in layout)},
         "rounds": rounds,
         "summary": summary,
