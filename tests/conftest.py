@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import create_engine, text
 
-from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.database import Catalogue, dispose_catalogues
 from librarian_dagster.catalogue.migrate import upgrade
 from librarian_dagster.settings import LibrarianSettings, load_settings
 
@@ -40,6 +40,14 @@ if "LIBRARIAN_STATE_DIR" not in os.environ:
 
 # Cheap argon2 for tests that log in many times; one test checks the production defaults.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024, "argon2_parallelism": 1}
+
+
+@pytest.fixture(autouse=True)
+def _catalogue_pools_closed() -> Iterator[None]:
+    """Each test's shared catalogues are closed after it: a PostgreSQL test opens one per
+    schema, and their idle connections would otherwise add up to the server's limit."""
+    yield
+    dispose_catalogues()
 
 
 @pytest.fixture
