@@ -35,7 +35,7 @@ from librarian_dagster.services.sneaker_plan import fills_due
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import DriveState
 from librarian_dagster.storage.checksums import hash_path
-from librarian_dagster.storage.sneaker import IDENTITY_FILE, DriveBusy, drive_lock
+from librarian_dagster.storage.sneaker import IDENTITY_FILE, DriveBusy, DriveError, drive_lock
 from tests.sneaker_helpers import DriveSite, drive_site
 
 KB = 1000
@@ -189,6 +189,10 @@ def test_a_drive_another_fill_holds_is_refused(site: DriveSite) -> None:
     with drive_lock(site.drive / "staging", "drive1"), pytest.raises(DriveBusy):
         fill(site)
     assert site.on_drive() == []
+    missing = site.drive / "no-staging"
+    expected = r"cannot lock the drive's staging area .* provisioned"
+    with pytest.raises(DriveError, match=expected), drive_lock(missing, "drive1"):
+        pass
 
 
 def test_what_a_dead_fill_left_is_cleaned_up_or_adopted(site: DriveSite) -> None:

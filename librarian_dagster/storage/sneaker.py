@@ -206,7 +206,13 @@ def drive_lock(directory: Path, store: str) -> Iterator[None]:
     The kernel drops the lock when its holder dies, even by kill -9, so a lock is never
     left behind; whoever holds it may treat everything in ``directory`` as leftovers.
     """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise DriveError(
+            f"store {store!r}: cannot lock the drive's staging area {directory} "
+            f"({error.strerror}); is the drive provisioned (librarian init)?"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
