@@ -345,20 +345,24 @@ def test_parallel_guesses_are_not_all_verified(serve, verifications: list[str]) 
 def test_a_trickling_body_is_cut_off_too(serve) -> None:
     """Slowloris: a byte now and then dodges the idle timeout, not the minimum rate."""
     with serve(body_idle_timeout_seconds=0.4, min_body_bytes_per_second=1000) as lib:
-        info = stage(lib, "trickle/book", 100)
-        trickle = StalledPut(lib, info["upload_id"], 100, b"x")
-        started = time.monotonic()
+        info = stage(lib, "trickle/book", 1000)  # more than the trickle ever sends
+        trickle = StalledPut(lib, info["upload_id"], 1000, b"x")
+        cut_off = False
         try:
-            for _ in range(20):
+            # 5 bytes/s for up to 30 s, never idle for 0.4 s: only the rate can stop it. Once
+            # the server has answered and closed, a send fails (at the latest the second).
+            for _ in range(150):
                 time.sleep(0.2)
                 try:
                     trickle.sock.sendall(b"x")
                 except OSError:
-                    break  # the server answered and closed
+                    cut_off = True
+                    break
             status, _ = trickle.response(timeout=10)
         finally:
             trickle.close()
-        assert status == 408 and time.monotonic() - started < 4.5
+        assert cut_off, "the server let a 5 bytes/s body trickle on for 30 s"
+        assert status == 408
         assert not Path(info["staging_path"]).exists()
 
 
