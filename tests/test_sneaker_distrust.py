@@ -26,7 +26,6 @@ from librarian_dagster.catalogue.models import (
 )
 from librarian_dagster.services.errors import Conflict
 from librarian_dagster.services.sneaker import fill_drive
-from librarian_dagster.services.sneaker_copy import copy_and_store
 from librarian_dagster.services.sneaker_manifest import write_manifest
 from librarian_dagster.services.sneaker_plan import DriveRefused
 from librarian_dagster.services.sneaker_return import complete_drive_books, wipe_drive
@@ -37,6 +36,7 @@ from tests.test_sneaker_roundtrip import (
     ADMIN,
     BACKENDS,
     BOOKS,
+    copy_at_b,
     drive_of,
     drive_sites,
     drive_state,
@@ -141,27 +141,10 @@ def test_a_drive_unplugged_mid_ingest_fails_the_run_and_refuses_nothing(
             drive_of(sites).rename(away)
 
     with pytest.raises(Conflict, match=f"no drive identity|not drive {uuid}"):
-        copy_and_store(
-            b.catalogue,
-            b.settings,
-            b.stores,
-            uuid,
-            str(drive_of(sites)),
-            run_id="first",
-            run_is_active=lambda _: False,
-            done=unplug,
-        )
+        copy_at_b(sites, uuid, "first", done=unplug)
     os.mkdir(drive_of(sites))  # an empty mount point, as an unplugged drive leaves
     with pytest.raises(Conflict):
-        copy_and_store(
-            b.catalogue,
-            b.settings,
-            b.stores,
-            uuid,
-            str(drive_of(sites)),
-            run_id="second",
-            run_is_active=lambda _: False,
-        )
+        copy_at_b(sites, uuid, "second")
     with b.catalogue.session() as session:
         failed = session.scalar(select(func.count()).where(IncomingTransfer.status == "failed"))
     assert failed == 0 and set(names_at(b)) == {BOOKS[0]}

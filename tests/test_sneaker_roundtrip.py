@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from librarian_dagster.catalogue.models import (
 )
 from librarian_dagster.services.bootstrap import prepare
 from librarian_dagster.services.errors import Conflict, InvalidRequest
+from librarian_dagster.services.ingest import IngestOutcome
 from librarian_dagster.services.sneaker import fill_drive
 from librarian_dagster.services.sneaker_copy import copy_and_store
 from librarian_dagster.services.sneaker_ingest import plan_ingest
@@ -105,6 +106,26 @@ def filled_and_shipped(sites: dict[str, CloneSite], tmp_path: Path) -> Path:
     return out
 
 
+def copy_at_b(
+    sites: dict[str, CloneSite],
+    drive_uuid: str,
+    run_id: str,
+    done: Callable[[IngestOutcome], None] | None = None,
+) -> None:
+    """What site-b's ingest_sneaker_drive run does with the drive in its slot."""
+    b = sites["site-b"]
+    copy_and_store(
+        b.catalogue,
+        b.settings,
+        b.stores,
+        drive_uuid,
+        str(drive_of(sites)),
+        run_id=run_id,
+        run_is_active=lambda _: False,
+        done=done,
+    )
+
+
 def ingest_at_b(sites: dict[str, CloneSite], **body: Any) -> dict[str, Any]:
     b = sites["site-b"]
     response = b.client.post(
@@ -112,15 +133,7 @@ def ingest_at_b(sites: dict[str, CloneSite], **body: Any) -> dict[str, Any]:
     )
     assert response.status_code == 202, response.text
     uuid = response.json()["drive_uuid"]
-    copy_and_store(
-        b.catalogue,
-        b.settings,
-        b.stores,
-        uuid,
-        str(drive_of(sites)),
-        run_id="drive-run",
-        run_is_active=lambda _: False,
-    )
+    copy_at_b(sites, uuid, "drive-run")
     status = b.client.get(f"/api/v2/sneaker/ingest/{uuid}", auth=ADMIN)
     assert status.status_code == 200, status.text
     answer = response.json()
@@ -291,16 +304,7 @@ def test_an_interrupted_ingest_resumes_without_duplicates(
         raise KeyboardInterrupt  # the run dies after its first book
 
     with pytest.raises(KeyboardInterrupt):
-        copy_and_store(
-            b.catalogue,
-            b.settings,
-            b.stores,
-            plan.status.drive_uuid,
-            str(drive_of(sites)),
-            run_id="first",
-            run_is_active=lambda _: False,
-            done=killed,
-        )
+        copy_at_b(sites, plan.status.drive_uuid, "first", done=killed)
     assert set(names_at(b)) == {BOOKS[0]}
     result = ingest_at_b(sites)  # asked again: the first is here, the others resume
     assert {b["name"]: b["state"] for b in result["plan"]["books"]} == {

@@ -22,13 +22,11 @@ from sqlalchemy import or_, select, update
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.services.errors import Conflict
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import Staging, discard_quietly, fail
 from librarian_dagster.services.ingest import IngestOutcome, RunIsActive, ingest_transfer
 from librarian_dagster.services.sneaker_arrived import (
     book_on_drive,
-    drive_identity,
     drive_root,
     drive_still_there,
 )
@@ -108,9 +106,7 @@ def copy_and_store(
 ) -> list[IngestOutcome]:
     """Copy every pending book of the drive into staging, then store it (module docstring)."""
     root = drive_root(drive)
-    identity = drive_identity(root)
-    if identity.drive_uuid != drive_uuid:
-        raise Conflict(f"{root} holds {identity.describe()}, not drive {drive_uuid}")
+    drive_still_there(root, drive_uuid)
     outcomes = []
     for transfer_id, _ in pending_books(catalogue, drive_uuid):
         refused = _copy_in(catalogue, stores, root, drive_uuid, transfer_id)
