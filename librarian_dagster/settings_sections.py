@@ -249,6 +249,8 @@ class ChecksumSettings(_Section):
 class NotifySettings(_Section):
     slack_token_env: str = "SLACK_BOT_TOKEN"
     slack_channel: str = "#librarian-alerts"
+    # A cause still open this long after its last message is posted again, with its count.
+    remind_hours: Annotated[float, Field(gt=0)] = 24.0
 
 
 class SecuritySettings(_Section):

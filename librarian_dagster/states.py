@@ -123,6 +123,14 @@ class Severity(enum.StrEnum):
     ERROR = "error"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+    def at_least(self) -> list[Severity]:
+        """This severity and every graver one (``events list --severity error``)."""
+        return [severity for severity in Severity if severity.rank >= self.rank]
+
 
 class CorruptionStatus(enum.StrEnum):
     """Life of a corrupt-copy record; only ``repaired`` and ``dismissed`` end it."""

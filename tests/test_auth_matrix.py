@@ -41,6 +41,8 @@ EXPECTED: dict[tuple[str, str], Required] = {
     ("GET", "/api/v2/files/{name:path}"): UserLevel.READ_ONLY,
     ("GET", "/api/v2/corrupt"): UserLevel.ADMIN,
     ("POST", "/api/v2/corrupt/{record_id:int}/dismiss"): UserLevel.ADMIN,
+    ("GET", "/api/v2/events"): UserLevel.ADMIN,
+    ("POST", "/api/v2/events/resolve"): UserLevel.ADMIN,
     ("GET", "/api/v2/account"): UserLevel.CALLBACK,
     ("GET", "/api/v2/stores"): UserLevel.ADMIN,
     ("PATCH", "/api/v2/stores/{name:str}"): UserLevel.ADMIN,

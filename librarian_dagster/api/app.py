@@ -27,6 +27,7 @@ from librarian_dagster.api.requests import LibrarianRequest, options_answer
 from librarian_dagster.api.routes import (
     clones,
     corrupt,
+    events,
     files,
     peers,
     ping,
@@ -127,6 +128,7 @@ def create_app(
             uploads.router(),
             files.router(),
             corrupt.router(),
+            events.router(),
             peers.router(),
             store_routes.router(),
             peers.account_router(),

@@ -138,7 +138,11 @@ class Instance(Base):
     """A copy of a file in one of our own stores."""
 
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("file_id", "store_id"), Index(None, "store_id", "file_id"))
+    __table_args__ = (
+        UniqueConstraint("file_id", "store_id"),
+        Index(None, "store_id", "file_id"),
+        Index(None, "verified_at", "id"),  # the integrity job's slice, least recent first
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
@@ -146,6 +150,8 @@ class Instance(Base):
     path: Mapped[str] = mapped_column(String(NAME_LENGTH * 2))
     available: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    # Set when the bytes were last found to match (ingest, a verification); never NULL for
+    # copies made since migration 0006, which the integrity job's order relies on.
     verified_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
 
     file: Mapped[File] = relationship(back_populates="instances")
@@ -218,10 +224,18 @@ class CorruptFile(Base):
 
 
 class Event(Base):
-    """The operator-facing log: what went wrong (or needs a human), until someone resolves it."""
+    """The operator-facing log: what went wrong (or needs a human), until someone resolves it.
+
+    One open event per cause when grouped (``services.events.raise_event``): the same kind
+    and subject raised again bump ``count`` and ``last_at`` instead of adding a row.
+    """
 
     __tablename__ = "events"
-    __table_args__ = (Index(None, "resolved", "id"), Index(None, "created_at"))
+    __table_args__ = (
+        Index(None, "resolved", "id"),
+        Index(None, "created_at"),
+        Index(None, "kind", "subject", "resolved"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     severity: Mapped[Severity] = mapped_column(str_enum(Severity))
@@ -232,6 +246,11 @@ class Event(Base):
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 # The transfer tables refer to the ones above by name; importing them here registers them

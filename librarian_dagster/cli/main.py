@@ -11,6 +11,7 @@ from rich.markup import escape
 from librarian_dagster.cli import (
     client_cmds,
     corrupt_cmd,
+    events_cmd,
     peers_cmd,
     serve_cmd,
     sneaker_cmd,
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.add_typer(users_cmd.app, name="user")
 app.add_typer(stores_cmd.app, name="store")
 app.add_typer(corrupt_cmd.app, name="corrupt")
+app.add_typer(events_cmd.app, name="events")
 app.add_typer(peers_cmd.app, name="peer")
 app.add_typer(transfers_cmd.app, name="transfer")
 app.add_typer(sneaker_cmd.app, name="sneaker")
