@@ -24,6 +24,7 @@ from librarian_dagster.jobs.names import (
     DRIVE_INGEST_KIND,
     FILL_KIND,
     INGEST_KIND,
+    INTEGRITY_KIND,
     KIND_TAG,
     LOCATION_NAME,
     RECEIVE_KIND,
@@ -58,6 +59,8 @@ def instance_config(settings: LibrarianSettings) -> dict[str, Any]:
                     # One drive written at a time: fills are bound by the disks, not the CPU.
                     {"key": KIND_TAG, "value": FILL_KIND, "limit": 1},
                     {"key": KIND_TAG, "value": DRIVE_INGEST_KIND, "limit": 1},
+                    # One integrity reader: large sequential reads, ingest not starved.
+                    {"key": KIND_TAG, "value": INTEGRITY_KIND, "limit": 1},
                 ],
             },
         },

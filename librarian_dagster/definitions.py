@@ -30,18 +30,20 @@ from librarian_dagster.assets import book, integrity
 from librarian_dagster.assets.clones import peer_assets
 from librarian_dagster.jobs import clones as clone_jobs
 from librarian_dagster.jobs import ingest as ingest_jobs
+from librarian_dagster.jobs import integrity as integrity_jobs
 from librarian_dagster.jobs import sneaker as sneaker_jobs
 from librarian_dagster.resources import librarian_resources
 from librarian_dagster.sensors import clones as clone_sensors
 from librarian_dagster.sensors import clones_copies, clones_receive
 from librarian_dagster.sensors import ingest as ingest_sensors
+from librarian_dagster.sensors import integrity as integrity_schedules
 from librarian_dagster.sensors import sneaker as sneaker_sensors
 
 log = logging.getLogger(__name__)
 
 ASSETS = [*book.ASSETS]
 ASSET_CHECKS = [*integrity.ASSET_CHECKS]
-JOBS = [*ingest_jobs.JOBS, *clone_jobs.JOBS, *sneaker_jobs.JOBS]
+JOBS = [*ingest_jobs.JOBS, *clone_jobs.JOBS, *sneaker_jobs.JOBS, *integrity_jobs.JOBS]
 SENSORS = [
     *ingest_sensors.SENSORS,
     *clone_sensors.SENSORS,
@@ -49,7 +51,7 @@ SENSORS = [
     *clones_copies.SENSORS,
     *sneaker_sensors.SENSORS,
 ]
-SCHEDULES: list[dg.ScheduleDefinition] = []
+SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_schedules.SCHEDULES]
 
 
 def build_definitions(peers: Sequence[str] = ()) -> dg.Definitions:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import httpx
+
 from librarian_dagster.client import LibrarianClient, LibrarianError
 from librarian_dagster.client.errors import read_model
 from librarian_dagster.services.errors import PeerCallFailed
@@ -24,6 +26,9 @@ from librarian_dagster.wire import (
     CloneStatusResponse,
 )
 from librarian_dagster.wire.clones import CLONES_STAGE, CLONES_STATUS
+from librarian_dagster.wire.integrity import FileValidation, validate_path
+
+VALIDATE_TIMEOUT = httpx.Timeout(3600.0, connect=10.0)
 
 T = TypeVar("T")
 
@@ -79,6 +84,16 @@ class HttpPeerLink:
     def post(self, route: str, payload: dict[str, Any]) -> None:
         with self._calling(route):
             self._client.request("POST", route, json=payload)
+
+    def validate(self, name: str) -> FileValidation:
+        # Re-reading a book of 10-20 GB takes a while: far longer than a callback.
+        return self._call(
+            "validate",
+            lambda: read_model(
+                self._client.request("POST", validate_path(name), timeout=VALIDATE_TIMEOUT),
+                FileValidation,
+            ),
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -42,6 +42,7 @@ from librarian_dagster.settings_sections import (
     DagsterSettings,
     GlobusSettings,
     IngestSettings,
+    IntegritySettings,
     NotifySettings,
     RollingSettings,
     SecuritySettings,
@@ -65,6 +66,7 @@ __all__ = [
     "DagsterSettings",
     "GlobusSettings",
     "IngestSettings",
+    "IntegritySettings",
     "LibrarianSettings",
     "NotifySettings",
     "RollingSettings",
@@ -106,6 +108,7 @@ class LibrarianSettings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     globus: GlobusSettings | None = None
     checksum: ChecksumSettings = ChecksumSettings()
+    integrity: IntegritySettings = IntegritySettings()
     notify: NotifySettings | None = None
     security: SecuritySettings = SecuritySettings()
     # Where the file came from (None: embedded defaults); relative paths were resolved from here.

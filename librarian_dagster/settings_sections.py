@@ -246,6 +246,22 @@ class ChecksumSettings(_Section):
         return value
 
 
+class IntegritySettings(_Section):
+    """The scheduled re-verification of stored copies (job ``verify_integrity``)."""
+
+    # Every copy in service is re-read within this many days (due at 80 % of it).
+    period_days: Annotated[float, Field(gt=0)] = 30.0
+    # A pass finding more than this share of the copies it read on one store newly bad
+    # guards the store: no automatic repair or deletion there until an operator says so.
+    max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # ... and at least this many of them: one bad copy is never a burst.
+    burst_min_bad: Annotated[int, Field(ge=1)] = 2
+    # One pass (hourly, at minute 23) reads at most this much, oldest-verified first.
+    max_bytes_per_run: Annotated[int, Field(ge=1)] = 2 * 1024**4
+    max_seconds_per_run: Annotated[float, Field(gt=0)] = 3300.0
+    max_books_per_run: Annotated[int, Field(ge=1)] = 1_000_000
+
+
 class NotifySettings(_Section):
     slack_token_env: str = "SLACK_BOT_TOKEN"
     slack_channel: str = "#librarian-alerts"

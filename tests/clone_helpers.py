@@ -160,7 +160,7 @@ class DownLink:
     def _fail(self, *_: object) -> NoReturn:
         raise PeerCallFailed(f"{self.name}: cannot reach it: connection refused")
 
-    identify = stage = query = post = _fail
+    identify = stage = query = post = validate = _fail
 
     def close(self) -> None:
         pass

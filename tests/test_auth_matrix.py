@@ -39,6 +39,7 @@ EXPECTED: dict[tuple[str, str], Required] = {
     ("POST", "/api/v2/uploads/status"): UserLevel.READ_APPEND,
     ("GET", "/api/v2/files"): UserLevel.READ_ONLY,
     ("GET", "/api/v2/files/{name:path}"): UserLevel.READ_ONLY,
+    ("POST", "/api/v2/files/{name:path}"): UserLevel.CALLBACK,
     ("GET", "/api/v2/corrupt"): UserLevel.ADMIN,
     ("POST", "/api/v2/corrupt/{record_id:int}/dismiss"): UserLevel.ADMIN,
     ("GET", "/api/v2/events"): UserLevel.ADMIN,

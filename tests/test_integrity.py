@@ -215,14 +215,14 @@ def test_two_executions_reading_one_bad_copy_open_one_record(
 ) -> None:
     rot(stored(site, tmp_path, "i/bad"))
     both_read = threading.Barrier(2, timeout=30)
-    real_read = integrity._read
+    real_read = integrity.read_copy
 
     def read_then_wait(*args: object) -> object:
         found = real_read(*args)
         both_read.wait()  # both have read the copy before either records it
         return found
 
-    monkeypatch.setattr(integrity, "_read", read_then_wait)
+    monkeypatch.setattr(integrity, "read_copy", read_then_wait)
     reports: list[VerifyReport] = []
     threads = [
         threading.Thread(

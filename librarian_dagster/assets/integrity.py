@@ -28,7 +28,12 @@ from pydantic import Field
 
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
-from librarian_dagster.services.integrity import BadCopy, VerifyReport, verify_instances
+from librarian_dagster.resources.notifier import NotifierResource
+from librarian_dagster.services.integrity import BadCopy, Budget, VerifyReport, verify_instances
+from librarian_dagster.services.integrity_guard import GuardPolicy
+from librarian_dagster.states import Severity
+
+REPORTED = 20
 
 
 class ChecksumCheckConfig(dg.Config):
@@ -36,6 +41,13 @@ class ChecksumCheckConfig(dg.Config):
         default=[], description="Books to verify; empty = the least recently verified."
     )
     max_books: int = Field(default=20, ge=1, description="Upper bound per execution.")
+    scheduled: bool = Field(
+        default=False,
+        description=(
+            "Read the copies that are due, within [integrity]'s byte and time budget "
+            "(what the verify_integrity schedule asks for); max_books is then ignored."
+        ),
+    )
 
 
 def _bad_json(bad: list[BadCopy]) -> list[dict[str, object]]:
@@ -73,6 +85,39 @@ def _observations(context: dg.AssetCheckExecutionContext, report: VerifyReport) 
         )
 
 
+def _alerts(
+    context: dg.AssetCheckExecutionContext, notifier: NotifierResource, report: VerifyReport
+) -> None:
+    """Tell operators (grouped by cause: see ``resources.notifier``)."""
+    for store, event_id in report.guard_events.items():
+        where = notifier.announce(
+            event_id,
+            f"Burst guard up on store {store}",
+            f"{report.guarded[store]}. Automatic repair and deletion are off for {store} "
+            f"until event {event_id} is resolved (librarian events resolve {event_id} "
+            "--note ...) once the storage is sound.",
+        )
+        context.log.error(f"BURST GUARD: store {store}: {report.guarded[store]} ({where})")
+    new = [copy for copy in report.bad if copy.new]
+    if new:
+        listed = "\n".join(copy.line() for copy in new[:REPORTED])
+        more = f"\n... and {len(new) - REPORTED} more" if len(new) > REPORTED else ""
+        notifier.alert(
+            f"{len(new)} corrupt or missing cop{'y' if len(new) == 1 else 'ies'} found",
+            f"{listed}{more}\n`librarian corrupt list` shows every open one.",
+            severity=Severity.CRITICAL,
+            kind="corrupt_copies",
+        )
+    if report.overdue:
+        notifier.alert(
+            "Integrity checks are behind",
+            f"{report.overdue} copies were not re-verified within [integrity] period_days; "
+            "raise max_bytes_per_run or max_seconds_per_run, or check the disks' read rate.",
+            severity=Severity.WARNING,
+            kind="integrity_behind",
+        )
+
+
 @dg.asset_check(
     asset=BOOK_KEY,
     name="checksums_match",
@@ -86,9 +131,22 @@ def checksums_match(
     config: ChecksumCheckConfig,
     catalogue: CatalogueResource,
     stores: StoresResource,
+    notifier: NotifierResource,
 ) -> Iterator[dg.AssetCheckResult]:
+    settings = catalogue.settings
+    budget = (
+        Budget.scheduled(settings)
+        if config.scheduled and not config.names
+        else Budget(max_books=config.max_books)
+    )
+    policy = GuardPolicy(settings.integrity.max_bad_fraction, settings.integrity.burst_min_bad)
     report = verify_instances(
-        catalogue.catalogue, stores.all(), names=config.names, limit=config.max_books
+        catalogue.catalogue,
+        stores.all(),
+        names=config.names,
+        budget=budget,
+        settings=settings,
+        policy=policy,
     )
     context.log.info(report.summary())
     for copy in report.bad:
@@ -103,6 +161,7 @@ def checksums_match(
             f"{', '.join(report.unresolved_names)}); `librarian corrupt list` shows them"
         )
     _observations(context, report)
+    _alerts(context, notifier, report)
     yield dg.AssetCheckResult(
         passed=report.passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -114,8 +173,13 @@ def checksums_match(
             "unresolved corrupt copies": report.unresolved,
             "unresolved (first)": dg.MetadataValue.json(report.unresolved_names),
             "unreadable stores": dg.MetadataValue.json(report.unreadable_stores),
+            "guarded stores": dg.MetadataValue.json(report.guarded),
+            "drives travelling (not read)": dg.MetadataValue.json(report.travelling),
+            "overdue copies": report.overdue,
+            "stopped by": report.stopped or "-",
             "bytes": report.bytes_read,
             "seconds": round(report.seconds, 3),
+            "MB/s": round(report.bytes_read / 1e6 / report.seconds, 1) if report.seconds else 0,
         },
     )
     if not report.passed:

@@ -12,6 +12,7 @@ from librarian_dagster.cli import (
     client_cmds,
     corrupt_cmd,
     events_cmd,
+    integrity_cmd,
     peers_cmd,
     serve_cmd,
     sneaker_cmd,
@@ -46,6 +47,7 @@ app.add_typer(peers_cmd.app, name="peer")
 app.add_typer(transfers_cmd.app, name="transfer")
 app.add_typer(sneaker_cmd.app, name="sneaker")
 app.command("serve")(serve_cmd.serve)
+app.command("validate")(integrity_cmd.validate)
 client_cmds.register(app)
 
 

@@ -28,6 +28,11 @@ FILL_JOB = "fill_sneaker_drive"
 FILL_OP = "fill_drive"
 DRIVE_INGEST_JOB = "ingest_sneaker_drive"
 DRIVE_INGEST_OP = "ingest_drive"
+# Keeping it right (SPEC §6 pins verify_integrity): the job runs the book's checksums_match
+# check, whose op is this.
+VERIFY_JOB = "verify_integrity"
+VERIFY_OP = "book_checksums_match"
+VERIFY_SCHEDULE = "verify_integrity_schedule"
 # The per-peer assets ("which books does this peer hold") live under this key prefix.
 PEER_ASSET_PREFIX = "peers"
 
@@ -39,6 +44,7 @@ RECEIVE_KIND = "receive"
 CALLBACKS_KIND = "callbacks"
 FILL_KIND = "fill"
 DRIVE_INGEST_KIND = "drive_ingest"
+INTEGRITY_KIND = "integrity"
 # Which clone batch and peer a run is about.
 BATCH_TAG = "librarian/batch"
 PEER_TAG = "librarian/peer"

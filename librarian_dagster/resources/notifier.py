@@ -47,17 +47,37 @@ class NotifierResource(CatalogueResource):
         kind: str = "alert",
         details: dict[str, Any] | None = None,
     ) -> str:
-        now = datetime.now(UTC)
-        notify = self.settings.notify
-        remind = timedelta(hours=notify.remind_hours) if notify is not None else None
         with self.session() as session:
             raised = raise_event(
                 session, severity, kind, f"{title}: {text}", subject=subject, details=details
             )
             event_id, count = raised.event.id, raised.event.count
             last_sent = raised.event.notified_at
+        return self._deliver(event_id, title, text, raised.new, count, last_sent)
+
+    def announce(self, event_id: int, title: str, text: str) -> str:
+        """Send an event a service already raised (``alert`` without raising it again)."""
+        with self.session() as session:
+            event = session.get(Event, event_id)
+            if event is None:
+                return "events"
+            count, last_sent = event.count, event.notified_at
+        return self._deliver(event_id, title, text, count == 1, count, last_sent)
+
+    def _deliver(
+        self,
+        event_id: int,
+        title: str,
+        text: str,
+        new: bool,
+        count: int,
+        last_sent: datetime | None,
+    ) -> str:
+        now = datetime.now(UTC)
+        notify = self.settings.notify
+        remind = timedelta(hours=notify.remind_hours) if notify is not None else None
         # Without [notify] there is nothing to retry or remind: the event is the alert.
-        due = raised.new or (remind is not None and (last_sent is None or now - last_sent > remind))
+        due = new or (remind is not None and (last_sent is None or now - last_sent > remind))
         if not due:
             log.info("%s: still open (event %s, seen %s times)", title, event_id, count)
             return "grouped"

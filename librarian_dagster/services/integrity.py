@@ -1,41 +1,58 @@
 """Re-verify stored copies against the checksum taken at ingest.
 
-Called by the ``checksums_match`` asset check (and, later, the scheduled integrity job). Each
-execution re-reads, least recently first, a bounded number of copies in service *and* of the
-copies already known bad, so that a copy an operator restored is found good again:
+Called by the ``checksums_match`` asset check, which the ``verify_integrity`` job runs on a
+schedule and anyone may run from the UI. Each pass re-reads, least recently verified first
+(``services.integrity_slice``), copies in service *and* the copies already known bad, so
+that a copy an operator restored is found good again. A pass is bounded by a number of
+books, and a scheduled one also by bytes and seconds and to copies that are due:
 
 - a good copy gets a fresh ``verified_at``; a known-bad one that verifies again is put back in
   service and its record closed (``services.corrupt.close_repaired``);
 - a bad copy (bytes differ, gone, unreadable) is taken out of service and gets one open
   corrupt-copy record and an operator event, in one transaction; nothing is deleted;
-- a store that cannot be read (its store area gone, or empty while the catalogue records
-  copies there: an unmounted drive's bare mount point) is not read at all and is reported,
-  and its copies are not candidates: bad storage must neither turn every copy on it into a
-  "missing" record nor use up the budget that copies elsewhere need. So is a store dropped
-  from the configuration while the catalogue records copies in service there.
+- a store that cannot be read is not read at all and is reported, and its copies are not
+  candidates: bad storage must neither turn every copy on it into a "missing" record nor
+  use up the budget that copies elsewhere need. With a guard policy, such a store, a store
+  with a burst of bad copies, or one that fails ``FAILING_STREAK`` reads in a row, is
+  guarded (``services.integrity_guard``): no automatic repair or deletion there.
 
-The report counts the records still open after the execution, whichever copies it read: the
+The report counts the records still open after the pass, whichever copies it read: the
 check stays failed until every bad copy is repaired or dismissed. Paths are re-derived from
 the store and the name, never taken from the row as given.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
+from librarian_dagster.catalogue.models import Instance
 from librarian_dagster.services import corrupt
 from librarian_dagster.services.events import record_event
-from librarian_dagster.states import UNRESOLVED_CORRUPTION, CorruptionReason, Severity
+from librarian_dagster.services.integrity_guard import (
+    FAILING_STREAK,
+    GuardPolicy,
+    burst_reason,
+    trip,
+)
+from librarian_dagster.services.integrity_slice import (
+    PAGE,
+    Candidate,
+    due_before,
+    in_service_page,
+    known_bad,
+    overdue,
+    readability,
+)
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import CorruptionReason, Severity
 from librarian_dagster.storage.checksums import Checksum, ChecksumError, hash_path
 from librarian_dagster.storage.local_store import LocalStore
 
@@ -62,16 +79,55 @@ class BadCopy:
         )
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one pass may read: books always; bytes, seconds and due-ness when scheduled."""
+
+    max_books: int = 20
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+    # Read only copies in service verified longer ago than this (None: any, oldest first).
+    due_before: datetime | None = None
+    # Copies verified longer ago than this are overdue (reported; None: not counted).
+    overdue_before: datetime | None = None
+
+    @classmethod
+    def scheduled(cls, settings: LibrarianSettings, now: datetime | None = None) -> Budget:
+        """The budget of a scheduled pass, from ``[integrity]``."""
+        now = now or datetime.now(UTC)
+        policy = settings.integrity
+        return cls(
+            max_books=policy.max_books_per_run,
+            max_bytes=policy.max_bytes_per_run,
+            max_seconds=policy.max_seconds_per_run,
+            due_before=due_before(now, policy.period_days),
+            overdue_before=now - timedelta(days=policy.period_days),
+        )
+
+
 @dataclass
 class VerifyReport:
     good: list[str] = field(default_factory=list)
     bad: list[BadCopy] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
-    # Stores not read because their root is not there, with the reason.
+    # Stores not read because they cannot be, with the reason.
     unreadable_stores: dict[str, str] = field(default_factory=dict)
+    # Drives away on their trip: not read, nothing wrong.
+    travelling: list[str] = field(default_factory=list)
+    # Per store: copies in service read in this pass, and how many of them were newly bad.
+    read_by_store: dict[str, int] = field(default_factory=dict)
+    new_bad_by_store: dict[str, int] = field(default_factory=dict)
+    # Stores guarded by this pass (store -> why), their guard events, and those newly up.
+    guarded: dict[str, str] = field(default_factory=dict)
+    guard_events: dict[str, int] = field(default_factory=dict)
+    new_guards: list[str] = field(default_factory=list)
     # Open corrupt-copy records after this execution (all of them, not just those read now).
     unresolved: int = 0
     unresolved_names: list[str] = field(default_factory=list)
+    # Copies in service not verified within the period (scheduled passes; capped count).
+    overdue: int = 0
+    # Why the pass stopped before every candidate was read ("" if it did not).
+    stopped: str = ""
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -87,83 +143,9 @@ class VerifyReport:
         )
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    instance_id: int
-    name: str
-    checksum: str
-    store: str
-
-
-def _known_bad(
-    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
-) -> list[_Candidate]:
-    """Copies with an open record on a readable store, the longest unread first."""
-    statement = (
-        select(CorruptFile)
-        .join(Instance, CorruptFile.instance_id == Instance.id)
-        .join(Store, CorruptFile.store_id == Store.id)
-        .where(Store.name.in_(list(readable)))
-        .options(
-            joinedload(CorruptFile.file),
-            joinedload(CorruptFile.store),
-        )
-        .where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
-        .order_by(CorruptFile.updated_at, CorruptFile.id)
-        .limit(limit)
-    )
-    if names:
-        statement = statement.join(File, CorruptFile.file_id == File.id).where(
-            File.name.in_(list(names))
-        )
-    return [
-        _Candidate(
-            record.instance_id or 0,
-            record.file.name,
-            record.file.checksum,
-            record.store.name,
-        )
-        for record in session.scalars(statement).unique().all()
-    ]
-
-
-def _in_service(
-    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
-) -> list[_Candidate]:
-    """Copies in service on a readable store, least recently verified (never verified first)."""
-    statement = (
-        select(Instance)
-        .join(File)
-        .join(Store, Instance.store_id == Store.id)
-        .options(joinedload(Instance.file), joinedload(Instance.store))
-        .where(Instance.available, Store.name.in_(list(readable)))
-        .order_by(Instance.verified_at.is_not(None), Instance.verified_at, Instance.id)
-        .limit(limit)
-    )
-    if names:
-        statement = statement.where(File.name.in_(list(names)))
-    return [
-        _Candidate(row.id, row.file.name, row.file.checksum, row.store.name)
-        for row in session.scalars(statement).all()
-    ]
-
-
-def _candidates(
-    session: Session, names: Sequence[str], readable: Sequence[str], limit: int
-) -> list[_Candidate]:
-    """Known-bad copies (up to half the budget, at least one) first, then copies in service.
-
-    Only copies on stores that can be read now: a store that cannot must not take the whole
-    budget execution after execution while copies elsewhere go unread.
-    """
-    if not readable:
-        return []
-    known_bad = _known_bad(session, names, readable, limit if names else max(1, limit // 2))
-    room = limit - len(known_bad)
-    return known_bad + (_in_service(session, names, readable, room) if room > 0 else [])
-
-
-def _read(path: Path, expected: Checksum) -> tuple[Checksum | None, CorruptionReason | None, str]:
+def read_copy(
+    path: Path, expected: Checksum
+) -> tuple[Checksum | None, CorruptionReason | None, str]:
     """(checksum found, what is wrong, detail): reason None means the copy matches."""
     try:
         found = hash_path(path, expected.algorithm)
@@ -178,69 +160,15 @@ def _read(path: Path, expected: Checksum) -> tuple[Checksum | None, CorruptionRe
     return found, CorruptionReason.MISMATCH, f"{path}: expected {expected}, found {found}"
 
 
-def _store_problem(session: Session, store: LocalStore) -> str | None:
-    """Why a configured store cannot be read at all now, or None.
-
-    An unmounted drive usually leaves an empty mount point (and ``serve`` may have recreated
-    the empty layout inside it): a store area with no entries at all while the catalogue
-    records copies in service there is reported, not taken as "every copy missing".
-    """
-    try:
-        if not store.store_dir.is_dir():
-            return f"store area {store.store_dir} is not there (unmounted?)"
-        with os.scandir(store.store_dir) as entries:
-            empty = next(entries, None) is None
-    except OSError as error:
-        return f"store area {store.store_dir}: {error.strerror or error}"
-    if empty and _holds_copies(session, store.name):
-        return (
-            f"store area {store.store_dir} is empty but the catalogue records copies there "
-            "(unmounted?)"
-        )
-    return None
-
-
-def _holds_copies(session: Session, store_name: str) -> bool:
-    return (
-        session.scalar(
-            select(Instance.id)
-            .join(Store, Instance.store_id == Store.id)
-            .where(Store.name == store_name, Instance.available)
-            .limit(1)
-        )
-        is not None
-    )
-
-
-def _store_problems(session: Session, stores: dict[str, LocalStore]) -> dict[str, str]:
-    """Stores whose copies cannot be read now: unreadable ones, and unconfigured ones that
-    the catalogue still says hold copies in service (nothing could ever verify those)."""
-    problems = {
-        name: problem
-        for name, store in stores.items()
-        if (problem := _store_problem(session, store)) is not None
-    }
-    orphaned = session.scalars(
-        select(Store.name)
-        .join(Instance, Instance.store_id == Store.id)
-        .where(Instance.available, Store.name.not_in(list(stores)))
-        .distinct()
-        .limit(REPORTED_NAMES)
-    ).all()
-    for name in orphaned:
-        problems[name] = "not in the configuration; its copies in service cannot be verified"
-    return problems
-
-
-def _record(
+def record_read(
     catalogue: Catalogue,
-    candidate: _Candidate,
+    candidate: Candidate,
     found: Checksum | None,
     reason: CorruptionReason | None,
     detail: str,
     report: VerifyReport,
-) -> None:
-    """Write what one read found, in one transaction.
+) -> bool:
+    """Write what one read found, in one transaction; True if it is a newly bad copy.
 
     The copy's row is locked and its open record looked up again under the lock: two
     executions that read the same bad copy at once (a schedule and a click) open one record
@@ -249,7 +177,7 @@ def _record(
     with catalogue.session() as session:
         instance = session.get(Instance, candidate.instance_id, with_for_update=True)
         if instance is None:
-            return  # deleted meanwhile
+            return False  # deleted meanwhile
         record = corrupt.open_record(session, instance.id)
         if reason is None:
             if record is not None:
@@ -258,8 +186,7 @@ def _record(
             else:
                 instance.verified_at = datetime.now(UTC)
             report.good.append(candidate.name)
-            report.bytes_read += instance.file.size
-            return
+            return False
         actual = str(found) if found is not None else None
         new = record is None
         if record is not None:
@@ -278,6 +205,78 @@ def _record(
         report.bad.append(
             BadCopy(candidate.name, candidate.store, reason, candidate.checksum, actual, new=new)
         )
+        return new
+
+
+class _Pass:
+    """One pass's reading loop: budgets, per-store tallies, failing stores."""
+
+    def __init__(self, catalogue: Catalogue, stores: dict[str, LocalStore], budget: Budget) -> None:
+        self.catalogue, self.stores, self.budget = catalogue, stores, budget
+        self.report = VerifyReport()
+        self.started = time.monotonic()
+        self.read = 0
+        self.done: set[int] = set()
+        self.streaks: dict[str, int] = {}
+        self.failing: dict[str, str] = {}
+
+    def out_of_budget(self, candidate: Candidate) -> str:
+        budget = self.budget
+        if self.read >= budget.max_books:
+            return f"book limit ({budget.max_books})"
+        if budget.max_seconds is not None and time.monotonic() - self.started > budget.max_seconds:
+            return f"time budget ({budget.max_seconds:g} s)"
+        over = self.report.bytes_read + candidate.size > (budget.max_bytes or 0)
+        if budget.max_bytes is not None and self.read and over:
+            return f"byte budget ({budget.max_bytes} bytes)"
+        return ""
+
+    def read_one(self, candidate: Candidate) -> None:
+        store = self.stores[candidate.store]
+        expected = Checksum.parse(candidate.checksum)
+        found, reason, detail = read_copy(store.path_for(candidate.name), expected)
+        self.read += 1
+        self.done.add(candidate.instance_id)
+        self.report.bytes_read += candidate.size
+        new = record_read(self.catalogue, candidate, found, reason, detail, self.report)
+        if candidate.known_bad:
+            return
+        report = self.report
+        report.read_by_store[candidate.store] = report.read_by_store.get(candidate.store, 0) + 1
+        if new:
+            report.new_bad_by_store[candidate.store] = (
+                report.new_bad_by_store.get(candidate.store, 0) + 1
+            )
+        gone = reason in (CorruptionReason.MISSING, CorruptionReason.UNREADABLE)
+        streak = self.streaks[candidate.store] = (
+            self.streaks.get(candidate.store, 0) + 1 if gone else 0
+        )
+        if streak >= FAILING_STREAK:
+            self.failing[candidate.store] = (
+                f"{streak} copies in a row could not be read (last: {detail}); "
+                "the rest of the store was not read"
+            )
+
+
+def _in_service(
+    catalogue: Catalogue, names: Sequence[str], run: _Pass, readable: dict[str, int]
+) -> Iterator[Candidate]:
+    """Copies in service to read, page by page, until none is left or one comes round again
+    (a copy verified in this pass moves to the back of the order)."""
+    after: tuple[datetime | None, int] | None = None
+    while True:
+        store_ids = [id_ for name, id_ in readable.items() if name not in run.failing]
+        with catalogue.session() as session:
+            page = in_service_page(
+                session, names, store_ids, due=run.budget.due_before, after=after, size=PAGE
+            )
+        if not page:
+            return
+        for candidate in page:
+            after = (candidate.verified_at, candidate.instance_id)
+            if candidate.instance_id in run.done:
+                return
+            yield candidate
 
 
 def verify_instances(
@@ -286,20 +285,49 @@ def verify_instances(
     *,
     names: Sequence[str] = (),
     limit: int = 20,
+    budget: Budget | None = None,
+    settings: LibrarianSettings | None = None,
+    policy: GuardPolicy | None = None,
 ) -> VerifyReport:
-    report = VerifyReport()
-    started = time.monotonic()
+    """One pass (see the module). ``settings`` lets drives be judged by their identity;
+    ``policy`` turns the burst guard on."""
+    budget = budget or Budget(max_books=limit)
+    run = _Pass(catalogue, stores, budget)
+    report = run.report
     with catalogue.session() as session:
-        report.unreadable_stores = _store_problems(session, stores)
-        readable = [name for name in stores if name not in report.unreadable_stores]
-        candidates = _candidates(session, names, readable, limit)
-    for candidate in candidates:
-        store = stores[candidate.store]
-        expected = Checksum.parse(candidate.checksum)
-        found, reason, detail = _read(store.path_for(candidate.name), expected)
-        _record(catalogue, candidate, found, reason, detail, report)
+        seen = readability(session, stores, settings)
+        report.unreadable_stores, report.travelling = seen.problems, seen.travelling
+        bad_limit = budget.max_books if names else max(1, budget.max_books // 2)
+        first = known_bad(session, names, list(seen.readable), bad_limit)
+    for candidate in itertools.chain(first, _in_service(catalogue, names, run, seen.readable)):
+        if candidate.store in run.failing:
+            continue
+        report.stopped = run.out_of_budget(candidate)
+        if report.stopped:
+            break
+        run.read_one(candidate)
+    report.unreadable_stores.update(run.failing)
     with catalogue.session() as session:
+        if policy is not None:
+            _guard(session, report, policy)
+        if budget.overdue_before is not None:
+            store_ids = [id_ for name, id_ in seen.readable.items() if name not in run.failing]
+            report.overdue = overdue(session, store_ids, budget.overdue_before)
         report.unresolved = corrupt.count_unresolved(session)
         report.unresolved_names = corrupt.unresolved_names(session, REPORTED_NAMES)
-    report.seconds = time.monotonic() - started
+    report.seconds = time.monotonic() - run.started
     return report
+
+
+def _guard(session: Session, report: VerifyReport, policy: GuardPolicy) -> None:
+    reasons = dict(report.unreadable_stores)
+    for store, read in report.read_by_store.items():
+        reason = burst_reason(read, report.new_bad_by_store.get(store, 0), policy)
+        if reason is not None and store not in reasons:
+            reasons[store] = reason
+    for store, reason in reasons.items():
+        raised = trip(session, store, reason)
+        report.guarded[store] = reason
+        report.guard_events[store] = raised.event.id
+        if raised.new:
+            report.new_guards.append(store)

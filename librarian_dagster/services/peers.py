@@ -54,6 +54,7 @@ from librarian_dagster.wire import (
     PeerInfo,
     PeerUpdate,
 )
+from librarian_dagster.wire.integrity import FileValidation
 
 _HKDF_INFO = b"librarian_dagster/peer-credentials/v1"
 
@@ -154,6 +155,10 @@ class PeerLink(Protocol):
     def query(self, request: CloneStatusRequest) -> CloneStatusResponse: ...
 
     def post(self, route: str, payload: dict[str, Any]) -> None: ...
+
+    def validate(self, name: str) -> FileValidation:
+        """Ask the peer to re-read its copies of ``name`` now."""
+        ...
 
     def close(self) -> None: ...
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from librarian_dagster.api.auth import requires
 from librarian_dagster.api.dependencies import CatalogueDep
 from librarian_dagster.api.openapi import problems
+from librarian_dagster.api.routes.integrity import validate_file
 from librarian_dagster.catalogue.models import File
 from librarian_dagster.services import corrupt, files
 from librarian_dagster.services.errors import InvalidRequest
@@ -69,6 +70,7 @@ def summary(file: File) -> FileSummary:
     operation_id="searchFiles",
     sync_to_thread=True,
     dependencies={"filters": Provide(file_query, sync_to_thread=False)},
+    guards=[requires(UserLevel.READ_ONLY)],
 )
 def search_files(catalogue: CatalogueDep, filters: NamedDependency[FileQuery]) -> FileSearchResult:
     with catalogue.session() as session:
@@ -76,7 +78,13 @@ def search_files(catalogue: CatalogueDep, filters: NamedDependency[FileQuery]) -
         return FileSearchResult(files=[summary(row) for row in rows], next_cursor=next_cursor)
 
 
-@get("/files/{name:path}", operation_id="getFile", sync_to_thread=True, responses=problems(404))
+@get(
+    "/files/{name:path}",
+    operation_id="getFile",
+    sync_to_thread=True,
+    responses=problems(404),
+    guards=[requires(UserLevel.READ_ONLY)],
+)
 def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
     with catalogue.session() as session:
         file = files.get_file(session, name.lstrip("/"))
@@ -107,9 +115,11 @@ def get_file(catalogue: CatalogueDep, name: FromPath[str]) -> FileInfo:
 
 
 def router() -> Router:
+    """Reading files (read_only), and validating one (callback: ``routes.integrity``), which
+    shares the path ``/files/{name:path}`` and so must be in the same router (Litestar
+    refuses one path's handlers spread over two); each handler carries its own level."""
     return Router(
         path=API_PREFIX,
-        route_handlers=[search_files, get_file],
-        guards=[requires(UserLevel.READ_ONLY)],
+        route_handlers=[search_files, get_file, validate_file],
         tags=["files"],
     )
