@@ -36,7 +36,7 @@ from librarian_dagster.resources import librarian_resources
 from librarian_dagster.sensors import clones as clone_sensors
 from librarian_dagster.sensors import clones_copies, clones_receive
 from librarian_dagster.sensors import ingest as ingest_sensors
-from librarian_dagster.sensors import integrity as integrity_schedules
+from librarian_dagster.sensors import integrity as integrity_sensors
 from librarian_dagster.sensors import sneaker as sneaker_sensors
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ SENSORS = [
     *clones_receive.SENSORS,
     *clones_copies.SENSORS,
     *sneaker_sensors.SENSORS,
+    *integrity_sensors.SENSORS,
 ]
-SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_schedules.SCHEDULES]
+SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_sensors.SCHEDULES]
 
 
 def build_definitions(peers: Sequence[str] = ()) -> dg.Definitions:

@@ -58,6 +58,7 @@ EXPECTED: dict[tuple[str, str], Required] = {
     ("POST", "/api/v2/transfers/{transfer_id:int}/cancel"): UserLevel.ADMIN,
     ("POST", "/api/v2/clones/stage"): PEER_ONLY,
     ("POST", "/api/v2/clones/status"): PEER_ONLY,
+    ("POST", "/api/v2/clones/resend"): PEER_ONLY,
     ("POST", "/api/v2/clones/staged"): PEER_OR_ADMIN,
     ("POST", "/api/v2/clones/complete"): PEER_OR_ADMIN,
     ("POST", "/api/v2/clones/fail"): PEER_OR_ADMIN,

@@ -7,6 +7,11 @@ check's history in the UI; a pass that found a bad copy, or left one unrepaired,
 Launching it by hand (launchpad, ``dagster job launch -j verify_integrity``) does the same
 pass; ``scheduled: false`` with ``names`` re-reads given books.
 
+``repair_copies`` (asked for by ``repair_sensor``): for corrupt copies on stores whose
+burst guard is down, a peer whose copy verifies now is asked to send it again
+(``services.integrity_repair``); the clone pipeline brings it, and ingest replaces the bad
+copy once the new one verifies. Books no peer can repair fail the run and alert.
+
 Runs carry ``librarian/kind: integrity``, which the run queue limits to one at a time: one
 reader, large sequential reads, the disks left to ingest between passes.
 """
@@ -14,7 +19,20 @@ reader, large sequential reads, the disks left to ingest between passes.
 import dagster as dg
 
 from librarian_dagster.assets.integrity import checksums_match
-from librarian_dagster.jobs.names import INTEGRITY_KIND, KIND_TAG, VERIFY_JOB, VERIFY_OP
+from librarian_dagster.jobs.names import (
+    CALLBACKS_KIND,
+    INTEGRITY_KIND,
+    KIND_TAG,
+    REPAIR_JOB,
+    REPAIR_OP,
+    VERIFY_JOB,
+    VERIFY_OP,
+)
+from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.resources.notifier import NotifierResource
+from librarian_dagster.resources.peers import PeersResource
+from librarian_dagster.services.integrity_repair import request_repairs
+from librarian_dagster.states import Severity
 
 verify_integrity = dg.define_asset_job(
     VERIFY_JOB,
@@ -27,4 +45,47 @@ verify_integrity = dg.define_asset_job(
     config={"ops": {VERIFY_OP: {"config": {"scheduled": True}}}},
 )
 
-JOBS = [verify_integrity]
+
+@dg.op(name=REPAIR_OP, out=dg.Out(dg.Nothing))
+def ask_peers_to_resend(
+    context: dg.OpExecutionContext,
+    catalogue: CatalogueResource,
+    peers: PeersResource,
+    notifier: NotifierResource,
+) -> None:
+    report = request_repairs(catalogue.catalogue, catalogue.settings, peers.links())
+    for name, peer in report.requested:
+        context.log.info(f"{name}: {peer} verified its copy and will send it again")
+    for name, why in report.waiting:
+        context.log.warning(f"{name}: no peer could be asked ({why}); asked again later")
+    for name, why in report.lost:
+        context.log.error(f"LOST: {name} cannot be repaired automatically: {why}")
+    context.add_output_metadata(
+        {
+            "requested": len(report.requested),
+            "waiting": len(report.waiting),
+            "lost": dg.MetadataValue.json([name for name, _ in report.lost[:100]]),
+        }
+    )
+    if report.lost:
+        listed = "\n".join(f"{name}: {why}" for name, why in report.lost[:20])
+        notifier.alert(
+            f"{len(report.lost)} corrupt cop{'y' if len(report.lost) == 1 else 'ies'} "
+            "cannot be repaired from a peer",
+            f"{listed}\nThe bad copies are kept, out of service; an operator must act.",
+            severity=Severity.CRITICAL,
+            kind="copy_lost",
+        )
+        raise dg.Failure(description=f"{len(report.lost)} books cannot be repaired")
+
+
+@dg.job(
+    name=REPAIR_JOB,
+    tags={KIND_TAG: CALLBACKS_KIND},
+    description="Ask peers whose copies verify to re-send books whose copies here are bad.",
+)
+def repair_copies() -> None:
+    ask_peers_to_resend()
+
+
+JOBS = [verify_integrity, repair_copies]

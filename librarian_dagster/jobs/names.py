@@ -33,6 +33,8 @@ DRIVE_INGEST_OP = "ingest_drive"
 VERIFY_JOB = "verify_integrity"
 VERIFY_OP = "book_checksums_match"
 VERIFY_SCHEDULE = "verify_integrity_schedule"
+REPAIR_JOB = "repair_copies"
+REPAIR_OP = "ask_peers_to_resend"
 # The per-peer assets ("which books does this peer hold") live under this key prefix.
 PEER_ASSET_PREFIX = "peers"
 

@@ -1,14 +1,19 @@
-"""``verify_integrity_schedule``: an integrity pass every hour (at minute 23).
+"""``verify_integrity_schedule``: an integrity pass every hour (at minute 23);
+``repair_sensor``: a ``repair_copies`` run when a corrupt copy is due for a repair request.
 
 Hourly, so that each pass is short (``[integrity] max_seconds_per_run``, 55 min by default)
 and the copies due are spread over the day; it asks for nothing while a pass is still
 queued or running (a slow disk means fewer passes, never a pile of them).
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
-from librarian_dagster.jobs.integrity import verify_integrity
-from librarian_dagster.jobs.names import VERIFY_JOB, VERIFY_SCHEDULE
+from librarian_dagster.jobs.integrity import repair_copies, verify_integrity
+from librarian_dagster.jobs.names import REPAIR_JOB, VERIFY_JOB, VERIFY_SCHEDULE
+from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.services.integrity_repair import repairs_due
 
 _UNFINISHED = [
     dg.DagsterRunStatus.QUEUED,
@@ -37,4 +42,27 @@ def verify_integrity_schedule(
     return dg.RunRequest()
 
 
+@dg.sensor(
+    name="repair_sensor",
+    job=repair_copies,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Asks for a repair_copies run while a corrupt copy waits for a peer's copy.",
+)
+def repair_sensor(
+    context: dg.SensorEvaluationContext, catalogue: CatalogueResource
+) -> dg.RunRequest | dg.SkipReason:
+    with catalogue.session() as session:
+        due = repairs_due(session, datetime.now(UTC), limit=1)
+    if not due:
+        return dg.SkipReason("no corrupt copy is due for a repair request")
+    unfinished = context.instance.get_run_ids(
+        dg.RunsFilter(job_name=REPAIR_JOB, statuses=_UNFINISHED), limit=1
+    )
+    if unfinished:
+        return dg.SkipReason(f"repair run {unfinished[0]} has not finished")
+    return dg.RunRequest()
+
+
 SCHEDULES = [verify_integrity_schedule]
+SENSORS = [repair_sensor]

@@ -51,6 +51,7 @@ from librarian_dagster.services.incoming import (
     discard_quietly,
     stage_transfer,
 )
+from librarian_dagster.services.integrity_repair import repair_store
 from librarian_dagster.services.uploads import choose_store
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import (
@@ -183,6 +184,7 @@ def stage_clones(
     known = _known(session, sender, request.items)
     answers: dict[int, StagedClone] = {}
     new: list[CloneItem] = []
+    repairs: list[tuple[CloneItem, Store]] = []
     for item in request.items:
         ours = known.ours.get(item.transfer_id)
         file = known.files.get(item.name)
@@ -190,13 +192,22 @@ def stage_clones(
             answers[item.transfer_id] = _staged_answer(settings, request.mover, item, ours)
         elif ours is not None:
             answers[item.transfer_id] = _busy(item, f"already {ours.status.value} here", ours)
+        elif (
+            file is not None
+            and item.name not in known.pending_names
+            and (store := _repairing(session, item, file, known))
+        ):
+            repairs.append((item, store))
         elif file is not None:
             answers[item.transfer_id] = _answer_existing(session, sender, item, file, known)
         elif item.name in known.pending_names:
             answers[item.transfer_id] = _busy(item, "another transfer of it is pending here")
         else:
             new.append(item)
-    for item, transfer in _stage_new(session, settings, stores, sender, new):
+    staged = _stage_new(session, settings, stores, sender, new)
+    for item, store_row in repairs:  # into the damaged copy's store
+        staged += _stage_new(session, settings, stores, sender, [item], store_row)
+    for item, transfer in staged:
         answers[item.transfer_id] = _staged_answer(settings, request.mover, item, transfer)
     endpoint = settings.globus.collection_id if request.mover is MoverName.GLOBUS else None
     return CloneStageResponse(
@@ -252,14 +263,26 @@ def _staged_answer(
     )
 
 
+def _repairing(session: Session, item: CloneItem, file: File, known: _Known) -> Store | None:
+    """The store to stage ``item`` in if it is a good copy re-sent to repair a bad one here
+    (same checksum, no copy in service, a repair waiting: ``integrity_repair``)."""
+    if file.id in known.in_service or Checksum.parse(file.checksum) != Checksum.parse(
+        item.checksum
+    ):
+        return None
+    return repair_store(session, file)
+
+
 def _stage_new(
     session: Session,
     settings: LibrarianSettings,
     stores: dict[str, LocalStore],
     sender: Librarian,
     items: Sequence[CloneItem],
+    into: Store | None = None,
 ) -> list[tuple[CloneItem, IncomingTransfer]]:
-    """A transfer and staging directory per item, in one store with room for all (else 507).
+    """A transfer and staging directory per item, in one store with room for all (else 507);
+    ``into`` names the store (a repair goes where the bad copy is).
 
     If any fails, the staging directories already made are removed again (the caller's
     transaction rolls back the rows): all or nothing.
@@ -267,7 +290,10 @@ def _stage_new(
     if not items:
         return []
     total = sum(item.size for item in items)
-    row, store = choose_store(session, stores, settings.ingest, total, uploader=None)
+    if into is not None and into.name in stores:
+        row, store = into, stores[into.name]
+    else:
+        row, store = choose_store(session, stores, settings.ingest, total, uploader=None)
     _check_peer_cap(session, settings, sender, total, store)
     made: list[tuple[CloneItem, IncomingTransfer]] = []
     try:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance
 from librarian_dagster.services.errors import Conflict, NotFound
-from librarian_dagster.services.events import record_event
+from librarian_dagster.services.events import record_event, resolve_cause
 from librarian_dagster.services.files import decode_cursor, encode_cursor
 from librarian_dagster.states import (
     UNRESOLVED_CORRUPTION,
@@ -72,21 +72,26 @@ def record_bad_copy(
     return record
 
 
-def close_repaired(session: Session, record: CorruptFile, instance: Instance) -> None:
-    """The copy verified again: back in service, record closed, the operator told."""
+def close_repaired(
+    session: Session, record: CorruptFile, instance: Instance, *, by: str = VERIFIED_BY
+) -> None:
+    """The copy verified again (or was replaced by a good one, ``by`` a peer's re-send):
+    back in service, record closed, the operator told."""
     now = datetime.now(UTC)
     instance.available = True
     instance.verified_at = now
     record.status = CorruptionStatus.REPAIRED
     record.resolved_at = now
-    record.resolved_by = VERIFIED_BY
+    record.resolved_by = by[:64]
     record_event(
         session,
         Severity.INFO,
         "copy_repaired",
-        f"copy in store {instance.store.name} verifies again (record {record.id})",
+        f"copy in store {instance.store.name} verifies again (record {record.id}; {by})",
         subject=instance.file.name,
     )
+    # The event that reported the bad copy is resolved with it.
+    resolve_cause(session, f"copy_{record.reason.value}", instance.file.name, by[:64], "repaired")
 
 
 def dismiss(session: Session, record_id: int, by: str, note: str) -> CorruptFile:

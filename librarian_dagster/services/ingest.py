@@ -33,14 +33,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance, Librarian
 from librarian_dagster.services.clones_incoming import CloneHooks
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
 from librarian_dagster.services.incoming import KeepInStaging, KindHooks, Staging, fail
+from librarian_dagster.services.integrity_repair import repair_recorded
 from librarian_dagster.services.sneaker_return import SneakerHooks
 from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
@@ -54,6 +56,7 @@ from librarian_dagster.storage.checksums import (
 )
 from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.quarantine import remove_set_aside, set_aside
 from librarian_dagster.storage.tree import tree_size
 
 # After this many claims a transfer that keeps crashing its runs is failed for good.
@@ -106,6 +109,9 @@ class ClaimedTransfer:
     source: str
     # Claimed only to be failed: its runs kept crashing (MAX_ATTEMPTS).
     gave_up: bool = False
+    # A good copy re-sent by a peer for a book catalogued here with the same checksum:
+    # it replaces the bad copy (``services.integrity_repair``).
+    repair: bool = False
 
 
 class VerificationFailed(Exception):
@@ -140,6 +146,13 @@ def claim(
             expected = Checksum.parse(transfer.checksum) if transfer.checksum else None
         except ChecksumError:
             expected = None  # validated at commit; an inbox marker may be free text
+        known = session.scalar(select(File.checksum).where(File.name == name))
+        repair = (
+            transfer.kind == TransferKind.CLONE
+            and known is not None
+            and expected is not None
+            and Checksum.parse(known) == expected
+        )
         return ClaimedTransfer(
             transfer_id=transfer.id,
             kind=transfer.kind,
@@ -153,6 +166,7 @@ def claim(
             uploader=transfer.uploader,
             source=transfer.source,
             gave_up=gave_up,
+            repair=repair,
         )
 
 
@@ -173,13 +187,20 @@ def _verify(path: Path, claimed: ClaimedTransfer) -> Checksum:
     return actual
 
 
-def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]:
-    """Verify and move into the store, or recognise that a previous attempt already did."""
+def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum, Path | None]:
+    """Verify and move into the store, or recognise that a previous attempt already did.
+
+    A repair sets the bad copy aside (returned, for removal once recorded) only after the
+    new bytes verified.
+    """
     if os.path.lexists(claimed.staging_path):
         checksum = _verify(claimed.staging_path, claimed)
         staged = store.staged(claimed.staging_id, claimed.name)
+        set_aside_copy = None
         try:
-            return store.commit(staged, claimed.name), checksum
+            if claimed.repair:
+                set_aside_copy = set_aside(store, claimed.name)
+            return store.commit(staged, claimed.name), checksum, set_aside_copy
         except StagingNotFoundError:
             pass  # moved away meanwhile (by a run that took over): look in the store below
         except AlreadyStoredError:
@@ -197,7 +218,7 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum]
     if os.path.lexists(stored):
         # A previous attempt renamed it and died before recording it: the stored copy is
         # read-only and was verified before the rename; verify again before we vouch for it.
-        return stored, _verify(stored, claimed)
+        return stored, _verify(stored, claimed), None
     raise VerificationFailed(f"the staged data is missing ({claimed.staging_path})")
 
 
@@ -227,6 +248,8 @@ def _record(
         transfer = _still_claimed(session, claimed, run_id)
         if transfer is None:
             return False
+        if claimed.repair:
+            return _record_repair(session, transfer, claimed, path, hooks)
         file = File(
             name=claimed.name,
             size=claimed.size,
@@ -246,6 +269,27 @@ def _record(
         transfer.checksum = file.checksum
         hooks.on_stored(session, transfer, file)
         return True
+
+
+def _record_repair(
+    session: Session,
+    transfer: IncomingTransfer,
+    claimed: ClaimedTransfer,
+    path: Path,
+    hooks: KindHooks,
+) -> bool:
+    file = session.scalars(select(File).where(File.name == claimed.name)).one()
+    sender = (
+        session.scalar(select(Librarian.name).where(Librarian.id == transfer.librarian_id))
+        if transfer.librarian_id is not None
+        else None
+    ) or "a peer"
+    repair_recorded(session, file, claimed.store_id, str(path), by=f"re-sent by {sender}")
+    transfer.status = TransferStatus.STORED
+    transfer.completed_at = datetime.now(UTC)
+    transfer.checksum = file.checksum
+    hooks.on_stored(session, transfer, file)
+    return True
 
 
 def _fail(
@@ -301,13 +345,15 @@ def ingest_transfer(
     try:
         if claimed.gave_up:
             raise VerificationFailed(f"gave up after {MAX_ATTEMPTS} attempts; see the run logs")
-        path, checksum = _place(store, claimed)
+        path, checksum, set_aside_copy = _place(store, claimed)
     except (VerificationFailed, StoreError) as error:
         reason = str(error)
         _fail(catalogue, claimed, run_id, reason, staging, hooks)
         return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
     if not _record(catalogue, claimed, run_id, path, checksum, hooks):
         return IngestOutcome(transfer_id, claimed.name, "skipped", "another run took it over")
+    if set_aside_copy is not None:  # the bad copy, replaced by one recorded as verified
+        remove_set_aside(set_aside_copy)
     return IngestOutcome(
         transfer_id,
         claimed.name,

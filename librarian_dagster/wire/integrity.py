@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from librarian_dagster.wire.common import ResponseModel
+from pydantic import Field
+
+from librarian_dagster.wire.clones import CloneName
+from librarian_dagster.wire.common import RequestModel, ResponseModel
 
 VALIDATE_SUFFIX = "/validate"
 
@@ -34,3 +38,28 @@ class FileValidation(ResponseModel):
     # The checksum this librarian's catalogue holds for the book.
     checksum: str
     copies: list[CopyValidation]
+
+
+CLONES_RESEND = "/clones/resend"
+MAX_RESEND = 1024
+
+
+class ResendRequest(RequestModel):
+    """A peer whose copies of these books are corrupt asks us to send ours again."""
+
+    names: Annotated[
+        list[CloneName],
+        Field(min_length=1, max_length=MAX_RESEND),
+    ]
+
+
+class ResendAnswer(ResponseModel):
+    name: str
+    # queued: a clone transfer will send it; on_its_way: one already is; not_held: we have
+    # no copy in service; not_yours: we do not know the caller held it; unknown: no such book.
+    answer: Literal["queued", "on_its_way", "not_held", "not_yours", "unknown"]
+    transfer_id: int | None = None
+
+
+class ResendResponse(ResponseModel):
+    items: list[ResendAnswer]

@@ -18,7 +18,11 @@ from librarian_dagster.api.dependencies import CatalogueDep, SettingsDep, Stores
 from librarian_dagster.api.openapi import problems
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import Librarian
-from librarian_dagster.services import clones_callbacks, clones_incoming
+from librarian_dagster.services import (
+    clones_callbacks,
+    clones_incoming,
+    integrity_repair,
+)
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.peers import calling_peer, require_calling_peer
 from librarian_dagster.states import UserLevel
@@ -39,6 +43,11 @@ from librarian_dagster.wire.clones import (
     CLONES_STAGE,
     CLONES_STAGED,
     CLONES_STATUS,
+)
+from librarian_dagster.wire.integrity import (
+    CLONES_RESEND,
+    ResendRequest,
+    ResendResponse,
 )
 
 # 10,000 books with long names: far beyond the 1 MiB JSON default.
@@ -150,6 +159,22 @@ def status(
         return clones_callbacks.clone_states(session, sender, data)
 
 
+@post(
+    CLONES_RESEND,
+    operation_id="resendClones",
+    sync_to_thread=True,
+    status_code=200,
+    responses=problems(403),
+    summary="A peer whose copies are corrupt asks us to send ours again",
+)
+def resend(
+    request: Request, catalogue: CatalogueDep, data: JSONBody[ResendRequest]
+) -> ResendResponse:
+    with catalogue.session() as session:
+        caller = require_calling_peer(session, request.user)
+        return ResendResponse(items=integrity_repair.resend(session, caller, data.names))
+
+
 def router(catalogue: Catalogue) -> Router:
     """Stage and status are for peers only (they act as the calling peer); the callbacks
     about existing transfers may also come from an admin, who may act on any transfer."""
@@ -158,7 +183,7 @@ def router(catalogue: Catalogue) -> Router:
         route_handlers=[
             Router(
                 path="/",
-                route_handlers=[stage, status],
+                route_handlers=[stage, status, resend],
                 guards=[requires_peer(catalogue, admin_too=False)],
             ),
             Router(

@@ -1,0 +1,295 @@
+"""Repairing a corrupt copy from a peer's good one, through the clone pipeline.
+
+Here (the damaged side):
+
+1. ``request_repairs`` (the ``repair_copies`` run, asked for by ``repair_sensor``): for each
+   open record ``detected`` on a store whose burst guard is down, the peers holding the book
+   are asked, most recently verified first, to re-read their copy now
+   (``POST /files/{name}/validate``); the first whose copy matches is asked to send it
+   again (``POST /clones/resend``) and the record becomes ``refetching``. No peer holds it:
+   ``lost`` (an operator must act; the copy stays, out of service). Every peer answered
+   and none has a good copy: ``lost`` too. A peer that could not be asked: tried again
+   after ``RETRY_AFTER``. After ``MAX_REQUESTS`` requests the record is ``lost``; a
+   ``refetching`` one whose copy never came is asked for again after ``REFETCH_TIMEOUT``.
+2. The peer's clone batch stages the book here: ``stage_repair`` gives it a staging
+   directory in the *damaged copy's store* (``clones_incoming`` calls it for a book we
+   have catalogued with the same checksum and no copy in service).
+3. Ingest verifies the new bytes like any clone; only then is the bad copy set aside
+   (``storage.quarantine``), the new one renamed into its place and the record closed as
+   repaired, in ``repair_recorded``; the set-aside copy is removed after that commit.
+
+There (the peer with the good copy), ``resend``: for each name the caller held (we know of
+its remote instance) and we hold in service, one outgoing clone transfer to it, unless one
+is on its way; the clone pipeline does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import (
+    CorruptFile,
+    File,
+    Instance,
+    Librarian,
+    OutgoingTransfer,
+    RemoteInstance,
+    Store,
+)
+from librarian_dagster.services import corrupt
+from librarian_dagster.services.errors import PeerCallFailed
+from librarian_dagster.services.events import record_event
+from librarian_dagster.services.integrity_guard import guarded_stores
+from librarian_dagster.services.integrity_validate import ask_peer
+from librarian_dagster.services.peers import PeerLinks, access_of
+from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import (
+    OUTGOING_PENDING,
+    CorruptionStatus,
+    Severity,
+    TransferStatus,
+)
+from librarian_dagster.wire.integrity import CLONES_RESEND, ResendAnswer, ResendRequest
+
+RETRY_AFTER = timedelta(minutes=30)
+REFETCH_TIMEOUT = timedelta(hours=24)
+MAX_REQUESTS = 5
+PER_RUN = 100
+
+
+@dataclass(frozen=True)
+class _Due:
+    record_id: int
+    name: str
+    checksum: str
+    store: str
+
+
+def repairs_due(session: Session, now: datetime, limit: int = PER_RUN) -> list[_Due]:
+    """Open records to ask a peer about now (indexed by status; bounded)."""
+    guarded = guarded_stores(session)
+    rows = session.scalars(
+        select(CorruptFile)
+        .options(joinedload(CorruptFile.file), joinedload(CorruptFile.store))
+        .where(
+            CorruptFile.instance_id.is_not(None),
+            (
+                (CorruptFile.status == CorruptionStatus.DETECTED)
+                & (CorruptFile.updated_at < now - RETRY_AFTER)
+            )
+            | (
+                (CorruptFile.status == CorruptionStatus.REFETCHING)
+                & (CorruptFile.updated_at < now - REFETCH_TIMEOUT)
+            )
+            | ((CorruptFile.status == CorruptionStatus.DETECTED) & (CorruptFile.attempts == 0)),
+        )
+        .order_by(CorruptFile.id)
+        .limit(limit)
+    ).all()
+    return [
+        _Due(row.id, row.file.name, row.file.checksum, row.store.name)
+        for row in rows
+        if row.store.name not in guarded
+    ]
+
+
+@dataclass
+class RepairReport:
+    requested: list[tuple[str, str]] = field(default_factory=list)  # (book, peer)
+    lost: list[tuple[str, str]] = field(default_factory=list)  # (book, why)
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (book, why)
+
+
+def _holders(session: Session, name: str) -> list[Librarian]:
+    return list(
+        session.scalars(
+            select(Librarian)
+            .join(RemoteInstance, RemoteInstance.librarian_id == Librarian.id)
+            .join(File, RemoteInstance.file_id == File.id)
+            .where(File.name == name)
+            .order_by(RemoteInstance.verified_at.desc(), Librarian.name)
+        )
+        .unique()
+        .all()
+    )
+
+
+def _settle(
+    catalogue: Catalogue, due: _Due, status: CorruptionStatus | None, note: str, counted: bool
+) -> None:
+    with catalogue.session() as session:
+        record = session.get(CorruptFile, due.record_id, with_for_update=True)
+        if record is None or record.status not in (
+            CorruptionStatus.DETECTED,
+            CorruptionStatus.REFETCHING,
+        ):
+            return  # repaired or dismissed meanwhile
+        if counted:
+            record.attempts += 1
+        if status is None and record.attempts >= MAX_REQUESTS:
+            status, note = CorruptionStatus.LOST, f"{note}; gave up after {record.attempts} tries"
+        if status is not None:
+            record.status = status
+        record.note = note[:2000]
+        record.updated_at = datetime.now(UTC)
+        if record.status == CorruptionStatus.LOST:
+            record_event(
+                session,
+                Severity.CRITICAL,
+                "copy_lost",
+                f"{due.name} in store {due.store} cannot be repaired automatically: {note}. "
+                "The bad copy is kept, out of service; `librarian validate` shows the copies.",
+                subject=due.name,
+            )
+
+
+def request_repairs(
+    catalogue: Catalogue, settings: LibrarianSettings, links: PeerLinks, limit: int = PER_RUN
+) -> RepairReport:
+    """Ask peers to re-send good copies of the books due (see the module)."""
+    report = RepairReport()
+    with catalogue.session() as session:
+        due = repairs_due(session, datetime.now(UTC), limit)
+        holders = {item.record_id: _holders(session, item.name) for item in due}
+        session.expunge_all()
+    for item in due:
+        peers = holders[item.record_id]
+        if not peers:
+            _settle(catalogue, item, CorruptionStatus.LOST, "no peer holds a copy", True)
+            report.lost.append((item.name, "no peer holds a copy"))
+            continue
+        problems = []
+        for peer in peers:
+            answer = ask_peer(settings, links, peer, item.name, item.checksum)
+            if answer.verified_copies == 0:
+                problems.append(f"{peer.name}: {answer.problem or 'its copy does not verify'}")
+                continue
+            try:
+                _ask_resend(settings, links, peer, item.name)
+            except PeerCallFailed as error:
+                problems.append(f"{peer.name}: resend: {error}")
+                continue
+            note = f"{peer.name} verified its copy and was asked to send it again"
+            _settle(catalogue, item, CorruptionStatus.REFETCHING, note, True)
+            report.requested.append((item.name, peer.name))
+            break
+        else:
+            why = "; ".join(problems)
+            unreachable = any("unreachable" in problem for problem in problems)
+            status = None if unreachable else CorruptionStatus.LOST
+            _settle(catalogue, item, status, why, True)
+            (report.waiting if unreachable else report.lost).append((item.name, why))
+    return report
+
+
+def _ask_resend(settings: LibrarianSettings, links: PeerLinks, peer: Librarian, name: str) -> None:
+    link = links(access_of(settings, peer))
+    try:
+        link.post(CLONES_RESEND, ResendRequest(names=[name]).model_dump(mode="json"))
+    finally:
+        link.close()
+
+
+# -- the peer with the good copy ------------------------------------------------------------
+
+
+def resend(session: Session, caller: Librarian, names: Sequence[str]) -> list[ResendAnswer]:
+    """One outgoing clone to ``caller`` per book it held and we hold (see the module)."""
+    files = {file.name: file for file in session.scalars(select(File).where(File.name.in_(names)))}
+    answers = []
+    for name in names:
+        file = files.get(name)
+        if file is None:
+            answers.append(ResendAnswer(name=name, answer="unknown"))
+            continue
+        held_there = session.scalar(
+            select(RemoteInstance.id).where(
+                RemoteInstance.file_id == file.id, RemoteInstance.librarian_id == caller.id
+            )
+        )
+        if held_there is None:
+            answers.append(ResendAnswer(name=name, answer="not_yours"))
+            continue
+        in_service = session.scalar(
+            select(Instance.id).where(Instance.file_id == file.id, Instance.available).limit(1)
+        )
+        if in_service is None:
+            answers.append(ResendAnswer(name=name, answer="not_held"))
+            continue
+        pending = session.scalar(
+            select(OutgoingTransfer.id).where(
+                OutgoingTransfer.file_id == file.id,
+                OutgoingTransfer.librarian_id == caller.id,
+                OutgoingTransfer.status.in_(OUTGOING_PENDING),
+            )
+        )
+        if pending is not None:
+            answers.append(ResendAnswer(name=name, answer="on_its_way", transfer_id=pending))
+            continue
+        now = datetime.now(UTC)
+        row = OutgoingTransfer(
+            file_id=file.id,
+            librarian_id=caller.id,
+            status=TransferStatus.INITIATED,
+            next_attempt_at=now,
+            failure_reason=f"re-sent: {caller.name}'s copy is corrupt",
+        )
+        session.add(row)
+        session.flush()
+        answers.append(ResendAnswer(name=name, answer="queued", transfer_id=row.id))
+    return answers
+
+
+# -- back here: staging and recording the good copy ----------------------------------------
+
+
+def repair_store(session: Session, file: File) -> Store | None:
+    """The store of ``file``'s copy that is waiting for a repair, if one is (and the
+    store's guard is down): where a re-sent copy is staged."""
+    record = session.scalar(
+        select(CorruptFile)
+        .options(joinedload(CorruptFile.store))
+        .where(
+            CorruptFile.file_id == file.id,
+            CorruptFile.instance_id.is_not(None),
+            CorruptFile.status.in_((CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING)),
+        )
+        .order_by(CorruptFile.id)
+        .limit(1)
+    )
+    if record is None or record.store.name in guarded_stores(session, [record.store.name]):
+        return None
+    return record.store
+
+
+def repair_recorded(session: Session, file: File, store_id: int, path: str, by: str) -> Instance:
+    """The re-sent copy is verified and in place: the copy is in service again, its open
+    records are closed as repaired, and the events about it resolved."""
+    instance = session.scalar(
+        select(Instance).where(Instance.file_id == file.id, Instance.store_id == store_id)
+    )
+    now = datetime.now(UTC)
+    if instance is None:
+        instance = Instance(file_id=file.id, store_id=store_id, path=path, verified_at=now)
+        session.add(instance)
+        session.flush()
+    instance.path = path
+    records = session.scalars(
+        select(CorruptFile).where(
+            CorruptFile.instance_id == instance.id,
+            CorruptFile.status.in_(
+                (CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING, CorruptionStatus.LOST)
+            ),
+        )
+    ).all()
+    for record in records:
+        corrupt.close_repaired(session, record, instance, by=by)
+    instance.available = True
+    instance.verified_at = now
+    return instance
