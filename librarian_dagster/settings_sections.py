@@ -83,8 +83,16 @@ class DagsterSettings(_Section):
 
 
 class RollingSettings(_Section):
-    keep_days: Annotated[int, Field(ge=0)]
+    """A store that keeps only recent books (job ``rolling_cleanup``): a book older than
+    ``keep_days`` (or the oldest, while the store holds more than ``max_bytes``) is deleted
+    here once ``min_copies_elsewhere`` peers confirm, at that moment, that their copy
+    verifies."""
+
+    keep_days: Annotated[float, Field(ge=0)]
     min_copies_elsewhere: Annotated[int, Field(ge=1)] = 1
+    max_bytes: Annotated[int, Field(ge=0)] | None = None
+    # Books looked at per run (each may cost every peer a full re-read of it).
+    max_books_per_run: Annotated[int, Field(ge=1)] = 100
 
 
 class StoreSettings(_Section):

@@ -153,6 +153,10 @@ class Instance(Base):
     # Set when the bytes were last found to match (ingest, a verification); never NULL for
     # copies made since migration 0006, which the integrity job's order relies on.
     verified_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    # A rolling store deleted the bytes (enough verified copies elsewhere): the row stays,
+    # out of service, saying when and why.
+    deleted_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    deleted_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     file: Mapped[File] = relationship(back_populates="instances")
     store: Mapped[Store] = relationship()

@@ -12,6 +12,10 @@ burst guard is down, a peer whose copy verifies now is asked to send it again
 (``services.integrity_repair``); the clone pipeline brings it, and ingest replaces the bad
 copy once the new one verifies. Books no peer can repair fail the run and alert.
 
+``rolling_cleanup`` (hourly, ``rolling_cleanup_schedule``): each rolling store deletes its
+books past the limit that enough peers verified at that moment
+(``services.integrity_rolling``); books kept are listed with why, and an alert says so.
+
 Runs carry ``librarian/kind: integrity``, which the run queue limits to one at a time: one
 reader, large sequential reads, the disks left to ingest between passes.
 """
@@ -25,13 +29,16 @@ from librarian_dagster.jobs.names import (
     KIND_TAG,
     REPAIR_JOB,
     REPAIR_OP,
+    ROLLING_JOB,
+    ROLLING_OP,
     VERIFY_JOB,
     VERIFY_OP,
 )
-from librarian_dagster.resources.librarian import CatalogueResource
+from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.resources.notifier import NotifierResource
 from librarian_dagster.resources.peers import PeersResource
 from librarian_dagster.services.integrity_repair import request_repairs
+from librarian_dagster.services.integrity_rolling import clean_store, rolling_stores
 from librarian_dagster.states import Severity
 
 verify_integrity = dg.define_asset_job(
@@ -88,4 +95,50 @@ def repair_copies() -> None:
     ask_peers_to_resend()
 
 
-JOBS = [verify_integrity, repair_copies]
+@dg.op(name=ROLLING_OP, out=dg.Out(dg.Nothing))
+def delete_old_copies(
+    context: dg.OpExecutionContext,
+    catalogue: CatalogueResource,
+    stores: StoresResource,
+    peers: PeersResource,
+    notifier: NotifierResource,
+) -> None:
+    settings = catalogue.settings
+    deleted: dict[str, int] = {}
+    kept: dict[str, list[str]] = {}
+    for name in rolling_stores(settings):
+        report = clean_store(catalogue.catalogue, settings, stores.all(), peers.links(), name)
+        context.log.info(report.summary())
+        for book, why in report.kept:
+            context.log.warning(f"KEPT: {book} in store {name}: {why}")
+        deleted[name] = len(report.deleted)
+        kept[name] = [f"{book}: {why}" for book, why in report.kept]
+        if report.skipped:
+            context.log.warning(report.summary())
+        if report.kept:
+            listed = "\n".join(kept[name][:20])
+            notifier.alert(
+                f"Rolling store {name} kept {len(report.kept)} books past its limit",
+                f"{listed}\nThey are deleted once enough peers verify their copies.",
+                severity=Severity.WARNING,
+                kind="rolling_kept",
+                subject=name,
+            )
+    context.add_output_metadata(
+        {
+            "deleted": dg.MetadataValue.json(deleted),
+            "kept (first)": dg.MetadataValue.json({k: v[:50] for k, v in kept.items()}),
+        }
+    )
+
+
+@dg.job(
+    name=ROLLING_JOB,
+    tags={KIND_TAG: INTEGRITY_KIND},
+    description="Delete, on rolling stores, books past the limit that peers verified just now.",
+)
+def rolling_cleanup() -> None:
+    delete_old_copies()
+
+
+JOBS = [verify_integrity, repair_copies, rolling_cleanup]

@@ -1,4 +1,6 @@
 """``verify_integrity_schedule``: an integrity pass every hour (at minute 23);
+``rolling_cleanup_schedule``: rolling stores cleaned every hour (at minute 47), a run only
+when none is unfinished;
 ``repair_sensor``: a ``repair_copies`` run when a corrupt copy is due for a repair request.
 
 Hourly, so that each pass is short (``[integrity] max_seconds_per_run``, 55 min by default)
@@ -10,8 +12,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from librarian_dagster.jobs.integrity import repair_copies, verify_integrity
-from librarian_dagster.jobs.names import REPAIR_JOB, VERIFY_JOB, VERIFY_SCHEDULE
+from librarian_dagster.jobs.integrity import repair_copies, rolling_cleanup, verify_integrity
+from librarian_dagster.jobs.names import (
+    REPAIR_JOB,
+    ROLLING_JOB,
+    ROLLING_SCHEDULE,
+    VERIFY_JOB,
+    VERIFY_SCHEDULE,
+)
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.integrity_repair import repairs_due
 
@@ -64,5 +72,23 @@ def repair_sensor(
     return dg.RunRequest()
 
 
-SCHEDULES = [verify_integrity_schedule]
+@dg.schedule(
+    name=ROLLING_SCHEDULE,
+    job=rolling_cleanup,
+    cron_schedule="47 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Rolling stores delete books past their limit that peers verified just now.",
+)
+def rolling_cleanup_schedule(
+    context: dg.ScheduleEvaluationContext,
+) -> dg.RunRequest | dg.SkipReason:
+    unfinished = context.instance.get_run_ids(
+        dg.RunsFilter(job_name=ROLLING_JOB, statuses=_UNFINISHED), limit=1
+    )
+    if unfinished:
+        return dg.SkipReason(f"rolling cleanup {unfinished[0]} has not finished")
+    return dg.RunRequest()
+
+
+SCHEDULES = [verify_integrity_schedule, rolling_cleanup_schedule]
 SENSORS = [repair_sensor]

@@ -1,0 +1,228 @@
+"""A rolling store keeps only recent books: the oldest go once enough good copies exist
+elsewhere, confirmed at that moment.
+
+``rolling_cleanup`` runs look, per rolling store whose burst guard is down, at copies in
+service older than ``keep_days`` (oldest first, ``max_books_per_run``), then, while the
+store holds more than ``max_bytes``, at the oldest of the rest. For each book, every peer
+holding a remote instance of it is asked to re-read its copy now
+(``POST /files/{name}/validate``); the copy here is deleted only when at least
+``min_copies_elsewhere`` distinct peers answered that theirs matches. Otherwise the book is
+kept and the report says why: too few copies elsewhere, a peer unreachable, a peer's copy
+corrupt. A remote instance is never taken on trust: that is how a rolling deletion once
+went ahead although the downstream copy had failed its checksum.
+
+Deleting is two steps, in this order: the catalogue first (the instance out of service,
+``deleted_at`` and ``deleted_reason`` set; the File row and remote instances stay), then
+the bytes. A crash in between leaves bytes that nothing serves, and the next run removes
+them (``finish_deletions``); the reverse order would leave a copy "in service" that is
+gone, which the integrity pass would take for a missing copy and re-fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from librarian_dagster.catalogue.database import Catalogue
+from librarian_dagster.catalogue.models import File, Instance, Librarian, RemoteInstance, Store
+from librarian_dagster.services.integrity_guard import guarded_stores
+from librarian_dagster.services.integrity_validate import ask_peer
+from librarian_dagster.services.peers import PeerLinks
+from librarian_dagster.settings import LibrarianSettings, RollingSettings
+from librarian_dagster.storage.local_store import LocalStore
+
+LEFTOVERS_PER_RUN = 1000
+
+
+@dataclass(frozen=True)
+class _Old:
+    instance_id: int
+    name: str
+    checksum: str
+    size: int
+
+
+@dataclass
+class RollingReport:
+    store: str
+    deleted: list[str] = field(default_factory=list)
+    deleted_bytes: int = 0
+    # (book, why it was kept)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    skipped: str = ""  # why the whole store was left alone
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"store {self.store}: left alone ({self.skipped})"
+        return (
+            f"store {self.store}: deleted {len(self.deleted)} books "
+            f"({self.deleted_bytes} bytes), kept {len(self.kept)}"
+        )
+
+
+def _candidates(
+    session: Session, store_id: int, policy: RollingSettings, now: datetime
+) -> list[_Old]:
+    """Copies in service here past the limit, oldest first (bounded)."""
+    base = (
+        select(Instance.id, File.name, File.checksum, File.size)
+        .join(File, Instance.file_id == File.id)
+        .where(Instance.store_id == store_id, Instance.available)
+        .order_by(File.created_at, File.id)
+        .limit(policy.max_books_per_run)
+    )
+    old = [
+        _Old(*row)
+        for row in session.execute(
+            base.where(File.created_at < now - timedelta(days=policy.keep_days))
+        ).all()
+    ]
+    if policy.max_bytes is None or len(old) >= policy.max_books_per_run:
+        return old
+    held = session.scalar(
+        select(func.coalesce(func.sum(File.size), 0))
+        .join(Instance, Instance.file_id == File.id)
+        .where(Instance.store_id == store_id, Instance.available)
+    )
+    excess = int(held or 0) - policy.max_bytes - sum(item.size for item in old)
+    if excess <= 0:
+        return old
+    seen = {item.instance_id for item in old}
+    for row in session.execute(base.limit(policy.max_books_per_run * 2)).all():
+        if excess <= 0 or len(old) >= policy.max_books_per_run:
+            break
+        if row[0] not in seen:
+            old.append(_Old(*row))
+            excess -= row[3]
+    return old
+
+
+def _holders(session: Session, name: str) -> list[Librarian]:
+    return list(
+        session.scalars(
+            select(Librarian)
+            .where(
+                Librarian.id.in_(
+                    select(RemoteInstance.librarian_id)
+                    .join(File, RemoteInstance.file_id == File.id)
+                    .where(File.name == name)
+                )
+            )
+            .order_by(Librarian.name)
+        ).all()
+    )
+
+
+def _why_kept(
+    settings: LibrarianSettings,
+    links: PeerLinks,
+    peers: Sequence[Librarian],
+    item: _Old,
+    needed: int,
+) -> tuple[str | None, list[str]]:
+    """(why the book must stay, or None; the peers whose copy verified just now)."""
+    if len(peers) < needed:
+        return f"too few copies elsewhere ({len(peers)} of {needed} peers hold it)", []
+    good, problems = [], []
+    for peer in peers:
+        answer = ask_peer(settings, links, peer, item.name, item.checksum)
+        if answer.verified_copies:
+            good.append(peer.name)
+        elif answer.answer is None:
+            problems.append(f"{peer.name} {answer.problem}")
+        else:
+            found = "; ".join(copy.problem or "no match" for copy in answer.answer.copies)
+            problems.append(f"{peer.name}'s copy does not verify ({found or 'no copy'})")
+    if len(good) < needed:
+        return f"{len(good)} of {needed} verified copies elsewhere: {'; '.join(problems)}", good
+    return None, good
+
+
+def _delete(
+    catalogue: Catalogue, store: LocalStore, item: _Old, reason: str, report: RollingReport
+) -> None:
+    with catalogue.session() as session:
+        instance = session.get(Instance, item.instance_id, with_for_update=True)
+        if instance is None or not instance.available:
+            return  # taken out of service meanwhile (found bad, say): not ours to delete
+        instance.available = False
+        instance.deleted_at = datetime.now(UTC)
+        instance.deleted_reason = reason[:4000]
+    _remove_bytes(store, item.name)
+    report.deleted.append(item.name)
+    report.deleted_bytes += item.size
+
+
+def _remove_bytes(store: LocalStore, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # a previous run got this far
+        store.delete(name)
+
+
+def finish_deletions(session: Session, store: LocalStore, store_id: int) -> int:
+    """Bytes of copies recorded deleted but still on disk (a run died in between)."""
+    names = session.scalars(
+        select(File.name)
+        .join(Instance, Instance.file_id == File.id)
+        .where(
+            Instance.store_id == store_id,
+            Instance.deleted_at.is_not(None),
+            Instance.available.is_(False),
+        )
+        .order_by(Instance.deleted_at.desc())
+        .limit(LEFTOVERS_PER_RUN)
+    ).all()
+    removed = 0
+    for name in names:
+        if store.exists(name):
+            _remove_bytes(store, name)
+            removed += 1
+    return removed
+
+
+def clean_store(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    stores: dict[str, LocalStore],
+    links: PeerLinks,
+    store_name: str,
+    now: datetime | None = None,
+) -> RollingReport:
+    """One rolling store's cleanup (see the module)."""
+    now = now or datetime.now(UTC)
+    report = RollingReport(store_name)
+    policy = settings.store(store_name).rolling
+    if policy is None:
+        report.skipped = "not a rolling store"
+        return report
+    store = stores[store_name]
+    with catalogue.session() as session:
+        if guarded_stores(session, [store_name]):
+            report.skipped = "its burst guard is up (librarian events list --kind burst_guard)"
+            return report
+        store_id = session.scalar(select(Store.id).where(Store.name == store_name))
+        if store_id is None:
+            report.skipped = "not in the catalogue yet"
+            return report
+        finish_deletions(session, store, store_id)
+        old = _candidates(session, store_id, policy, now)
+        holders = {item.instance_id: _holders(session, item.name) for item in old}
+        session.expunge_all()
+    for item in old:
+        why, good = _why_kept(
+            settings, links, holders[item.instance_id], item, policy.min_copies_elsewhere
+        )
+        if why is not None:
+            report.kept.append((item.name, why))
+            continue
+        reason = f"rolling store: past its limit; verified just now at {', '.join(good)}"
+        _delete(catalogue, store, item, reason, report)
+    return report
+
+
+def rolling_stores(settings: LibrarianSettings) -> list[str]:
+    return [store.name for store in settings.stores if store.rolling is not None]
