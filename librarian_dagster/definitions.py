@@ -34,7 +34,7 @@ from librarian_dagster.jobs import integrity as integrity_jobs
 from librarian_dagster.jobs import sneaker as sneaker_jobs
 from librarian_dagster.resources import librarian_resources
 from librarian_dagster.sensors import clones as clone_sensors
-from librarian_dagster.sensors import clones_copies, clones_receive
+from librarian_dagster.sensors import clones_copies, clones_receive, integrity_alerts
 from librarian_dagster.sensors import ingest as ingest_sensors
 from librarian_dagster.sensors import integrity as integrity_sensors
 from librarian_dagster.sensors import sneaker as sneaker_sensors
@@ -51,6 +51,7 @@ SENSORS = [
     *clones_copies.SENSORS,
     *sneaker_sensors.SENSORS,
     *integrity_sensors.SENSORS,
+    *integrity_alerts.SENSORS,
 ]
 SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_sensors.SCHEDULES]
 

@@ -186,6 +186,9 @@ class TransferSettings(_Section):
     # Each call to a peer gives up after this long (and is retried later).
     peer_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
 
+    # A peer that has not answered for this long is an operator's business: one alert.
+    peer_unreachable_alert_hours: Annotated[float, Field(gt=0)] = 6.0
+
     @model_validator(mode="after")
     def _ordered(self) -> TransferSettings:
         if self.batch_min > self.batch_max:
