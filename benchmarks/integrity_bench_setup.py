@@ -7,7 +7,6 @@ import contextlib
 import mmap
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,17 +16,15 @@ from typing import Any
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.bench_sensor_tick import postgres_databases  # noqa: E402
-from benchmarks.clone_bench_setup import bulk_catalogue  # noqa: E402
-from librarian_dagster.catalogue.database import Catalogue, get_catalogue  # noqa: E402
-from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store  # noqa: E402
-from librarian_dagster.services.bootstrap import prepare  # noqa: E402
-from librarian_dagster.services.stores import open_stores  # noqa: E402
-from librarian_dagster.settings import LibrarianSettings, load_settings  # noqa: E402
-from librarian_dagster.storage.checksums import hash_path, scan_tree  # noqa: E402
-from librarian_dagster.storage.local_store import LocalStore  # noqa: E402
+from benchmarks.bench_sensor_tick import postgres_databases
+from benchmarks.clone_bench_setup import bulk_catalogue
+from librarian_dagster.catalogue.database import Catalogue, get_catalogue
+from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
+from librarian_dagster.services.bootstrap import prepare
+from librarian_dagster.services.stores import open_stores
+from librarian_dagster.settings import LibrarianSettings, load_settings
+from librarian_dagster.storage.checksums import hash_path, scan_tree
+from librarian_dagster.storage.local_store import LocalStore
 
 MIB = 1 << 20
 READ_BUFFER = 8 * MIB  # the baseline's read size
@@ -175,7 +172,9 @@ def reset_verified(site: Site, names: list[str]) -> None:
         for index, name in enumerate(names):
             session.execute(
                 update(Instance)
-                .where(Instance.file_id == select(File.id).where(File.name == name).scalar_subquery())
+                .where(
+                    Instance.file_id == select(File.id).where(File.name == name).scalar_subquery()
+                )
                 .values(verified_at=LONG_AGO + timedelta(minutes=index))
             )
 

@@ -31,6 +31,7 @@ from librarian_dagster.assets.clones import peer_assets
 from librarian_dagster.jobs import clones as clone_jobs
 from librarian_dagster.jobs import ingest as ingest_jobs
 from librarian_dagster.jobs import integrity as integrity_jobs
+from librarian_dagster.jobs import integrity_scan
 from librarian_dagster.jobs import sneaker as sneaker_jobs
 from librarian_dagster.resources import librarian_resources
 from librarian_dagster.sensors import clones as clone_sensors
@@ -43,7 +44,13 @@ log = logging.getLogger(__name__)
 
 ASSETS = [*book.ASSETS]
 ASSET_CHECKS = [*integrity.ASSET_CHECKS]
-JOBS = [*ingest_jobs.JOBS, *clone_jobs.JOBS, *sneaker_jobs.JOBS, *integrity_jobs.JOBS]
+JOBS = [
+    *ingest_jobs.JOBS,
+    *clone_jobs.JOBS,
+    *sneaker_jobs.JOBS,
+    *integrity_jobs.JOBS,
+    *integrity_scan.JOBS,
+]
 SENSORS = [
     *ingest_sensors.SENSORS,
     *clone_sensors.SENSORS,

@@ -48,6 +48,8 @@ app.add_typer(transfers_cmd.app, name="transfer")
 app.add_typer(sneaker_cmd.app, name="sneaker")
 app.command("serve")(serve_cmd.serve)
 app.command("validate")(integrity_cmd.validate)
+app.command("rebuild")(integrity_cmd.rebuild)
+app.command("scan")(integrity_cmd.scan)
 client_cmds.register(app)
 
 

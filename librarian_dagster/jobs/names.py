@@ -37,6 +37,8 @@ REPAIR_JOB = "repair_copies"
 ROLLING_JOB = "rolling_cleanup"
 ROLLING_OP = "delete_old_copies"
 ROLLING_SCHEDULE = "rolling_cleanup_schedule"
+SCAN_JOB = "scan_store"
+SCAN_OP = "scan_or_rebuild_store"
 REPAIR_OP = "ask_peers_to_resend"
 # The per-peer assets ("which books does this peer hold") live under this key prefix.
 PEER_ASSET_PREFIX = "peers"

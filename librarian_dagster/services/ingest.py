@@ -25,6 +25,7 @@ not told it may.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -57,6 +58,13 @@ from librarian_dagster.storage.checksums import (
 from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.quarantine import remove_set_aside, set_aside
+from librarian_dagster.storage.sidecars import (
+    Sidecar,
+    SidecarError,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from librarian_dagster.storage.tree import tree_size
 
 # After this many claims a transfer that keeps crashing its runs is failed for good.
@@ -239,6 +247,7 @@ def _record(
     path: Path,
     checksum: Checksum,
     hooks: KindHooks,
+    created: datetime,
 ) -> bool:
     """File + Instance + transfer stored (+ the kind's hook), in one transaction.
 
@@ -257,10 +266,11 @@ def _record(
             is_directory=path.is_dir(),
             uploader=claimed.uploader,
             source=claimed.source,
+            created_at=created,
         )
         session.add(file)
         session.flush()
-        now = datetime.now(UTC)
+        now = created
         session.add(
             Instance(file_id=file.id, store_id=claimed.store_id, path=str(path), verified_at=now)
         )
@@ -269,6 +279,27 @@ def _record(
         transfer.checksum = file.checksum
         hooks.on_stored(session, transfer, file)
         return True
+
+
+def _sidecar(
+    store: LocalStore, claimed: ClaimedTransfer, path: Path, checksum: str, created: datetime
+) -> None:
+    """The book's sidecar (``storage.sidecars``), before the commit that records it; a
+    repaired copy keeps the one its book already has."""
+    if claimed.repair:
+        with contextlib.suppress(SidecarError):
+            if read_sidecar(sidecar_path(store, claimed.name)).checksum == checksum:
+                return
+    sidecar = Sidecar(
+        name=claimed.name,
+        checksum=checksum,
+        size=claimed.size,
+        is_directory=path.is_dir(),
+        created=created,
+        uploader=claimed.uploader,
+        source=claimed.source,
+    )
+    write_sidecar(store, sidecar)
 
 
 def _record_repair(
@@ -350,7 +381,9 @@ def ingest_transfer(
         reason = str(error)
         _fail(catalogue, claimed, run_id, reason, staging, hooks)
         return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
-    if not _record(catalogue, claimed, run_id, path, checksum, hooks):
+    created = datetime.now(UTC)
+    _sidecar(store, claimed, path, str(claimed.checksum or checksum), created)
+    if not _record(catalogue, claimed, run_id, path, checksum, hooks, created):
         return IngestOutcome(transfer_id, claimed.name, "skipped", "another run took it over")
     if set_aside_copy is not None:  # the bad copy, replaced by one recorded as verified
         remove_set_aside(set_aside_copy)

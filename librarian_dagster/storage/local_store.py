@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESERVE_BYTES = 1 << 30
 STAGING_DIRNAME = "staging"
 STORE_DIRNAME = "store"
+# Beside each stored book, its manifest (``storage.sidecars``); "," is in no book name.
+SIDECAR_SUFFIX = ",librarian.json"
 LAYOUT_MODE = 0o755
 STAGING_MODE = 0o770
 
@@ -255,7 +257,8 @@ class LocalStore:
         return os.path.lexists(posix.within(self.store_dir, name))
 
     def delete(self, name: str) -> None:
-        """Remove a stored book (file or read-only tree) and the namespace dirs it leaves empty."""
+        """Remove a stored book (file or read-only tree), its sidecar, and the namespace
+        dirs it leaves empty."""
         name = validate_name(name)
         path = posix.within(self.store_dir, name)
         found = self._check_parents(name)
@@ -267,6 +270,7 @@ class LocalStore:
             posix.remove_tree(path)
         else:
             os.unlink(path)
+        posix.remove_if_present(path.with_name(path.name + SIDECAR_SUFFIX))
         posix.fsync_dir(path.parent)
         self._prune_empty_parents(path.parent)
 

@@ -1,0 +1,335 @@
+"""Benchmark the integrity pass: how fast it re-reads copies, and its slice queries at scale.
+
+Goals (issue):
+
+1. **Throughput**: ``services.integrity.verify_instances`` (re-read every copy, oldest
+   verified first, hash it with xxh3_128, record the result) runs at **>= 0.9 x** the read
+   rate of the same files, measured in the same run. Baseline: each file read sequentially
+   into one page-aligned 8 MiB buffer (``readinto``), no hashing; ``cat`` of the files to
+   /dev/null is a reference only. 2 GiB in 32 books (4 x 256 MiB, 24 x 32 MiB, 4 directories
+   of 64 x 1 MiB), written straight into the store and catalogued (File + Instance rows, as
+   ``tests/test_integrity_job.py`` ``shelve`` does). *Cold*: before every measurement each
+   file is evicted from the page cache (``POSIX_FADV_DONTNEED``, after a ``sync``); *warm*:
+   right after the cold ones, everything cached. Rounds interleave baseline, ``cat``, then
+   the pass on each backend's catalogue (all sites share one store area); the copies'
+   ``verified_at`` is reset before each pass, so every pass reads every copy.
+2. **Slice**: with 1,000,000 files (one copy each, ``verified_at`` spread over 60 days in id
+   order, 1 % with a corrupt-copy record, 100 of them open), ``integrity_slice.in_service_page``
+   (256 copies, due before the scheduled pass's cut-off) takes **<= 200 ms**, first page and
+   a page from the middle (keyset after the copy with id 500,000), on SQLite and on
+   PostgreSQL. ``integrity_slice.overdue`` (count capped at 100,000) and
+   ``integrity_repair.repairs_due`` (limit 100) are timed too (no goal). Each call runs in
+   its own catalogue session, as the library calls it; 2 warm-ups, then ``--repeats`` rounds
+   of the four calls interleaved; median and max. The plans of the statements they send are
+   recorded (``EXPLAIN QUERY PLAN`` / ``EXPLAIN (ANALYZE, BUFFERS)``).
+
+Everything lives under ``benchmarks/work/integrity-<hex>/`` (PostgreSQL: fresh databases next
+to ``--postgres-url``) and is removed at the end. Results: ``results/integrity.json``.
+
+Usage: python benchmarks/bench_integrity.py [--backend both] [--rounds 3] [--scale 1.0]
+           [--files 1000000] [--repeats 20] [--parts throughput,slice] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import integrity_bench_setup as setup  # noqa: E402
+from benchmarks.bench_sensor_tick import POSTGRES_URL, postgres_version  # noqa: E402
+from benchmarks.provenance import git_state  # noqa: E402
+from benchmarks.stats import r3  # noqa: E402
+from librarian_dagster.catalogue.database import dispose_catalogues  # noqa: E402
+from librarian_dagster.services import integrity_repair, integrity_slice  # noqa: E402
+from librarian_dagster.services.integrity import Budget, verify_instances  # noqa: E402
+
+WORK = HERE / "work"
+RESULTS = HERE / "results" / "integrity.json"
+THROUGHPUT_GOAL = 0.9  # x the read rate
+QUERY_GOAL_S = 0.2
+UTC = datetime.UTC
+
+
+def clock(call: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = call()
+    return time.perf_counter() - start, value
+
+
+# -- 1. throughput ------------------------------------------------------------------------------
+
+
+def throughput(root: Path, backends: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    layout = setup.books_layout(args.scale)
+    total = sum(sum(sizes) for _, sizes in layout)
+    with setup.catalogue_urls(backends, root, args.postgres_url, "books") as urls:
+        sites = {
+            b: setup.open_site(root / f"books-{b}", urls[b], b, root / "store-root")
+            for b in backends
+        }
+        store = sites[backends[0]].store
+        began = time.monotonic()
+        files = setup.write_books(store, layout)
+        written_s = time.monotonic() - began
+        sums = setup.checksums(store, layout)
+        names = {b: setup.catalogue_books(site, layout, sums) for b, site in sites.items()}
+
+        def verify(backend: str) -> Callable[[], dict[str, Any]]:
+            site = sites[backend]
+
+            def run() -> dict[str, Any]:
+                budget = Budget(max_books=len(layout), max_bytes=None)
+                report = verify_instances(
+                    site.catalogue, site.stores, budget=budget, settings=site.settings
+                )
+                assert report.good == names[backend], report.summary()
+                assert report.bytes_read == total and not report.bad, report.summary()
+                return {"report_s": r3(report.seconds), "books": len(report.good)}
+
+            return run
+
+        operations: dict[str, Callable[[], Any]] = {
+            "baseline": lambda: {"bytes": setup.read_all(files)},
+            "cat": lambda: {"bytes": setup.cat_all(files)},
+            **{f"verify_{b}": verify(b) for b in backends},
+        }
+        rounds = []
+        for round_no in range(args.rounds):
+            row: dict[str, Any] = {"round": round_no}
+            for cache in ("cold", "warm"):
+                row[cache] = {}
+                for name, operation in operations.items():
+                    if name.startswith("verify_"):
+                        setup.reset_verified(sites[name[7:]], names[name[7:]])
+                    if cache == "cold":
+                        setup.evict(files)
+                    cached = setup.cached_fraction(files)
+                    seconds, found = clock(operation)
+                    row[cache][name] = {
+                        "s": r3(seconds),
+                        "MB/s": round(total / 1e6 / seconds),
+                        "cached_before": cached,
+                        **found,
+                    }
+            rounds.append(row)
+            print(json.dumps(row), flush=True)
+        dispose_catalogues()
+    return {
+        "data": {
+            "bytes": total,
+            "books": len(layout),
+            "files": len(files),
+            "layout": "4 x 256 MiB, 24 x 32 MiB, 4 directories of 64 x 1 MiB (at scale 1)",
+            "write_and_sync_s": r3(written_s),
+        },
+        "rounds": rounds,
+        "summary": summarise_throughput(rounds, backends, total),
+    }
+
+
+def summarise_throughput(
+    rounds: list[dict[str, Any]], backends: list[str], total: int
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for cache in ("cold", "warm"):
+        medians = {
+            name: statistics.median(r[cache][name]["s"] for r in rounds)
+            for name in rounds[0][cache]
+        }
+        part: dict[str, Any] = {
+            name: {"median_s": r3(s), "MB/s": round(total / 1e6 / s)} for name, s in medians.items()
+        }
+        for backend in backends:
+            ours = f"verify_{backend}"
+            ratio = medians["baseline"] / medians[ours]
+            part[ours] |= {
+                "ratio_to_baseline": r3(ratio),
+                "ratio_per_round": [
+                    r3(r[cache]["baseline"]["s"] / r[cache][ours]["s"]) for r in rounds
+                ],
+                "goal": f">= {THROUGHPUT_GOAL} x",
+                "pass": ratio >= THROUGHPUT_GOAL,
+            }
+        found[cache] = part
+    return found
+
+
+# -- 2. the slice queries at scale ---------------------------------------------------------------
+
+
+def slice_queries(root: Path, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    with setup.catalogue_urls([backend], root, args.postgres_url, "slice") as urls:
+        site = setup.open_site(
+            root / f"slice-{backend}", urls[backend], backend, root / f"slice-{backend}-store"
+        )
+        now = datetime.datetime.now(UTC)
+        print(f"  [{backend}] {args.files:,} files ...", flush=True)
+        setup_s, data = clock(lambda: setup.slice_catalogue(site, args.files, now))
+        print(f"  [{backend}] set up in {setup_s:.0f} s", flush=True)
+        store_ids = [site.store_id()]
+        period = site.settings.integrity.period_days
+        due = integrity_slice.due_before(now, period)
+        middle = setup.copy_at(site, args.files // 2)
+
+        def page(after: tuple[datetime.datetime | None, int] | None) -> Callable[[], int]:
+            def run() -> int:
+                with site.catalogue.session() as session:
+                    found = integrity_slice.in_service_page(
+                        session, [], store_ids, due=due, after=after, size=integrity_slice.PAGE
+                    )
+                assert len(found) == integrity_slice.PAGE, len(found)
+                return len(found)
+
+            return run
+
+        def overdue() -> int:
+            with site.catalogue.session() as session:
+                before = now - datetime.timedelta(days=period)
+                return integrity_slice.overdue(session, store_ids, before)
+
+        def repairs() -> int:
+            with site.catalogue.session() as session:
+                return len(integrity_repair.repairs_due(session, now, limit=100))
+
+        queries = {
+            "in_service_page: first page": page(None),
+            "in_service_page: middle page": page(middle),
+            "overdue": overdue,
+            "repairs_due": repairs,
+        }
+        plans = {label: setup.plans(site, call) for label, call in queries.items()}
+        for _ in range(2):  # warm-up
+            for call in queries.values():
+                call()
+        times: dict[str, list[float]] = {label: [] for label in queries}
+        rows: dict[str, Any] = {}
+        for _ in range(args.repeats):
+            for label, call in queries.items():
+                seconds, rows[label] = clock(call)
+                times[label].append(seconds)
+        dispose_catalogues()
+    summary = {}
+    for label, values in times.items():
+        worst = max(values)
+        summary[label] = {
+            "rows": rows[label],
+            "median_ms": round(statistics.median(values) * 1000, 2),
+            "max_ms": round(worst * 1000, 2),
+            "min_ms": round(min(values) * 1000, 2),
+            "all_ms": [round(v * 1000, 2) for v in values],
+        }
+        if label.startswith("in_service_page"):
+            summary[label] |= {"goal": f"<= {QUERY_GOAL_S * 1000:.0f} ms (max)"}
+            summary[label] |= {"pass": worst <= QUERY_GOAL_S}
+        elif worst > QUERY_GOAL_S:
+            summary[label] |= {"note": "over 200 ms (no goal)"}
+    return {
+        "files": args.files,
+        "setup_s": r3(setup_s),
+        "data": data,
+        "due_before": due.isoformat(),
+        "middle_after": [middle[0].isoformat() if middle[0] else None, middle[1]],
+        "summary": summary,
+        "plans": plans,
+    }
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def machine(args: argparse.Namespace, backends: list[str]) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version(args.postgres_url) if "postgresql" in backends else None,
+        "xxhash": xxhash.VERSION,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = []
+    if "throughput" in report:
+        for cache, part in report["throughput"]["summary"].items():
+            for name, cell in part.items():
+                ratio = cell.get("ratio_to_baseline")
+                extra = f"  {ratio} x  {'PASS' if cell['pass'] else 'FAIL'}" if ratio else ""
+                lines.append(
+                    f"{cache:5} {name:18} {cell['median_s']:7.3f} s {cell['MB/s']:6} MB/s{extra}"
+                )
+    for backend, part in report.get("slice", {}).items():
+        for label, cell in part["summary"].items():
+            verdict = {True: "PASS", False: "FAIL"}.get(cell.get("pass"), cell.get("note", ""))
+            lines.append(
+                f"{backend:10} {label:30} median {cell['median_ms']:8.2f} ms"
+                f"  max {cell['max_ms']:8.2f} ms  rows {cell['rows']}  {verdict}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="book sizes x this")
+    parser.add_argument("--files", type=int, default=1_000_000, help="files for the slice")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs of each query")
+    parser.add_argument("--parts", default="throughput,slice")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("LIBRARIAN_BENCH_POSTGRES_URL", POSTGRES_URL),
+        help="a database on the server to use; fresh databases are created beside it",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    parts = set(args.parts.split(","))
+    load_before = os.getloadavg()[0]
+    report: dict[str, Any] = {
+        "benchmark": "integrity",
+        "when": datetime.datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(args, backends),
+        "code": git_state(),
+        "parameters": {k: v for k, v in vars(args).items() if k != "output"}
+        | {"backends": backends},
+    }
+    WORK.mkdir(exist_ok=True)
+    root = WORK / f"integrity-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    try:
+        if "throughput" in parts:
+            report["throughput"] = throughput(root, backends, args)
+        if "slice" in parts:
+            report["slice"] = {b: slice_queries(root, b, args) for b in backends}
+    finally:
+        dispose_catalogues()
+        shutil.rmtree(root, ignore_errors=True)
+    report["machine"]["loadavg_1min"] = [load_before, os.getloadavg()[0]]
+    report["finished"] = datetime.datetime.now(UTC).isoformat(timespec="seconds")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(table(report))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
