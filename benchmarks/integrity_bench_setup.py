@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import event, insert, literal, select, text, tuple_, update
 from sqlalchemy.engine import make_url
 
 from benchmarks.bench_sensor_tick import postgres_databases
@@ -307,6 +307,35 @@ def copy_at(site: Site, instance_id: int) -> tuple[datetime, int]:
             select(Instance.verified_at, Instance.id).where(Instance.id == instance_id)
         ).one()
     return row[0], int(row[1])
+
+
+def row_value_page(
+    site: Site, store_ids: list[int], due: datetime, after: tuple[datetime, int], size: int
+) -> int:
+    """A diagnostic, not the library's query: ``in_service_page``'s page after ``after``
+    with the keyset written as one row-value comparison, ``(verified_at, id) > (t, id)``."""
+    last_time, last_id = after
+    statement = (
+        select(Instance.id, File.name, File.checksum, Store.name, File.size, Instance.verified_at)
+        .join(File, Instance.file_id == File.id)
+        .join(Store, Instance.store_id == Store.id)
+        .where(
+            Instance.available,
+            Instance.store_id.in_(store_ids),
+            Instance.verified_at.is_not(None),
+            tuple_(Instance.verified_at, Instance.id)
+            > tuple_(
+                literal(last_time, Instance.verified_at.type), literal(last_id, Instance.id.type)
+            ),
+            Instance.verified_at < due,
+        )
+        .order_by(Instance.verified_at, Instance.id)
+        .limit(size)
+    )
+    with site.catalogue.session() as session:
+        rows = session.execute(statement).all()
+    assert len(rows) == size, len(rows)
+    return len(rows)
 
 
 # -- query plans ----------------------------------------------------------------------------

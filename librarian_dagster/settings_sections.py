@@ -183,6 +183,9 @@ class TransferSettings(_Section):
     max_books_per_receive_run: Annotated[int, Field(ge=1)] = 1024
     # A book sent but not confirmed after this long: ask the peer whether it holds it.
     stale_after_hours: Annotated[float, Field(gt=0)] = 24.0
+    # A mover task that moved no byte for this long is cancelled and its books sent again
+    # (each such try counts against max_attempts; the transfer's age is never reset).
+    stuck_after_hours: Annotated[float, Field(gt=0)] = 6.0
     # Each call to a peer gives up after this long (and is retried later).
     peer_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
 

@@ -132,3 +132,44 @@ def test_a_failed_integrity_pass_alerts_through_the_same_notifier(
     result = job_with_slack(site, slack).execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     assert any(names[0] in message["text"] for message in slack.posted)
+
+
+def test_stuck_and_failed_transfers_in_the_event_log_are_forwarded_once(
+    site: Site,  # noqa: F811
+) -> None:
+    from librarian_dagster.sensors.integrity_alerts import event_alerts_sensor
+    from librarian_dagster.services.events import record_event
+    from librarian_dagster.states import Severity
+
+    slack = FakeSlack()
+    resources = {
+        "catalogue": dagster_resources(site)["catalogue"],
+        "notifier": notifier_for(site, slack),
+    }
+
+    def age_events() -> None:  # past the catalogue's commit lag, as time would
+        with site.catalogue.session() as session:
+            for event in session.scalars(select(Event)):
+                event.created_at -= timedelta(hours=1)
+
+    with site.catalogue.session() as session:
+        record_event(session, Severity.ERROR, "clone_failed", "history: not replayed")
+    age_events()
+    with dg.build_sensor_context(resources=resources) as context:
+        first = event_alerts_sensor(context)
+    assert slack.posted == []
+    with site.catalogue.session() as session:
+        record_event(session, Severity.WARNING, "transfer_stuck", "batch 7: no progress")
+        record_event(session, Severity.ERROR, "clone_failed", "sending b/1 failed 5 times")
+        record_event(session, Severity.INFO, "copy_repaired", "not forwarded")
+    with dg.build_sensor_context(resources=resources, cursor=first.cursor) as context:
+        too_new = event_alerts_sensor(context)
+    assert slack.posted == [] and too_new.cursor == first.cursor
+    age_events()
+    with dg.build_sensor_context(resources=resources, cursor=first.cursor) as context:
+        second = event_alerts_sensor(context)
+    texts = sorted(message["text"] for message in slack.posted)
+    assert len(texts) == 2 and "failed 5 times" in texts[0] and "no progress" in texts[1]
+    with dg.build_sensor_context(resources=resources, cursor=second.cursor) as context:
+        event_alerts_sensor(context)
+    assert len(slack.posted) == 2

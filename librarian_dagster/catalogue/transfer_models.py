@@ -133,6 +133,8 @@ class TransferBatch(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
     # When the mover was last asked how the task is doing (polled oldest first).
     polled_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    # When the task last moved bytes (or was submitted): no progress for long = stuck.
+    progress_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
 
     transfers: Mapped[list[OutgoingTransfer]] = relationship(back_populates="batch")
     librarian: Mapped[Librarian] = relationship()

@@ -43,7 +43,7 @@ from librarian_dagster.services.clones_schedule import (
     mark_polled,
     mover_slots,
 )
-from librarian_dagster.services.clones_settle import note_stall, stale_transfers
+from librarian_dagster.services.clones_settle import note_stall, stale_transfers, track_progress
 from librarian_dagster.states import BatchStatus
 from librarian_dagster.storage.movers.protocol import MoverError, TaskStatus
 
@@ -138,7 +138,8 @@ def clone_transfers_sensor(
             context.log.warning(f"batch {batch_id}: {mover_name} task {task_id}: {error}")
             over.append(batch_id)
             continue
-        if report.status.final:
+        stuck = track_progress(catalogue.catalogue, settings, batch_id, report.bytes_moved, now)
+        if report.status.final or stuck is not None:  # the run settles or gives it up
             over.append(batch_id)
         elif report.status == TaskStatus.STALLED:
             note_stall(catalogue.catalogue, batch_id, mover_name, task_id, report.fault)

@@ -142,11 +142,9 @@ def poll(
             return
         outcome.detail = f"could not ask the {mover.name} mover about task {task_id}: {error}"
         raise defer(catalogue, settings, batch_id, outcome) from error
-    with catalogue.session() as session:
-        batch = batch_row(session, batch_id, lock=True)
-        assert batch is not None
-        batch.polled_at = datetime.now(UTC)
-        batch.bytes_moved = report.bytes_moved
+    stuck_since = track_progress(catalogue, settings, batch_id, report.bytes_moved)
+    if not report.status.final and stuck_since is not None:
+        report = _give_up(catalogue, mover, batch_id, task_id, stuck_since)
     if report.status.final:
         settle(catalogue, settings, report, batch_id, outcome)
         return
@@ -154,6 +152,59 @@ def poll(
     outcome.detail = f"task {task_id} is {report.status.value}"
     if report.status == TaskStatus.STALLED:
         note_stall(catalogue, batch_id, mover.name, task_id, report.fault)
+
+
+def track_progress(
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    batch_id: int,
+    bytes_moved: int,
+    now: datetime | None = None,
+) -> datetime | None:
+    """Note a poll of the batch's task; the time of its last progress if it is stuck (no
+    byte moved for ``[transfer] stuck_after_hours``, counted from its submission), else None.
+
+    The sensor and the run both call it: the sensor asks for a run for a stuck task, and
+    the run gives it up (``_give_up``).
+    """
+    now = now or datetime.now(UTC)
+    with catalogue.session() as session:
+        batch = batch_row(session, batch_id, lock=True)
+        if batch is None:
+            return None
+        if bytes_moved > batch.bytes_moved or batch.progress_at is None:
+            batch.progress_at = (batch.submitted_at or now) if bytes_moved == 0 else now
+        batch.polled_at = now
+        batch.bytes_moved = bytes_moved
+        last = batch.progress_at
+    if now - last > timedelta(hours=settings.transfer.stuck_after_hours):
+        return last
+    return None
+
+
+def _give_up(
+    catalogue: Catalogue, mover: Mover, batch_id: int, task_id: str, since: datetime
+) -> TaskReport:
+    """A task that moved nothing since ``since``: cancelled (if the mover still listens)
+    and reported failed, so its books are sent again or, out of tries, failed for good."""
+    fault = (
+        f"no progress since {since:%Y-%m-%d %H:%M} UTC: {mover.name} task {task_id} was "
+        "given up (stuck)"
+    )
+    try:
+        mover.cancel(task_id)
+    except MoverError as error:
+        fault += f"; cancelling it failed: {error}"
+    with catalogue.session() as session:
+        record_event(
+            session,
+            Severity.WARNING,
+            "transfer_stuck",
+            f"batch {batch_id}: {fault}",
+            subject=f"batch {batch_id}",
+            details={"batch_id": batch_id, "task_id": task_id, "mover": mover.name},
+        )
+    return TaskReport(task_id, TaskStatus.FAILED, fault=fault)
 
 
 def note_stall(
