@@ -60,7 +60,10 @@ SENSORS = [
     *integrity_sensors.SENSORS,
     *integrity_alerts.SENSORS,
 ]
-SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_sensors.SCHEDULES]
+SCHEDULES: list[dg.ScheduleDefinition] = [
+    *integrity_sensors.SCHEDULES,
+    *integrity_scan.SCHEDULES,
+]
 
 
 def build_definitions(peers: Sequence[str] = ()) -> dg.Definitions:

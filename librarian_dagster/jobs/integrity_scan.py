@@ -1,4 +1,6 @@
-"""``scan_store``: ``librarian scan`` (and ``rebuild``) from the UI's launchpad.
+"""``scan_store``: ``librarian scan`` (and ``rebuild``) from the UI's launchpad;
+``clean_staging``: leftover staging of failed and cancelled transfers removed, the rest
+reported (``services.integrity_staging``), hourly by ``clean_staging_schedule``.
 
 Config ``store`` (required), ``rebuild`` (default false: only report) and ``verify``
 (rebuild reads every book against its sidecar unless false). A scan that found dark or
@@ -9,9 +11,18 @@ unreadable sidecar, fails its run: the findings are in the run's metadata and lo
 import dagster as dg
 from pydantic import Field
 
-from librarian_dagster.jobs.names import INTEGRITY_KIND, KIND_TAG, SCAN_JOB, SCAN_OP
+from librarian_dagster.jobs.names import (
+    INTEGRITY_KIND,
+    KIND_TAG,
+    SCAN_JOB,
+    SCAN_OP,
+    STAGING_JOB,
+    STAGING_OP,
+    STAGING_SCHEDULE,
+)
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.services.integrity_rebuild import rebuild_store, scan_store
+from librarian_dagster.services.integrity_staging import clean_staging
 
 LISTED = 200
 
@@ -79,4 +90,49 @@ def scan_store_job() -> None:
     scan_or_rebuild_store()
 
 
-JOBS = [scan_store_job]
+@dg.op(name=STAGING_OP, out=dg.Out(dg.Nothing))
+def remove_leftover_staging(
+    context: dg.OpExecutionContext, catalogue: CatalogueResource, stores: StoresResource
+) -> None:
+    removed: dict[str, int] = {}
+    reported: dict[str, list[str]] = {}
+    failed = 0
+    for name, store in stores.all().items():
+        if not store.staging_dir.is_dir():
+            continue  # a drive away on its trip
+        report = clean_staging(catalogue.catalogue, store)
+        removed[name] = len(report.removed)
+        reported[name] = [f"{staging}: {why}" for staging, why in report.reported[:LISTED]]
+        for line in reported[name]:
+            context.log.warning(f"LEFT IN STAGING of {name}: {line}")
+        for staging, why in report.failed:
+            context.log.error(f"could not remove staging {staging} of {name}: {why}")
+        failed += len(report.failed)
+    context.add_output_metadata(
+        {"removed": dg.MetadataValue.json(removed), "reported": dg.MetadataValue.json(reported)}
+    )
+    if failed:
+        raise dg.Failure(description=f"{failed} leftover staging directories could not be removed")
+
+
+@dg.job(
+    name=STAGING_JOB,
+    tags={KIND_TAG: INTEGRITY_KIND},
+    description="Remove staging left by failed or cancelled transfers; report unknown ones.",
+)
+def clean_staging_job() -> None:
+    remove_leftover_staging()
+
+
+@dg.schedule(
+    name=STAGING_SCHEDULE,
+    job=clean_staging_job,
+    cron_schedule="5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def clean_staging_schedule() -> dg.RunRequest:
+    return dg.RunRequest()
+
+
+JOBS = [scan_store_job, clean_staging_job]
+SCHEDULES = [clean_staging_schedule]
