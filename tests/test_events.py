@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from litestar.testing import TestClient
@@ -15,31 +14,17 @@ from typer.testing import CliRunner
 from librarian_dagster.catalogue.database import get_catalogue
 from librarian_dagster.catalogue.models import Event
 from librarian_dagster.cli.main import app as cli
-from librarian_dagster.resources import NotifierResource
 from librarian_dagster.services.events import raise_event, record_event
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import Severity, UserLevel
 from tests.api_helpers import api_client, credentials
+from tests.test_resources import (
+    TOKEN,
+    FakeSlack,
+    notifier_with,
+)
 
-TOKEN = "xoxb-not-a-real-token-0123456789"
 ADMIN = credentials(UserLevel.ADMIN)
-
-
-class FakeSlack:
-    def __init__(self) -> None:
-        self.posted: list[dict[str, Any]] = []
-
-    def chat_postMessage(self, **kwargs: Any) -> None:
-        self.posted.append(kwargs)
-
-
-def notifier_with(settings: LibrarianSettings, slack: FakeSlack) -> NotifierResource:
-    class Notifier(NotifierResource):
-        def slack_client(self, token: str) -> Any:
-            assert token == TOKEN
-            return slack
-
-    return Notifier(config_file=str(settings.config_file))
 
 
 @pytest.fixture

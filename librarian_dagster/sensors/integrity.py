@@ -32,6 +32,14 @@ _UNFINISHED = [
 ]
 
 
+def unless_unfinished(instance: dg.DagsterInstance, job: str) -> dg.RunRequest | dg.SkipReason:
+    """A run of ``job``, unless one is still queued or running (one at a time, never a pile)."""
+    unfinished = instance.get_run_ids(dg.RunsFilter(job_name=job, statuses=_UNFINISHED), limit=1)
+    if unfinished:
+        return dg.SkipReason(f"{job} run {unfinished[0]} has not finished")
+    return dg.RunRequest()
+
+
 @dg.schedule(
     name=VERIFY_SCHEDULE,
     job=verify_integrity,
@@ -42,12 +50,7 @@ _UNFINISHED = [
 def verify_integrity_schedule(
     context: dg.ScheduleEvaluationContext,
 ) -> dg.RunRequest | dg.SkipReason:
-    unfinished = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=VERIFY_JOB, statuses=_UNFINISHED), limit=1
-    )
-    if unfinished:
-        return dg.SkipReason(f"integrity pass {unfinished[0]} has not finished")
-    return dg.RunRequest()
+    return unless_unfinished(context.instance, VERIFY_JOB)
 
 
 @dg.sensor(
@@ -64,12 +67,7 @@ def repair_sensor(
         due = repairs_due(session, datetime.now(UTC), limit=1)
     if not due:
         return dg.SkipReason("no corrupt copy is due for a repair request")
-    unfinished = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=REPAIR_JOB, statuses=_UNFINISHED), limit=1
-    )
-    if unfinished:
-        return dg.SkipReason(f"repair run {unfinished[0]} has not finished")
-    return dg.RunRequest()
+    return unless_unfinished(context.instance, REPAIR_JOB)
 
 
 @dg.schedule(
@@ -82,12 +80,7 @@ def repair_sensor(
 def rolling_cleanup_schedule(
     context: dg.ScheduleEvaluationContext,
 ) -> dg.RunRequest | dg.SkipReason:
-    unfinished = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=ROLLING_JOB, statuses=_UNFINISHED), limit=1
-    )
-    if unfinished:
-        return dg.SkipReason(f"rolling cleanup {unfinished[0]} has not finished")
-    return dg.RunRequest()
+    return unless_unfinished(context.instance, ROLLING_JOB)
 
 
 SCHEDULES = [verify_integrity_schedule, rolling_cleanup_schedule]
