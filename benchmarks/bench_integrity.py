@@ -24,7 +24,8 @@ Goals (issue):
    of the four calls interleaved; median and max. The plans of the statements they send are
    recorded (``EXPLAIN QUERY PLAN`` / ``EXPLAIN (ANALYZE, BUFFERS)``). Diagnostics, not the
    goal's numbers: the middle page with its keyset as a row-value comparison (hand-written),
-   and on SQLite the pages again after ``ANALYZE``.
+   ``overdue`` when no copy is overdue (a healthy catalogue), and on SQLite the calls again
+   after ``ANALYZE``.
 
 Everything lives under ``benchmarks/work/integrity-<hex>/`` (PostgreSQL: fresh databases next
 to ``--postgres-url``) and is removed at the end. Results: ``results/integrity.json``.
@@ -203,10 +204,14 @@ def slice_queries(root: Path, backend: str, args: argparse.Namespace) -> dict[st
 
             return run
 
-        def overdue() -> int:
-            with site.catalogue.session() as session:
-                before = now - datetime.timedelta(days=period)
-                return integrity_slice.overdue(session, store_ids, before)
+        def overdue_before(before: datetime.datetime) -> Callable[[], int]:
+            def run() -> int:
+                with site.catalogue.session() as session:
+                    return integrity_slice.overdue(session, store_ids, before)
+
+            return run
+
+        overdue = overdue_before(now - datetime.timedelta(days=period))
 
         def repairs() -> int:
             with site.catalogue.session() as session:
@@ -228,15 +233,21 @@ def slice_queries(root: Path, backend: str, args: argparse.Namespace) -> dict[st
                 cell["note"] = "over 200 ms (no goal)"
         # Diagnostics (not the goal's numbers): the middle page with a row-value keyset, and
         # on SQLite the same calls once ANALYZE has given the planner statistics.
+        # Also: the overdue count of a healthy catalogue (no copy overdue: nothing to stop at).
         row_value = {
             "diagnostic: middle page, row-value keyset": lambda: setup.row_value_page(
                 site, store_ids, due, (middle[0] or due, middle[1]), integrity_slice.PAGE
             )
         }
+        healthy = {
+            "diagnostic: overdue, none overdue": overdue_before(
+                datetime.datetime.fromisoformat(data["base"])
+            )
+        }
         diagnostics: dict[str, Any] = {
-            "row_value_keyset": {
-                "timing": time_calls(row_value, args.repeats),
-                "plans": {k: setup.plans(site, call) for k, call in row_value.items()},
+            "row_value_keyset_and_healthy_overdue": {
+                "timing": time_calls(row_value | healthy, args.repeats),
+                "plans": {k: setup.plans(site, c) for k, c in (row_value | healthy).items()},
             }
         }
         if backend == "sqlite":
@@ -244,7 +255,7 @@ def slice_queries(root: Path, backend: str, args: argparse.Namespace) -> dict[st
                 analyze_s, _ = clock(lambda: connection.exec_driver_sql("ANALYZE"))
                 connection.commit()
             pages = {k: v for k, v in queries.items() if k.startswith("in_service_page")}
-            again = pages | row_value | {"overdue": overdue}
+            again = pages | row_value | {"overdue": overdue} | healthy
             diagnostics["after_analyze"] = {
                 "analyze_s": r3(analyze_s),
                 "timing": time_calls(again, args.repeats),
