@@ -78,6 +78,9 @@ def repairs_due(session: Session, now: datetime, limit: int = PER_RUN) -> list[_
         select(CorruptFile)
         .options(joinedload(CorruptFile.file), joinedload(CorruptFile.store))
         .where(
+            # An explicit IN on status lets the (status, id) index bound the scan; the
+            # conditions below only narrow it.
+            CorruptFile.status.in_((CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING)),
             CorruptFile.instance_id.is_not(None),
             (
                 (CorruptFile.status == CorruptionStatus.DETECTED)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
@@ -34,6 +34,7 @@ from librarian_dagster.storage.local_store import LocalStore
 DUE_FRACTION = 0.8
 PAGE = 256
 OVERDUE_CAP = 100_000  # overdue copies are counted up to this many (a bounded count)
+VERIFIED_INDEX = "ix_instances_verified_at_id"  # migration 0006
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,19 @@ def in_service_page(
     after: tuple[datetime | None, int] | None,
     size: int = PAGE,
 ) -> list[Candidate]:
-    """The next page of copies in service on ``store_ids``, least recently verified first."""
+    """The next page of copies in service on ``store_ids``, least recently verified first.
+
+    One range of the ``(verified_at, id)`` index per page: the keyset is a row-value
+    comparison (an ``OR`` of two conditions made PostgreSQL filter from the start of the
+    range, and SQLite merge and sort), and SQLite is told to walk that index (without
+    ``ANALYZE`` statistics it would rather read every copy and sort them).
+    """
     if not store_ids or size <= 0:
         return []
-    # COALESCE would defeat the index: copies without verified_at (none made since
-    # migration 0006, which filled them in) come first through their own small query.
     statement = (
         select(Instance.id, File.name, File.checksum, Store.name, File.size, Instance.verified_at)
+        .select_from(Instance)
+        .with_hint(Instance, f"INDEXED BY {VERIFIED_INDEX}", "sqlite")
         .join(File, Instance.file_id == File.id)
         .join(Store, Instance.store_id == Store.id)
         .where(Instance.available, Instance.store_id.in_(list(store_ids)))
@@ -113,6 +120,7 @@ def in_service_page(
         statement = statement.where(File.name.in_(list(names)))
     unverified = []
     if after is None or after[0] is None:
+        # None since migration 0006 filled them in; looked for all the same, first.
         never = statement.where(Instance.verified_at.is_(None))
         if after is not None:
             never = never.where(Instance.id > after[1])
@@ -121,13 +129,7 @@ def in_service_page(
             return unverified
     statement = statement.where(Instance.verified_at.is_not(None))
     if after is not None and after[0] is not None:
-        last_time, last_id = after
-        statement = statement.where(
-            or_(
-                Instance.verified_at > last_time,
-                and_(Instance.verified_at == last_time, Instance.id > last_id),
-            )
-        )
+        statement = statement.where(tuple_(Instance.verified_at, Instance.id) > tuple_(*after))
     if due is not None:
         statement = statement.where(Instance.verified_at < due)
     statement = statement.limit(size - len(unverified))
@@ -135,15 +137,17 @@ def in_service_page(
 
 
 def overdue(session: Session, store_ids: Sequence[int], before: datetime) -> int:
-    """Copies in service on ``store_ids`` last verified before ``before`` (up to a cap)."""
+    """Copies in service on ``store_ids`` last verified before ``before`` (up to a cap): one
+    range of the ``(verified_at, id)`` index, empty when all is well."""
     if not store_ids:
         return 0
     inner = (
         select(Instance.id)
+        .with_hint(Instance, f"INDEXED BY {VERIFIED_INDEX}", "sqlite")
         .where(
+            Instance.verified_at < before,
             Instance.available,
             Instance.store_id.in_(list(store_ids)),
-            or_(Instance.verified_at < before, Instance.verified_at.is_(None)),
         )
         .limit(OVERDUE_CAP)
         .subquery()
