@@ -34,7 +34,6 @@ from librarian_dagster.storage.local_store import LocalStore
 DUE_FRACTION = 0.8
 PAGE = 256
 OVERDUE_CAP = 100_000  # overdue copies are counted up to this many (a bounded count)
-VERIFIED_INDEX = "ix_instances_verified_at_id"  # migration 0006
 
 
 @dataclass(frozen=True)
@@ -101,18 +100,19 @@ def in_service_page(
 
     One range of the ``(verified_at, id)`` index per page: the keyset is a row-value
     comparison (an ``OR`` of two conditions made PostgreSQL filter from the start of the
-    range, and SQLite merge and sort), and SQLite is told to walk that index (without
-    ``ANALYZE`` statistics it would rather read every copy and sort them).
+    range, and SQLite merge and sort), and the store filter is written ``store_id + 0`` so
+    that no index can serve it: SQLite, without ``ANALYZE`` statistics, would otherwise read
+    every copy of the store through ``(store_id, file_id)`` and sort them all; this way the
+    only index left to use is the one that also gives the order.
     """
     if not store_ids or size <= 0:
         return []
     statement = (
         select(Instance.id, File.name, File.checksum, Store.name, File.size, Instance.verified_at)
         .select_from(Instance)
-        .with_hint(Instance, f"INDEXED BY {VERIFIED_INDEX}", "sqlite")
         .join(File, Instance.file_id == File.id)
         .join(Store, Instance.store_id == Store.id)
-        .where(Instance.available, Instance.store_id.in_(list(store_ids)))
+        .where(Instance.available, (Instance.store_id + 0).in_(list(store_ids)))
         .order_by(Instance.verified_at, Instance.id)
         .limit(size)
     )
@@ -143,11 +143,10 @@ def overdue(session: Session, store_ids: Sequence[int], before: datetime) -> int
         return 0
     inner = (
         select(Instance.id)
-        .with_hint(Instance, f"INDEXED BY {VERIFIED_INDEX}", "sqlite")
         .where(
             Instance.verified_at < before,
             Instance.available,
-            Instance.store_id.in_(list(store_ids)),
+            (Instance.store_id + 0).in_(list(store_ids)),  # see in_service_page
         )
         .limit(OVERDUE_CAP)
         .subquery()
