@@ -157,3 +157,34 @@ def test_the_rolling_cleanup_job_runs_the_same_cleanup(
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
     assert not any(a.store.exists(name) for name in names)
+
+
+def test_a_byte_budget_selects_the_oldest_beyond_it_and_days_the_old_ones(
+    pair: dict[str, CloneSite], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from librarian_dagster.catalogue.models import Store
+    from librarian_dagster.services.integrity_rolling import candidates
+    from librarian_dagster.settings import RollingSettings
+
+    a = pair["site-a"]
+    names = upload(a, tmp_path, 5)
+    now = datetime.now(UTC)
+    with a.catalogue.session() as session:
+        store_id = session.scalars(select(Store.id).where(Store.name == "main")).one()
+        sizes = {f.name: f.size for f in session.scalars(select(File))}
+        newest_two = sizes[names[4]] + sizes[names[3]]
+        budget = RollingSettings(keep_days=3650, max_bytes=newest_two)
+        assert [c.name for c in candidates(session, store_id, budget, now)] == names[:3]
+        roomy = RollingSettings(keep_days=3650, max_bytes=sum(sizes.values()))
+        assert candidates(session, store_id, roomy, now) == []
+        # By days: the two oldest made "old" (ids follow creation).
+        for name in names[:2]:
+            file = session.scalars(select(File).where(File.name == name)).one()
+            file.created_at = now - timedelta(days=40)
+        session.flush()
+        by_days = RollingSettings(keep_days=30)
+        assert [c.name for c in candidates(session, store_id, by_days, now)] == names[:2]
+        limited = RollingSettings(keep_days=30, max_books_per_run=1)
+        assert [c.name for c in candidates(session, store_id, limited, now)] == names[:1]

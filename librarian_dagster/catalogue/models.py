@@ -142,6 +142,7 @@ class Instance(Base):
         UniqueConstraint("file_id", "store_id"),
         Index(None, "store_id", "file_id"),
         Index(None, "verified_at", "id"),  # the integrity job's slice, least recent first
+        Index(None, "store_id", "available", "file_id"),  # a rolling store's selection
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

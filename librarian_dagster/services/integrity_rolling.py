@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -37,6 +37,7 @@ from librarian_dagster.settings import LibrarianSettings, RollingSettings
 from librarian_dagster.storage.local_store import LocalStore
 
 LEFTOVERS_PER_RUN = 1000
+BUDGET_PAGE = 5000
 
 
 @dataclass(frozen=True)
@@ -65,41 +66,67 @@ class RollingReport:
         )
 
 
-def _candidates(
+def candidates(
     session: Session, store_id: int, policy: RollingSettings, now: datetime
 ) -> list[_Old]:
-    """Copies in service here past the limit, oldest first (bounded)."""
-    base = (
-        select(Instance.id, File.name, File.checksum, File.size)
+    """Copies in service here past the limit, oldest first (at most ``max_books_per_run``).
+
+    Oldest is by file id, the order books were catalogued here: each bound below is one
+    look-up, and the copies are one range of ``(store_id, available, file_id)``, which skips
+    the copies already deleted. Past ``keep_days``: up to the newest file created before
+    the cut-off (``files.created_at`` index, backwards, one row). Over ``max_bytes``: the
+    copies older than the newest ones that fit the budget, found walking newest first
+    (as many rows as the budget holds books, not the whole store).
+    """
+    cutoff = now - timedelta(days=policy.keep_days)
+    by_days = session.scalar(
+        select(File.id).where(File.created_at < cutoff).order_by(File.created_at.desc()).limit(1)
+    )
+    by_bytes = _beyond_budget(session, store_id, policy.max_bytes) if policy.max_bytes else None
+    bound = max(by_days or 0, by_bytes or 0)
+    if not bound:
+        return []
+    rows = session.execute(
+        select(Instance.id, File.name, File.checksum, File.size, File.created_at, File.id)
         .join(File, Instance.file_id == File.id)
-        .where(Instance.store_id == store_id, Instance.available)
-        .order_by(File.created_at, File.id)
+        .where(
+            Instance.store_id == store_id,
+            Instance.available == true(),
+            Instance.file_id <= bound,
+        )
+        .order_by(Instance.file_id)
         .limit(policy.max_books_per_run)
-    )
-    old = [
-        _Old(*row)
-        for row in session.execute(
-            base.where(File.created_at < now - timedelta(days=policy.keep_days))
-        ).all()
+    ).all()
+    # Ids follow creation here; a rebuilt catalogue's may not: the cut-off itself decides.
+    return [
+        _Old(instance_id, name, checksum, size)
+        for instance_id, name, checksum, size, created, file_id in rows
+        if created < cutoff or (by_bytes is not None and file_id <= by_bytes)
     ]
-    if policy.max_bytes is None or len(old) >= policy.max_books_per_run:
-        return old
-    held = session.scalar(
-        select(func.coalesce(func.sum(File.size), 0))
-        .join(Instance, Instance.file_id == File.id)
-        .where(Instance.store_id == store_id, Instance.available)
-    )
-    excess = int(held or 0) - policy.max_bytes - sum(item.size for item in old)
-    if excess <= 0:
-        return old
-    seen = {item.instance_id for item in old}
-    for row in session.execute(base.limit(policy.max_books_per_run * 2)).all():
-        if excess <= 0 or len(old) >= policy.max_books_per_run:
-            break
-        if row[0] not in seen:
-            old.append(_Old(*row))
-            excess -= row[3]
-    return old
+
+
+def _beyond_budget(session: Session, store_id: int, budget: int) -> int | None:
+    """The newest file id whose copy no longer fits ``budget`` bytes (the newest copies
+    counted first), or None if everything fits."""
+    held, before = 0, None
+    while True:
+        statement = (
+            select(Instance.file_id, File.size)
+            .join(File, Instance.file_id == File.id)
+            .where(Instance.store_id == store_id, Instance.available == true())
+            .order_by(Instance.file_id.desc())
+            .limit(BUDGET_PAGE)
+        )
+        if before is not None:
+            statement = statement.where(Instance.file_id < before)
+        rows = session.execute(statement).all()
+        for file_id, size in rows:
+            held += size
+            if held > budget:
+                return int(file_id)
+        if len(rows) < BUDGET_PAGE:
+            return None
+        before = rows[-1][0]
 
 
 def _holders(session: Session, name: str) -> list[Librarian]:
@@ -209,7 +236,7 @@ def clean_store(
             report.skipped = "not in the catalogue yet"
             return report
         finish_deletions(session, store, store_id)
-        old = _candidates(session, store_id, policy, now)
+        old = candidates(session, store_id, policy, now)
         holders = {item.instance_id: _holders(session, item.name) for item in old}
         session.expunge_all()
     for item in old:

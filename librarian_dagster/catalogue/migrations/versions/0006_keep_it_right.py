@@ -12,7 +12,9 @@
 - ``transfer_batches``: ``progress_at``, when the mover's task last moved bytes (or was
   submitted): a task with no progress for ``[transfer] stuck_after_hours`` is given up.
 - ``instances``: ``deleted_at`` and ``deleted_reason``: a rolling store's cleanup keeps the
-  row of a copy it deleted (out of service), with when and why.
+  row of a copy it deleted (out of service), with when and why; and an index on
+  ``(store_id, available, file_id)``: its selection reads a store's copies in service
+  oldest first (and newest first, for a byte budget) without passing the deleted ones.
 
 Revision ID: 0006
 Revises: 0005
@@ -51,10 +53,16 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_instances_verified_at_id"), ["verified_at", "id"], unique=False
         )
+        batch_op.create_index(
+            batch_op.f("ix_instances_store_id_available_file_id"),
+            ["store_id", "available", "file_id"],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("instances", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_instances_store_id_available_file_id"))
         batch_op.drop_index(batch_op.f("ix_instances_verified_at_id"))
         batch_op.drop_column("deleted_reason")
         batch_op.drop_column("deleted_at")
