@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from librarian_dagster.storage.checksums import (
     ALGORITHMS,
@@ -254,3 +255,43 @@ def test_empty_directory_and_empty_file_share_a_checksum(tmp_path: Path) -> None
     """Documented property: the book's kind is not part of its checksum."""
     (tmp_path / "dir").mkdir()
     assert hash_path(tmp_path / "dir") == hash_path(write(tmp_path / "file", b""))
+
+
+def test_reading_ahead_in_a_second_thread_gives_the_same_checksums(tmp_path: Path) -> None:
+    from librarian_dagster.storage.checksums import OVERLAP_MIN_BYTES
+    from librarian_dagster.storage.read_ahead import pump_overlapped
+
+    big = tmp_path / "book" / "big.dat"
+    big.parent.mkdir()
+    big.write_bytes(os.urandom(OVERLAP_MIN_BYTES + 12345))
+    (tmp_path / "book" / "small.dat").write_bytes(b"small")
+    for algorithm in ("xxh3_128", "sha256"):
+        assert hash_path(big, algorithm, overlap=True) == hash_path(big, algorithm)
+        book = tmp_path / "book"
+        assert hash_path(book, algorithm, overlap=True) == hash_path(book, algorithm)
+    seen: list[int] = []
+    hasher = xxhash.xxh3_128()
+    size = pump_overlapped(
+        big, hasher, [memoryview(bytearray(1 << 20)) for _ in range(3)], seen.append
+    )
+    assert size == sum(seen) == big.stat().st_size
+
+
+def test_a_read_ahead_error_reaches_the_caller_and_the_reader_ends(tmp_path: Path) -> None:
+    import threading
+
+    from librarian_dagster.storage.read_ahead import pump_overlapped
+
+    buffers = [memoryview(bytearray(1 << 20)) for _ in range(3)]
+    with pytest.raises(FileNotFoundError):
+        pump_overlapped(tmp_path / "gone", xxhash.xxh3_128(), buffers)
+
+    class Broken:
+        def update(self, data: memoryview) -> None:
+            raise RuntimeError("hasher failed")
+
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(5 << 20))
+    with pytest.raises(RuntimeError, match="hasher failed"):
+        pump_overlapped(data, Broken(), buffers)
+    assert not [t for t in threading.enumerate() if t.name == "librarian-read-ahead"]

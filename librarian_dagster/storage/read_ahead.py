@@ -1,0 +1,69 @@
+"""Reading a file in one thread while another hashes what was read: the two overlap.
+
+``checksums.pump`` reads a chunk, then hashes it, then reads the next: on a cold disk the
+reads and the hashing take turns. Here a second thread keeps reading into a few buffers
+while the caller hashes the one before (``readinto`` releases the GIL, and so does
+xxhash's ``update``), so a verification runs at the slower of the two, not their sum.
+Used where a process does nothing but verify (the integrity pass), for large files only.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+
+class _Updatable(Protocol):
+    def update(self, data: memoryview, /) -> object: ...
+
+
+def pump_overlapped(
+    src: str | os.PathLike[str],
+    hasher: _Updatable,
+    buffers: Sequence[memoryview],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Stream ``src`` through ``hasher``, read ahead into ``buffers``; the bytes read."""
+    free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[memoryview, int] | BaseException] = queue.SimpleQueue()
+    for buffer in buffers:
+        free.put(buffer)
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            with open(src, "rb", buffering=0) as f:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                while not done.is_set():
+                    buffer = free.get()
+                    n = f.readinto(buffer) or 0
+                    full.put((buffer, n))
+                    if not n:
+                        return
+        except BaseException as error:  # handed to the hashing thread, raised there
+            full.put(error)
+
+    reader = threading.Thread(target=read, name="librarian-read-ahead", daemon=True)
+    reader.start()
+    size = 0
+    try:
+        while True:
+            item = full.get()
+            if isinstance(item, BaseException):
+                raise item
+            buffer, n = item
+            if not n:
+                return size
+            hasher.update(buffer[:n])
+            size += n
+            if progress is not None:
+                progress(n)
+            free.put(buffer)
+    finally:
+        done.set()
+        free.put(buffers[0])  # a reader waiting for a buffer wakes, sees done, ends
+        reader.join()
