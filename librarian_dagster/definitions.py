@@ -60,10 +60,7 @@ SENSORS = [
     *integrity_sensors.SENSORS,
     *integrity_alerts.SENSORS,
 ]
-SCHEDULES: list[dg.ScheduleDefinition] = [
-    *integrity_sensors.SCHEDULES,
-    *integrity_scan.SCHEDULES,
-]
+SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_sensors.SCHEDULES]
 
 
 def build_definitions(peers: Sequence[str] = ()) -> dg.Definitions:

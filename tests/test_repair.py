@@ -114,14 +114,15 @@ def test_a_peer_down_waits_and_a_peer_with_a_bad_copy_leaves_it_lost(
     report = request_repairs(b.catalogue, b.settings, down)
     assert report.waiting and "unreachable" in report.waiting[0][1]
     record = record_of(b, name)
-    assert record.status == CorruptionStatus.DETECTED and record.attempts == 1
-    # Asked again only after RETRY_AFTER: nothing is due right now.
+    # Not counted against its tries (nobody was asked), asked again after RETRY_AFTER.
+    assert record.status == CorruptionStatus.DETECTED and record.attempts == 0
+    assert record.requested_at is not None
     assert request_repairs(b.catalogue, b.settings, links_for(pair)).requested == []
 
     with b.catalogue.session() as session:  # pretend the back-off is over
         row = session.get(CorruptFile, record.id)
         assert row is not None
-        row.updated_at = row.updated_at.replace(year=2000)
+        row.requested_at = row.requested_at.replace(year=2000)
     rot(a, name)  # a's copy has rotted too: nobody can repair it
     report = request_repairs(b.catalogue, b.settings, links_for(pair))
     assert report.lost and "does not verify" in report.lost[0][1]
@@ -153,3 +154,49 @@ def test_resend_answers_only_for_books_the_caller_held(
         "/api/v2/clones/resend", json={"names": [name]}, auth=("admin", "admin-password")
     )
     assert admin.status_code == 403  # an admin is not a peer: it held nothing
+
+
+def test_a_repair_never_moves_a_namespace_or_a_copy_an_operator_kept(
+    pair: dict[str, CloneSite],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from librarian_dagster.catalogue.models import IncomingTransfer
+    from librarian_dagster.services import corrupt
+    from librarian_dagster.states import TransferStatus
+    from tests.clone_helpers import deliver, step_receiver, step_sender
+
+    b = pair["site-b"]
+    kept, spaced = cloned(pair, tmp_path, 2)[:2]
+    for name in (kept, spaced):
+        rot(b, name)
+    # Two of two would be a burst: read without the guard, to get two repairs going.
+    verify_instances(b.catalogue, b.stores, budget=Budget(max_books=10), settings=b.settings)
+    assert len(request_repairs(b.catalogue, b.settings, links_for(pair)).requested) == 2
+    # The "file" one is now a namespace holding another book's bytes (it is not the book).
+    spaced_path = b.store.path_for(spaced)
+    spaced_path.chmod(0o644)
+    spaced_path.unlink()
+    spaced_path.mkdir()
+    (spaced_path / "other.dat").write_bytes(b"somebody else's")
+    for _ in range(5):  # the good copies arrive at b's staging
+        step_sender(pair["site-a"], pair)
+        deliver(pair["site-a"], pair)
+    with b.catalogue.session() as session:  # an operator keeps the other bad copy
+        record = corrupt.open_record(
+            session, session.get(CorruptFile, record_of(b, kept).id).instance_id
+        )
+        assert record is not None
+        corrupt.dismiss(session, record.id, "operator", "keep it for the post-mortem")
+    step_receiver(b)
+    with b.catalogue.session() as session:
+        failed = {
+            t.name: t.failure_reason
+            for t in session.scalars(select(IncomingTransfer))
+            if t.status == TransferStatus.FAILED
+        }
+    assert "not the book" in failed[spaced] and "already exists" in failed[kept]
+    assert (spaced_path / "other.dat").read_bytes() == b"somebody else's"
+    assert b.store.path_for(kept).read_bytes() == b"bit rot"
+    quarantine = b.store.root / QUARANTINE_DIRNAME
+    assert not quarantine.exists() or list(quarantine.iterdir()) == []
+    assert record_of(b, spaced).status == CorruptionStatus.REFETCHING

@@ -33,8 +33,12 @@ from tests.test_validate import rot
 ROLLING = "rolling = { keep_days = 0, min_copies_elsewhere = %d }"
 
 
-def rolling_pair(tmp_path: Path, database: str, copies: int) -> Iterator[dict[str, CloneSite]]:
+def rolling_pair(
+    tmp_path: Path, database: str, copies: int, both: bool = False
+) -> Iterator[dict[str, CloneSite]]:
     extra = {"site-a": ROLLING % copies}
+    if both:
+        extra["site-b"] = ROLLING % copies
     if database == "sqlite":
         with clone_sites(tmp_path, ["site-a", "site-b"], extra_toml=extra) as sites:
             befriend_both(sites["site-a"], sites["site-b"])
@@ -188,3 +192,17 @@ def test_a_byte_budget_selects_the_oldest_beyond_it_and_days_the_old_ones(
         assert [c.name for c in candidates(session, store_id, by_days, now)] == names[:2]
         limited = RollingSettings(keep_days=30, max_books_per_run=1)
         assert [c.name for c in candidates(session, store_id, limited, now)] == names[:1]
+
+
+def test_two_rolling_stores_never_count_each_others_copies(tmp_path: Path) -> None:
+    for sites in rolling_pair(tmp_path, "sqlite", 1, both=True):
+        a, b = sites["site-a"], sites["site-b"]
+        names = upload(a, tmp_path, 2)
+        pump(sites)
+        for here in (a, b):
+            report = clean_store(
+                here.catalogue, here.settings, here.stores, links_for(sites), "main"
+            )
+            assert report.deleted == [] and len(report.kept) == 2
+            assert all("on a rolling store too" in why for _, why in report.kept)
+        assert all(a.store.exists(name) and b.store.exists(name) for name in names)

@@ -29,11 +29,14 @@ from pydantic import Field
 from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.resources.notifier import NotifierResource
+from librarian_dagster.services import corrupt
+from librarian_dagster.services.events import resolve_cause
 from librarian_dagster.services.integrity import BadCopy, Budget, VerifyReport, verify_instances
 from librarian_dagster.services.integrity_guard import GuardPolicy
 from librarian_dagster.states import Severity
 
 REPORTED = 20
+CORRUPT_ALERT = "corrupt_copies"
 
 
 class ChecksumCheckConfig(dg.Config):
@@ -99,15 +102,22 @@ def _alerts(
         )
         context.log.error(f"BURST GUARD: store {store}: {report.guarded[store]} ({where})")
     new = [copy for copy in report.bad if copy.new]
-    if new:
-        listed = "\n".join(copy.line() for copy in new[:REPORTED])
-        more = f"\n... and {len(new) - REPORTED} more" if len(new) > REPORTED else ""
+    for store in sorted({copy.store for copy in new}):  # one cause per store
+        found = [copy for copy in new if copy.store == store]
+        listed = "\n".join(copy.line() for copy in found[:REPORTED])
+        more = f"\n... and {len(found) - REPORTED} more" if len(found) > REPORTED else ""
         notifier.alert(
-            f"{len(new)} corrupt or missing cop{'y' if len(new) == 1 else 'ies'} found",
+            f"{len(found)} corrupt or missing cop{'y' if len(found) == 1 else 'ies'} in store "
+            f"{store}",
             f"{listed}{more}\n`librarian corrupt list` shows every open one.",
             severity=Severity.CRITICAL,
-            kind="corrupt_copies",
+            kind=CORRUPT_ALERT,
+            subject=store,
         )
+    # A store with no open record any more: its alert is over; the next bad copy is news.
+    with notifier.session() as session:
+        for store in set(report.read_by_store) - corrupt.stores_with_open_records(session):
+            resolve_cause(session, CORRUPT_ALERT, store, "checksums_match", "all repaired")
     if report.overdue:
         notifier.alert(
             "Integrity checks are behind",

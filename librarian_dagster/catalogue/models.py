@@ -219,6 +219,8 @@ class CorruptFile(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detected_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
+    # When a peer was last asked to re-send it (the repair's clock; a re-read moves updated_at).
+    requested_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
     resolved_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
     # Who closed it: an account name for a dismissal, "verified" when a re-read passed.
     resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -16,18 +16,22 @@ copy once the new one verifies. Books no peer can repair fail the run and alert.
 books past the limit that enough peers verified at that moment
 (``services.integrity_rolling``); books kept are listed with why, and an alert says so.
 
-Runs carry ``librarian/kind: integrity``, which the run queue limits to one at a time: one
-reader, large sequential reads, the disks left to ingest between passes.
+The pass's runs carry ``librarian/kind: integrity``, which the run queue limits to one at a
+time: one reader, large sequential reads, the disks left to ingest between passes. Repair
+(``repair``) and rolling cleanup (``maintenance``) have kinds of their own, so neither
+waits behind a 55-minute pass nor holds the callbacks' slot; their schedule and sensor ask
+for one run at a time.
 """
 
 import dagster as dg
 
 from librarian_dagster.assets.integrity import checksums_match
 from librarian_dagster.jobs.names import (
-    CALLBACKS_KIND,
     INTEGRITY_KIND,
     KIND_TAG,
+    MAINTENANCE_KIND,
     REPAIR_JOB,
+    REPAIR_KIND,
     REPAIR_OP,
     ROLLING_JOB,
     ROLLING_OP,
@@ -88,7 +92,7 @@ def ask_peers_to_resend(
 
 @dg.job(
     name=REPAIR_JOB,
-    tags={KIND_TAG: CALLBACKS_KIND},
+    tags={KIND_TAG: REPAIR_KIND},
     description="Ask peers whose copies verify to re-send books whose copies here are bad.",
 )
 def repair_copies() -> None:
@@ -134,7 +138,7 @@ def delete_old_copies(
 
 @dg.job(
     name=ROLLING_JOB,
-    tags={KIND_TAG: INTEGRITY_KIND},
+    tags={KIND_TAG: MAINTENANCE_KIND},
     description="Delete, on rolling stores, books past the limit that peers verified just now.",
 )
 def rolling_cleanup() -> None:

@@ -1,6 +1,7 @@
 """``scan_store``: ``librarian scan`` (and ``rebuild``) from the UI's launchpad;
 ``clean_staging``: leftover staging of failed and cancelled transfers removed, the rest
-reported (``services.integrity_staging``), hourly by ``clean_staging_schedule``.
+reported (``services.integrity_staging``), hourly by ``clean_staging_schedule``
+(``sensors/integrity.py``).
 
 Config ``store`` (required), ``rebuild`` (default false: only report) and ``verify``
 (rebuild reads every book against its sidecar unless false). A scan that found dark or
@@ -12,13 +13,12 @@ import dagster as dg
 from pydantic import Field
 
 from librarian_dagster.jobs.names import (
-    INTEGRITY_KIND,
     KIND_TAG,
+    MAINTENANCE_KIND,
     SCAN_JOB,
     SCAN_OP,
     STAGING_JOB,
     STAGING_OP,
-    STAGING_SCHEDULE,
 )
 from librarian_dagster.resources.librarian import CatalogueResource, StoresResource
 from librarian_dagster.services.integrity_rebuild import rebuild_store, scan_store
@@ -83,7 +83,7 @@ def scan_or_rebuild_store(
 
 @dg.job(
     name=SCAN_JOB,
-    tags={KIND_TAG: INTEGRITY_KIND},
+    tags={KIND_TAG: MAINTENANCE_KIND},
     description="Report dark and missing data in a store (optionally rebuild the catalogue).",
 )
 def scan_store_job() -> None:
@@ -117,22 +117,11 @@ def remove_leftover_staging(
 
 @dg.job(
     name=STAGING_JOB,
-    tags={KIND_TAG: INTEGRITY_KIND},
+    tags={KIND_TAG: MAINTENANCE_KIND},
     description="Remove staging left by failed or cancelled transfers; report unknown ones.",
 )
 def clean_staging_job() -> None:
     remove_leftover_staging()
 
 
-@dg.schedule(
-    name=STAGING_SCHEDULE,
-    job=clean_staging_job,
-    cron_schedule="5 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def clean_staging_schedule() -> dg.RunRequest:
-    return dg.RunRequest()
-
-
 JOBS = [scan_store_job, clean_staging_job]
-SCHEDULES = [clean_staging_schedule]

@@ -54,7 +54,9 @@ RECEIVE_KIND = "receive"
 CALLBACKS_KIND = "callbacks"
 FILL_KIND = "fill"
 DRIVE_INGEST_KIND = "drive_ingest"
-INTEGRITY_KIND = "integrity"
+INTEGRITY_KIND = "integrity"  # the integrity pass: one at a time (one reader)
+REPAIR_KIND = "repair"  # asking peers to re-send bad copies
+MAINTENANCE_KIND = "maintenance"  # rolling cleanup, scans, leftover staging
 # Which clone batch and peer a run is about.
 BATCH_TAG = "librarian/batch"
 PEER_TAG = "librarian/peer"

@@ -1,6 +1,6 @@
 """``verify_integrity_schedule``: an integrity pass every hour (at minute 23);
-``rolling_cleanup_schedule``: rolling stores cleaned every hour (at minute 47), a run only
-when none is unfinished;
+``rolling_cleanup_schedule``: rolling stores cleaned every hour (at minute 47), and
+``clean_staging_schedule`` (at minute 5), a run only when none is unfinished;
 ``repair_sensor``: a ``repair_copies`` run when a corrupt copy is due for a repair request.
 
 Hourly, so that each pass is short (``[integrity] max_seconds_per_run``, 55 min by default)
@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from librarian_dagster.jobs.integrity import repair_copies, rolling_cleanup, verify_integrity
+from librarian_dagster.jobs.integrity_scan import clean_staging_job
 from librarian_dagster.jobs.names import (
     REPAIR_JOB,
     ROLLING_JOB,
     ROLLING_SCHEDULE,
+    STAGING_JOB,
+    STAGING_SCHEDULE,
     VERIFY_JOB,
     VERIFY_SCHEDULE,
 )
@@ -67,6 +70,11 @@ def repair_sensor(
         due = repairs_due(session, datetime.now(UTC), limit=1)
     if not due:
         return dg.SkipReason("no corrupt copy is due for a repair request")
+    # Not while a pass runs: its burst guard is decided when it ends, and a store going
+    # bad must not have its first bad copies re-fetched before then.
+    passing = unless_unfinished(context.instance, VERIFY_JOB)
+    if isinstance(passing, dg.SkipReason):
+        return dg.SkipReason(f"waiting for the integrity pass: {passing.skip_message}")
     return unless_unfinished(context.instance, REPAIR_JOB)
 
 
@@ -83,5 +91,18 @@ def rolling_cleanup_schedule(
     return unless_unfinished(context.instance, ROLLING_JOB)
 
 
-SCHEDULES = [verify_integrity_schedule, rolling_cleanup_schedule]
+@dg.schedule(
+    name=STAGING_SCHEDULE,
+    job=clean_staging_job,
+    cron_schedule="5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Leftover staging of failed and cancelled transfers removed; the rest reported.",
+)
+def clean_staging_schedule(
+    context: dg.ScheduleEvaluationContext,
+) -> dg.RunRequest | dg.SkipReason:
+    return unless_unfinished(context.instance, STAGING_JOB)
+
+
+SCHEDULES = [verify_integrity_schedule, rolling_cleanup_schedule, clean_staging_schedule]
 SENSORS = [repair_sensor]

@@ -104,7 +104,13 @@ def event_alerts_sensor(
         seconds=catalogue.settings.transfer.catalogue_lag_seconds
     )
     with catalogue.session() as session:
-        newest = session.scalar(select(func.max(Event.id)).where(Event.created_at <= settled)) or 0
+        since = int(context.cursor or 0)
+        newest = (
+            session.scalar(
+                select(func.max(Event.id)).where(Event.id > since, Event.created_at <= settled)
+            )
+            or since
+        )
         if context.cursor is None:
             return dg.SensorResult(
                 skip_reason="starting after the newest event", cursor=str(newest)

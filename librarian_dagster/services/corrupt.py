@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from librarian_dagster.catalogue.models import CorruptFile, File, Instance
+from librarian_dagster.catalogue.models import CorruptFile, Event, File, Instance, Store
 from librarian_dagster.services.errors import Conflict, NotFound
-from librarian_dagster.services.events import record_event, resolve_cause
+from librarian_dagster.services.events import record_event
 from librarian_dagster.services.files import decode_cursor, encode_cursor
 from librarian_dagster.states import (
     UNRESOLVED_CORRUPTION,
@@ -90,8 +90,21 @@ def close_repaired(
         f"copy in store {instance.store.name} verifies again (record {record.id}; {by})",
         subject=instance.file.name,
     )
-    # The event that reported the bad copy is resolved with it.
-    resolve_cause(session, f"copy_{record.reason.value}", instance.file.name, by[:64], "repaired")
+    _resolve_record_events(session, record, instance.file.name, by[:64])
+
+
+def _resolve_record_events(session: Session, record: CorruptFile, name: str, by: str) -> None:
+    """The events that reported this record (its bad copy, its loss) are resolved with it;
+    another store's bad copy of the same book keeps its own."""
+    kinds = (f"copy_{record.reason.value}", "copy_lost")
+    events = session.scalars(
+        select(Event).where(Event.subject == name, Event.kind.in_(kinds), Event.resolved.is_(False))
+    ).all()
+    now = datetime.now(UTC)
+    for event in events:
+        if (event.details or {}).get("record_id") == record.id:
+            event.resolved, event.resolved_at, event.resolved_by = True, now, by
+            event.note = "repaired"
 
 
 def dismiss(session: Session, record_id: int, by: str, note: str) -> CorruptFile:
@@ -123,6 +136,18 @@ def count_unresolved(session: Session) -> int:
             select(func.count(CorruptFile.id)).where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
         )
         or 0
+    )
+
+
+def stores_with_open_records(session: Session) -> set[str]:
+    """The stores holding a copy with an open record (one row per store: stores are few)."""
+    return set(
+        session.scalars(
+            select(Store.name)
+            .join(CorruptFile, CorruptFile.store_id == Store.id)
+            .where(CorruptFile.status.in_(UNRESOLVED_CORRUPTION))
+            .distinct()
+        )
     )
 
 

@@ -34,16 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance, Librarian
+from librarian_dagster.catalogue.models import File, IncomingTransfer, Instance
 from librarian_dagster.services.clones_incoming import CloneHooks
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.inbox import InboxHooks
 from librarian_dagster.services.incoming import KeepInStaging, KindHooks, Staging, fail
-from librarian_dagster.services.integrity_repair import repair_recorded
+from librarian_dagster.services.integrity_repair import record_repair, repair_wanted
 from librarian_dagster.services.sneaker_return import SneakerHooks
 from librarian_dagster.services.uploads import UploadHooks
 from librarian_dagster.settings import LibrarianSettings
@@ -57,7 +56,7 @@ from librarian_dagster.storage.checksums import (
 )
 from librarian_dagster.storage.errors import AlreadyStoredError, StagingNotFoundError, StoreError
 from librarian_dagster.storage.local_store import LocalStore
-from librarian_dagster.storage.quarantine import remove_set_aside, set_aside
+from librarian_dagster.storage.quarantine import put_back, remove_set_aside, set_aside
 from librarian_dagster.storage.sidecars import (
     Sidecar,
     SidecarError,
@@ -154,13 +153,7 @@ def claim(
             expected = Checksum.parse(transfer.checksum) if transfer.checksum else None
         except ChecksumError:
             expected = None  # validated at commit; an inbox marker may be free text
-        known = session.scalar(select(File.checksum).where(File.name == name))
-        repair = (
-            transfer.kind == TransferKind.CLONE
-            and known is not None
-            and expected is not None
-            and Checksum.parse(known) == expected
-        )
+        repair = repair_wanted(session, transfer, expected)
         return ClaimedTransfer(
             transfer_id=transfer.id,
             kind=transfer.kind,
@@ -207,8 +200,14 @@ def _place(store: LocalStore, claimed: ClaimedTransfer) -> tuple[Path, Checksum,
         set_aside_copy = None
         try:
             if claimed.repair:
-                set_aside_copy = set_aside(store, claimed.name)
-            return store.commit(staged, claimed.name), checksum, set_aside_copy
+                directory = os.path.isdir(claimed.staging_path)
+                set_aside_copy = set_aside(store, claimed.name, directory)
+            try:
+                return store.commit(staged, claimed.name), checksum, set_aside_copy
+            except BaseException:
+                if set_aside_copy is not None:  # the bad copy goes back where it was
+                    put_back(store, claimed.name, set_aside_copy)
+                raise
         except StagingNotFoundError:
             pass  # moved away meanwhile (by a run that took over): look in the store below
         except AlreadyStoredError:
@@ -248,17 +247,18 @@ def _record(
     checksum: Checksum,
     hooks: KindHooks,
     created: datetime,
-) -> bool:
+) -> bool | None:
     """File + Instance + transfer stored (+ the kind's hook), in one transaction.
 
-    False if the claim was lost.
+    None if the claim was lost. A repair: whether a record was closed by it (if not, an
+    operator dismissed it meanwhile, and the set-aside copy is kept).
     """
     with catalogue.session() as session:
         transfer = _still_claimed(session, claimed, run_id)
         if transfer is None:
-            return False
+            return None
         if claimed.repair:
-            return _record_repair(session, transfer, claimed, path, hooks)
+            return record_repair(session, transfer, claimed.store_id, str(path), hooks)
         file = File(
             name=claimed.name,
             size=claimed.size,
@@ -300,27 +300,6 @@ def _sidecar(
         source=claimed.source,
     )
     write_sidecar(store, sidecar)
-
-
-def _record_repair(
-    session: Session,
-    transfer: IncomingTransfer,
-    claimed: ClaimedTransfer,
-    path: Path,
-    hooks: KindHooks,
-) -> bool:
-    file = session.scalars(select(File).where(File.name == claimed.name)).one()
-    sender = (
-        session.scalar(select(Librarian.name).where(Librarian.id == transfer.librarian_id))
-        if transfer.librarian_id is not None
-        else None
-    ) or "a peer"
-    repair_recorded(session, file, claimed.store_id, str(path), by=f"re-sent by {sender}")
-    transfer.status = TransferStatus.STORED
-    transfer.completed_at = datetime.now(UTC)
-    transfer.checksum = file.checksum
-    hooks.on_stored(session, transfer, file)
-    return True
 
 
 def _fail(
@@ -383,9 +362,10 @@ def ingest_transfer(
         return IngestOutcome(transfer_id, claimed.name, "failed", reason, store=store.name)
     created = datetime.now(UTC)
     _sidecar(store, claimed, path, str(claimed.checksum or checksum), created)
-    if not _record(catalogue, claimed, run_id, path, checksum, hooks, created):
+    recorded = _record(catalogue, claimed, run_id, path, checksum, hooks, created)
+    if recorded is None:
         return IngestOutcome(transfer_id, claimed.name, "skipped", "another run took it over")
-    if set_aside_copy is not None:  # the bad copy, replaced by one recorded as verified
+    if set_aside_copy is not None and recorded:  # the bad copy, replaced and recorded so
         remove_set_aside(set_aside_copy)
     return IngestOutcome(
         transfer_id,

@@ -209,6 +209,7 @@ def record_read(
                 f"copy_{reason.value}",
                 f"{detail} (store {candidate.store}, record {record.id})",
                 subject=candidate.name,
+                details={"record_id": record.id, "store": candidate.store},
             )
         report.bad.append(
             BadCopy(candidate.name, candidate.store, reason, candidate.checksum, actual, new=new)
@@ -219,8 +220,16 @@ def record_read(
 class _Pass:
     """One pass's reading loop: budgets, per-store tallies, failing stores."""
 
-    def __init__(self, catalogue: Catalogue, stores: dict[str, LocalStore], budget: Budget) -> None:
-        self.catalogue, self.stores, self.budget = catalogue, stores, budget
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        stores: dict[str, LocalStore],
+        budget: Budget,
+        policy: GuardPolicy | None = None,
+    ) -> None:
+        self.catalogue, self.stores, self.budget, self.policy = catalogue, stores, budget, policy
+        # Stores guarded during the pass: their guard event, and whether it is new.
+        self.tripped: dict[str, tuple[int, bool]] = {}
         self.report = VerifyReport()
         self.started = time.monotonic()
         self.read = 0
@@ -284,11 +293,16 @@ class _Pass:
         streak = self.streaks[candidate.store] = (
             self.streaks.get(candidate.store, 0) + 1 if gone else 0
         )
-        if streak >= FAILING_STREAK:
-            self.failing[candidate.store] = (
+        if streak >= FAILING_STREAK and candidate.store not in self.failing:
+            why = (
                 f"{streak} copies in a row could not be read (last: {detail}); "
                 "the rest of the store was not read"
             )
+            self.failing[candidate.store] = why
+            if self.policy is not None:  # at once: repair must not start on it meanwhile
+                with self.catalogue.session() as session:
+                    raised = trip(session, candidate.store, why)
+                    self.tripped[candidate.store] = (raised.event.id, raised.new)
 
 
 def _in_service(
@@ -325,7 +339,7 @@ def verify_instances(
     """One pass (see the module). ``settings`` lets drives be judged by their identity;
     ``policy`` turns the burst guard on."""
     budget = budget or Budget(max_books=limit)
-    run = _Pass(catalogue, stores, budget)
+    run = _Pass(catalogue, stores, budget, policy)
     report = run.report
     with catalogue.session() as session:
         seen = readability(session, stores, settings)
@@ -343,7 +357,7 @@ def verify_instances(
     report.unreadable_stores.update(run.failing)
     with catalogue.session() as session:
         if policy is not None:
-            _guard(session, report, policy)
+            _guard(session, report, policy, run)
         if budget.overdue_before is not None:
             store_ids = [id_ for name, id_ in seen.readable.items() if name not in run.failing]
             report.overdue = overdue(session, store_ids, budget.overdue_before)
@@ -353,15 +367,19 @@ def verify_instances(
     return report
 
 
-def _guard(session: Session, report: VerifyReport, policy: GuardPolicy) -> None:
+def _guard(session: Session, report: VerifyReport, policy: GuardPolicy, run: _Pass) -> None:
     reasons = dict(report.unreadable_stores)
     for store, read in report.read_by_store.items():
         reason = burst_reason(read, report.new_bad_by_store.get(store, 0), policy)
         if reason is not None and store not in reasons:
             reasons[store] = reason
     for store, reason in reasons.items():
-        raised = trip(session, store, reason)
+        if store in run.tripped:  # guarded during the pass already
+            event_id, new = run.tripped[store]
+        else:
+            raised = trip(session, store, reason)
+            event_id, new = raised.event.id, raised.new
         report.guarded[store] = reason
-        report.guard_events[store] = raised.event.id
-        if raised.new:
+        report.guard_events[store] = event_id
+        if new:
             report.new_guards.append(store)

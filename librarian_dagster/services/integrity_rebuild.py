@@ -159,12 +159,14 @@ class ScanReport:
         return not (self.dark or self.missing or self.disagreements)
 
 
-def _differences(sidecar: Sidecar, file: File) -> list[str]:
-    fields = ("checksum", "size", "is_directory", "uploader", "source")
+_COMPARED = ("checksum", "size", "is_directory", "uploader", "source")
+
+
+def _differences(sidecar: Sidecar, row: tuple[object, ...]) -> list[str]:
     return [
-        f"{name}: sidecar {getattr(sidecar, name)!r}, catalogue {getattr(file, name)!r}"
-        for name in fields
-        if getattr(sidecar, name) != getattr(file, name)
+        f"{name}: sidecar {getattr(sidecar, name)!r}, catalogue {value!r}"
+        for name, value in zip(_COMPARED, row, strict=True)
+        if getattr(sidecar, name) != value
     ]
 
 
@@ -174,20 +176,25 @@ def scan_store(catalogue: Catalogue, store: LocalStore) -> ScanReport:
     report.books_on_disk = len(books)
     with catalogue.session() as session:
         rows = session.execute(
-            select(File, Instance.available, Instance.deleted_at)
+            select(
+                File.name,
+                *(getattr(File, name) for name in _COMPARED),
+                Instance.available,
+                Instance.deleted_at,
+            )
             .join(Instance, Instance.file_id == File.id)
             .join(Store, Instance.store_id == Store.id)
             .where(Store.name == store.name)
             .execution_options(yield_per=1000)
         )
-        catalogued: dict[str, File] = {}
-        for file, available, deleted_at in rows:
-            catalogued[file.name] = file
-            if available and file.name not in books:
-                report.missing.append(file.name)
-            elif file.name in books and file.name not in sidecars and deleted_at is None:
-                report.disagreements.append(f"{file.name}: no sidecar")
-        session.expunge_all()
+        # Plain tuples, not ORM rows: a store of a million books is scanned in bounded memory.
+        catalogued: dict[str, tuple[object, ...]] = {}
+        for name, *fields, available, deleted_at in rows:
+            catalogued[name] = tuple(fields)
+            if available and name not in books:
+                report.missing.append(name)
+            elif name in books and name not in sidecars and deleted_at is None:
+                report.disagreements.append(f"{name}: no sidecar")
     report.catalogued = len(catalogued)
     report.dark = sorted(set(books) - set(catalogued))
     for name in sorted(sidecars):

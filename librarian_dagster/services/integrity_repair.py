@@ -8,9 +8,11 @@ Here (the damaged side):
    (``POST /files/{name}/validate``); the first whose copy matches is asked to send it
    again (``POST /clones/resend``) and the record becomes ``refetching``. No peer holds it:
    ``lost`` (an operator must act; the copy stays, out of service). Every peer answered
-   and none has a good copy: ``lost`` too. A peer that could not be asked: tried again
-   after ``RETRY_AFTER``. After ``MAX_REQUESTS`` requests the record is ``lost``; a
-   ``refetching`` one whose copy never came is asked for again after ``REFETCH_TIMEOUT``.
+   and none has a good copy: ``lost`` too. A peer that could not be asked (or whose
+   re-send request failed): tried again after ``RETRY_AFTER``, not counted. A
+   ``refetching`` record whose copy never came is asked for again after ``REFETCH_TIMEOUT``;
+   after ``MAX_REQUESTS`` such requests it is ``lost``. All on ``requested_at``, the
+   repair's own clock (a pass re-reading the copy moves ``updated_at``, never this).
 2. The peer's clone batch stages the book here: ``stage_repair`` gives it a staging
    directory in the *damaged copy's store* (``clones_incoming`` calls it for a book we
    have catalogued with the same checksum and no copy in service).
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
@@ -36,6 +39,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import (
     CorruptFile,
     File,
+    IncomingTransfer,
     Instance,
     Librarian,
     OutgoingTransfer,
@@ -53,8 +57,10 @@ from librarian_dagster.states import (
     OUTGOING_PENDING,
     CorruptionStatus,
     Severity,
+    TransferKind,
     TransferStatus,
 )
+from librarian_dagster.storage.checksums import Checksum
 from librarian_dagster.wire.integrity import CLONES_RESEND, ResendAnswer, ResendRequest
 
 RETRY_AFTER = timedelta(minutes=30)
@@ -72,33 +78,40 @@ class _Due:
 
 
 def repairs_due(session: Session, now: datetime, limit: int = PER_RUN) -> list[_Due]:
-    """Open records to ask a peer about now (indexed by status; bounded)."""
+    """Open records to ask a peer about now, on stores whose guard is down (bounded).
+
+    By ``requested_at``, the repair's own clock: never asked; asked ``RETRY_AFTER`` ago
+    and still ``detected`` (no peer could be asked); or ``refetching`` for longer than
+    ``REFETCH_TIMEOUT`` (the copy never came).
+    """
     guarded = guarded_stores(session)
-    rows = session.scalars(
+    statement = (
         select(CorruptFile)
+        .join(Store, CorruptFile.store_id == Store.id)
         .options(joinedload(CorruptFile.file), joinedload(CorruptFile.store))
         .where(
             # An explicit IN on status lets the (status, id) index bound the scan; the
             # conditions below only narrow it.
             CorruptFile.status.in_((CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING)),
             CorruptFile.instance_id.is_not(None),
-            (
+            CorruptFile.requested_at.is_(None)
+            | (
                 (CorruptFile.status == CorruptionStatus.DETECTED)
-                & (CorruptFile.updated_at < now - RETRY_AFTER)
+                & (CorruptFile.requested_at < now - RETRY_AFTER)
             )
             | (
                 (CorruptFile.status == CorruptionStatus.REFETCHING)
-                & (CorruptFile.updated_at < now - REFETCH_TIMEOUT)
-            )
-            | ((CorruptFile.status == CorruptionStatus.DETECTED) & (CorruptFile.attempts == 0)),
+                & (CorruptFile.requested_at < now - REFETCH_TIMEOUT)
+            ),
         )
         .order_by(CorruptFile.id)
         .limit(limit)
-    ).all()
+    )
+    if guarded:
+        statement = statement.where(Store.name.not_in(sorted(guarded)))
     return [
         _Due(row.id, row.file.name, row.file.checksum, row.store.name)
-        for row in rows
-        if row.store.name not in guarded
+        for row in session.scalars(statement).unique().all()
     ]
 
 
@@ -116,7 +129,7 @@ def _holders(session: Session, name: str) -> list[Librarian]:
             .join(RemoteInstance, RemoteInstance.librarian_id == Librarian.id)
             .join(File, RemoteInstance.file_id == File.id)
             .where(File.name == name)
-            .order_by(RemoteInstance.verified_at.desc(), Librarian.name)
+            .order_by(RemoteInstance.verified_at.desc().nulls_last(), Librarian.name)
         )
         .unique()
         .all()
@@ -124,8 +137,10 @@ def _holders(session: Session, name: str) -> list[Librarian]:
 
 
 def _settle(
-    catalogue: Catalogue, due: _Due, status: CorruptionStatus | None, note: str, counted: bool
+    catalogue: Catalogue, due: _Due, status: CorruptionStatus | None, note: str, asked: bool
 ) -> None:
+    """Record how asking about ``due`` went: ``asked`` (a peer was asked to re-send it)
+    counts against ``MAX_REQUESTS``; ``status`` None leaves it ``detected`` for a retry."""
     with catalogue.session() as session:
         record = session.get(CorruptFile, due.record_id, with_for_update=True)
         if record is None or record.status not in (
@@ -133,14 +148,15 @@ def _settle(
             CorruptionStatus.REFETCHING,
         ):
             return  # repaired or dismissed meanwhile
-        if counted:
+        record.requested_at = datetime.now(UTC)
+        if asked:
             record.attempts += 1
-        if status is None and record.attempts >= MAX_REQUESTS:
-            status, note = CorruptionStatus.LOST, f"{note}; gave up after {record.attempts} tries"
+            if status is None and record.attempts >= MAX_REQUESTS:
+                status = CorruptionStatus.LOST
+                note = f"{note}; gave up after {record.attempts} requests"
         if status is not None:
             record.status = status
         record.note = note[:2000]
-        record.updated_at = datetime.now(UTC)
         if record.status == CorruptionStatus.LOST:
             record_event(
                 session,
@@ -149,34 +165,49 @@ def _settle(
                 f"{due.name} in store {due.store} cannot be repaired automatically: {note}. "
                 "The bad copy is kept, out of service; `librarian validate` shows the copies.",
                 subject=due.name,
+                details={"record_id": due.record_id},
             )
 
 
 def request_repairs(
     catalogue: Catalogue, settings: LibrarianSettings, links: PeerLinks, limit: int = PER_RUN
 ) -> RepairReport:
-    """Ask peers to re-send good copies of the books due (see the module)."""
+    """Ask peers to re-send good copies of the books due (see the module).
+
+    ``lost`` only when every holder answered and none has a good copy, or none holds it,
+    or ``MAX_REQUESTS`` re-sends never arrived; a peer that could not be asked, or whose
+    re-send request failed, means "ask again later", never "lost".
+    """
     report = RepairReport()
     with catalogue.session() as session:
         due = repairs_due(session, datetime.now(UTC), limit)
         holders = {item.record_id: _holders(session, item.name) for item in due}
         session.expunge_all()
     for item in due:
+        with catalogue.session() as session:  # a pass may have guarded the store meanwhile
+            if guarded_stores(session, [item.store]):
+                report.waiting.append((item.name, f"store {item.store} is guarded"))
+                continue
         peers = holders[item.record_id]
         if not peers:
-            _settle(catalogue, item, CorruptionStatus.LOST, "no peer holds a copy", True)
+            _settle(catalogue, item, CorruptionStatus.LOST, "no peer holds a copy", False)
             report.lost.append((item.name, "no peer holds a copy"))
             continue
-        problems = []
+        problems, all_answered = [], True
         for peer in peers:
             answer = ask_peer(settings, links, peer, item.name, item.checksum)
+            if answer.answer is None:
+                all_answered = False
+                problems.append(f"{peer.name}: {answer.problem}")
+                continue
             if answer.verified_copies == 0:
-                problems.append(f"{peer.name}: {answer.problem or 'its copy does not verify'}")
+                problems.append(f"{peer.name}: its copy does not verify")
                 continue
             try:
                 _ask_resend(settings, links, peer, item.name)
             except PeerCallFailed as error:
-                problems.append(f"{peer.name}: resend: {error}")
+                all_answered = False
+                problems.append(f"{peer.name}: asking it to re-send failed: {error}")
                 continue
             note = f"{peer.name} verified its copy and was asked to send it again"
             _settle(catalogue, item, CorruptionStatus.REFETCHING, note, True)
@@ -184,10 +215,9 @@ def request_repairs(
             break
         else:
             why = "; ".join(problems)
-            unreachable = any("unreachable" in problem for problem in problems)
-            status = None if unreachable else CorruptionStatus.LOST
-            _settle(catalogue, item, status, why, True)
-            (report.waiting if unreachable else report.lost).append((item.name, why))
+            status = CorruptionStatus.LOST if all_answered else None
+            _settle(catalogue, item, status, why, False)
+            (report.lost if all_answered else report.waiting).append((item.name, why))
     return report
 
 
@@ -271,9 +301,53 @@ def repair_store(session: Session, file: File) -> Store | None:
     return record.store
 
 
-def repair_recorded(session: Session, file: File, store_id: int, path: str, by: str) -> Instance:
+OPEN_FOR_REPAIR = (CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING, CorruptionStatus.LOST)
+
+
+def repair_wanted(session: Session, transfer: IncomingTransfer, expected: Checksum | None) -> bool:
+    """Whether an arriving clone repairs a copy here: a book catalogued with the same
+    checksum whose copy in the transfer's store has an open record. (A record an operator
+    dismissed is not open: then the clone is refused, and nothing is set aside.)"""
+    if transfer.kind != TransferKind.CLONE or expected is None:
+        return False
+    file = session.scalar(select(File).where(File.name == transfer.name))
+    if file is None or Checksum.parse(file.checksum) != expected:
+        return False
+    record = session.scalar(
+        select(CorruptFile.id)
+        .where(
+            CorruptFile.file_id == file.id,
+            CorruptFile.store_id == transfer.store_id,
+            CorruptFile.status.in_(OPEN_FOR_REPAIR),
+        )
+        .limit(1)
+    )
+    return record is not None
+
+
+def record_repair(
+    session: Session, transfer: IncomingTransfer, store_id: int, path: str, hooks: Any
+) -> bool:
     """The re-sent copy is verified and in place: the copy is in service again, its open
-    records are closed as repaired, and the events about it resolved."""
+    records closed as repaired (with their events), the transfer stored, the sender told
+    (the kind's hook). Whether a record was closed (else the set-aside copy is kept)."""
+    file = session.scalars(select(File).where(File.name == transfer.name)).one()
+    sender = (
+        session.scalar(select(Librarian.name).where(Librarian.id == transfer.librarian_id))
+        if transfer.librarian_id is not None
+        else None
+    ) or "a peer"
+    closed = repair_recorded(session, file, store_id, path, by=f"re-sent by {sender}")
+    transfer.status = TransferStatus.STORED
+    transfer.completed_at = datetime.now(UTC)
+    transfer.checksum = file.checksum
+    hooks.on_stored(session, transfer, file)
+    return closed > 0
+
+
+def repair_recorded(session: Session, file: File, store_id: int, path: str, by: str) -> int:
+    """The copy of ``file`` in ``store_id`` is good and in service again; its open records
+    closed as repaired (with their events). How many records were closed."""
     instance = session.scalar(
         select(Instance).where(Instance.file_id == file.id, Instance.store_id == store_id)
     )
@@ -285,14 +359,11 @@ def repair_recorded(session: Session, file: File, store_id: int, path: str, by: 
     instance.path = path
     records = session.scalars(
         select(CorruptFile).where(
-            CorruptFile.instance_id == instance.id,
-            CorruptFile.status.in_(
-                (CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING, CorruptionStatus.LOST)
-            ),
+            CorruptFile.instance_id == instance.id, CorruptFile.status.in_(OPEN_FOR_REPAIR)
         )
     ).all()
     for record in records:
         corrupt.close_repaired(session, record, instance, by=by)
     instance.available = True
     instance.verified_at = now
-    return instance
+    return len(records)

@@ -6,7 +6,9 @@ service older than ``keep_days`` (oldest first, ``max_books_per_run``), then, wh
 store holds more than ``max_bytes``, at the oldest of the rest. For each book, every peer
 holding a remote instance of it is asked to re-read its copy now
 (``POST /files/{name}/validate``); the copy here is deleted only when at least
-``min_copies_elsewhere`` distinct peers answered that theirs matches. Otherwise the book is
+``min_copies_elsewhere`` distinct peers answered that theirs matches, on a store that is
+not rolling itself (two rolling stores would otherwise each count the other's copy and
+both delete theirs). Otherwise the book is
 kept and the report says why: too few copies elsewhere, a peer unreachable, a peer's copy
 corrupt. A remote instance is never taken on trust: that is how a rolling deletion once
 went ahead although the downstream copy had failed its checksum.
@@ -20,7 +22,6 @@ gone, which the integrity pass would take for a missing copy and re-fetch.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,9 @@ from librarian_dagster.services.integrity_guard import guarded_stores
 from librarian_dagster.services.integrity_validate import ask_peer
 from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings, RollingSettings
-from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage import posix
+from librarian_dagster.storage.errors import NameConflictError
+from librarian_dagster.storage.local_store import SIDECAR_SUFFIX, LocalStore
 
 LEFTOVERS_PER_RUN = 1000
 BUDGET_PAGE = 5000
@@ -158,8 +161,10 @@ def _why_kept(
     good, problems = [], []
     for peer in peers:
         answer = ask_peer(settings, links, peer, item.name, item.checksum)
-        if answer.verified_copies:
+        if answer.durable_copies:
             good.append(peer.name)
+        elif answer.verified_copies:
+            problems.append(f"{peer.name}'s copy verifies but is on a rolling store too")
         elif answer.answer is None:
             problems.append(f"{peer.name} {answer.problem}")
         else:
@@ -174,6 +179,9 @@ def _delete(
     catalogue: Catalogue, store: LocalStore, item: _Old, reason: str, report: RollingReport
 ) -> None:
     with catalogue.session() as session:
+        if guarded_stores(session, [store.name]):  # a pass may have guarded it meanwhile
+            report.kept.append((item.name, "the store's burst guard went up"))
+            return
         instance = session.get(Instance, item.instance_id, with_for_update=True)
         if instance is None or not instance.available:
             return  # taken out of service meanwhile (found bad, say): not ours to delete
@@ -186,8 +194,17 @@ def _delete(
 
 
 def _remove_bytes(store: LocalStore, name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):  # a previous run got this far
+    """The bytes of a copy the catalogue records deleted. A directory book that a killed
+    run had begun to remove is writable by now, which ``LocalStore.delete`` would take for
+    a namespace: the catalogue says it is a book, so it is removed as one."""
+    try:
         store.delete(name)
+    except FileNotFoundError:
+        return  # a previous run got this far
+    except NameConflictError:
+        path = store.path_for(name)
+        posix.remove_tree(path)
+        posix.remove_if_present(path.with_name(path.name + SIDECAR_SUFFIX))
 
 
 def finish_deletions(session: Session, store: LocalStore, store_id: int) -> int:

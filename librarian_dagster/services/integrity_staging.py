@@ -12,6 +12,9 @@ looks at staging directories untouched for ``MIN_AGE`` and, per directory:
 - a transfer still pending: kept (it is someone's work in progress);
 - a stored transfer: kept, reported (its data is in the store; what is left needs a look);
 - a directory no transfer knows: kept, reported (never delete what we cannot account for).
+
+A bad copy a repair set aside and could not remove or put back (``storage.quarantine``)
+is reported too, never deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer
 from librarian_dagster.states import TransferKind, TransferStatus
 from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.quarantine import QUARANTINE_DIRNAME
 
 MIN_AGE = 3600.0
 REMOVABLE_KINDS = (TransferKind.UPLOAD, TransferKind.CLONE, TransferKind.SNEAKER)
@@ -44,6 +48,10 @@ def clean_staging(
     catalogue: Catalogue, store: LocalStore, min_age: float | None = None
 ) -> StagingReport:
     report = StagingReport(store.name)
+    quarantine = store.root / QUARANTINE_DIRNAME
+    if quarantine.is_dir():
+        for entry in sorted(quarantine.iterdir()):
+            report.reported.append((f"quarantine/{entry.name}", "a copy a repair set aside"))
     leftovers = store.leftover_staging(MIN_AGE if min_age is None else min_age)
     if not leftovers:
         return report

@@ -6,7 +6,10 @@ service (or known bad) is read now and the result recorded exactly as an integri
 records it (a good copy's ``verified_at``, a bad one's corrupt-copy record). A copy that is
 out of service for another reason (deleted by a rolling store, on a drive that travels) is
 listed, not read: reading it would only "find" it missing. One book is read at a time in a
-process (``READER``): a validation is a large sequential read, like the integrity pass.
+process (``READER``): a validation is a large sequential read, like the integrity pass; a
+request that finds another being read for ``READER_WAIT_SECONDS`` is answered 429 (the
+peer asks again later) instead of holding one of the API's worker threads for an hour.
+Answers name what is wrong, never a path on this host.
 
 ``validate_everywhere`` is what ``librarian validate NAME`` (and a rolling store's cleanup)
 uses: our copies, then each peer with a remote instance, asked through a ``PeerLink``. A
@@ -26,7 +29,7 @@ from sqlalchemy import select
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import File, Librarian, RemoteInstance
 from librarian_dagster.services import corrupt, files
-from librarian_dagster.services.errors import PeerCallFailed, ServiceError
+from librarian_dagster.services.errors import PeerCallFailed, ServiceError, TooManyRequests
 from librarian_dagster.services.integrity import VerifyReport, read_copy, record_read
 from librarian_dagster.services.integrity_slice import Candidate, readability
 from librarian_dagster.services.peers import PeerLinks, access_of
@@ -36,6 +39,7 @@ from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire.integrity import CopyValidation, FileValidation
 
 READER = threading.Lock()
+READER_WAIT_SECONDS = 5.0
 
 
 def validate_here(
@@ -55,8 +59,12 @@ def validate_here(
         seen = readability(session, stores, settings)
         name, checksum, size = file.name, file.checksum, file.size
     expected = Checksum.parse(checksum)
+    rolling = {store.name for store in settings.stores if store.rolling is not None}
     answers = []
-    with READER:
+    if not READER.acquire(timeout=READER_WAIT_SECONDS):
+        # Another book is being read: a caller does not hold a worker thread for an hour.
+        raise TooManyRequests("another validation is reading; try again later", 60.0)
+    try:
         for instance_id, store, in_service in copies:
             now = datetime.now(UTC)
             if not in_service:
@@ -70,7 +78,12 @@ def validate_here(
                 )
                 continue
             if store not in seen.readable:
-                why = seen.problems.get(store) or "its drive is away on a trip"
+                # Not the store's paths: the caller may be a peer (operators see events).
+                why = (
+                    "its store cannot be read now"
+                    if store in seen.problems
+                    else ("its drive is away on a trip")
+                )
                 answers.append(CopyValidation(store=store, matches=False, when=now, problem=why))
                 continue
             found, reason, detail = read_copy(stores[store].path_for(name), expected)
@@ -82,9 +95,12 @@ def validate_here(
                     checksum=str(found) if found is not None else None,
                     matches=reason is None,
                     when=datetime.now(UTC),
-                    problem=None if reason is None else f"{reason.value}: {detail}",
+                    problem=None if reason is None else reason.label,
+                    rolling=store in rolling,
                 )
             )
+    finally:
+        READER.release()
     return FileValidation(librarian=settings.name, name=name, checksum=checksum, copies=answers)
 
 
@@ -99,6 +115,13 @@ class PeerValidation:
     @property
     def verified_copies(self) -> int:
         return 0 if self.answer is None else sum(copy.matches for copy in self.answer.copies)
+
+    @property
+    def durable_copies(self) -> int:
+        """Verified copies not on a rolling store (see ``CopyValidation.rolling``)."""
+        if self.answer is None:
+            return 0
+        return sum(copy.matches and not copy.rolling for copy in self.answer.copies)
 
 
 def ask_peer(

@@ -17,21 +17,34 @@ import uuid
 from pathlib import Path
 
 from librarian_dagster.storage import posix
+from librarian_dagster.storage.errors import NameConflictError
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.names import validate_name
 
 QUARANTINE_DIRNAME = "quarantine"
 
 
-def set_aside(store: LocalStore, name: str) -> Path | None:
+def set_aside(store: LocalStore, name: str, is_directory: bool) -> Path | None:
     """Move the stored copy of ``name`` into quarantine; its new directory, or None if
-    nothing is stored under ``name``."""
+    nothing is stored under ``name``.
+
+    Only a book of the kind the catalogue records: a writable directory there is a
+    namespace (other books live in it), a file where a directory book was is not this
+    book; either is refused (``NameConflictError``) and nothing moves.
+    """
     name = validate_name(name)
     source = posix.within(store.store_dir, name)
     try:
         found = os.lstat(source)
     except FileNotFoundError:
         return None
+    kind_found = "directory" if stat.S_ISDIR(found.st_mode) else "file"
+    if stat.S_ISDIR(found.st_mode) != is_directory or not (
+        stat.S_ISREG(found.st_mode) or stat.S_ISDIR(found.st_mode)
+    ):
+        raise NameConflictError(f"{name!r} in store {store.name!r} is a {kind_found}, not the book")
+    if stat.S_ISDIR(found.st_mode) and found.st_mode & stat.S_IWUSR:
+        raise NameConflictError(f"{name!r} in store {store.name!r} is a namespace directory")
     holder = store.root / QUARANTINE_DIRNAME / uuid.uuid4().hex
     holder.mkdir(parents=True, mode=0o700)
     if stat.S_ISDIR(found.st_mode):
@@ -41,6 +54,15 @@ def set_aside(store: LocalStore, name: str) -> Path | None:
     posix.fsync_dir(source.parent)
     posix.fsync_dir(holder)
     return holder
+
+
+def put_back(store: LocalStore, name: str, holder: Path) -> None:
+    """Undo ``set_aside`` (the good copy could not be committed): the bad copy returns to
+    its place, out of service as the catalogue says, rather than lie unrecorded."""
+    destination = posix.within(store.store_dir, validate_name(name))
+    posix.rename_noreplace(holder / "copy", destination)
+    posix.fsync_dir(destination.parent)
+    posix.remove_tree(holder)
 
 
 def remove_set_aside(holder: Path) -> None:

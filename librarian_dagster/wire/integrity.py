@@ -30,6 +30,9 @@ class CopyValidation(ResponseModel):
     when: datetime
     # Why it does not match or was not read: missing, unreadable, store unreadable, away...
     problem: str | None = None
+    # On a rolling store: kept only while it is recent, so it never counts as the copy that
+    # lets another rolling store delete its own (two would delete each other's).
+    rolling: bool = False
 
 
 class FileValidation(ResponseModel):

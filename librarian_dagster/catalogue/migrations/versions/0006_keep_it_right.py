@@ -9,6 +9,8 @@
   recently verified first, a bounded slice per run, without sorting every copy. Copies
   never verified get their creation time (ingest verified them then), so the order needs no
   ``NULLS FIRST`` that PostgreSQL and SQLite disagree on.
+- ``corrupt_files``: ``requested_at``, when a peer was last asked to re-send the copy: the
+  repair's own clock (``updated_at`` moves whenever a pass re-reads the copy).
 - ``transfer_batches``: ``progress_at``, when the mover's task last moved bytes (or was
   submitted): a task with no progress for ``[transfer] stuck_after_hours`` is given up.
 - ``instances``: ``deleted_at`` and ``deleted_reason``: a rolling store's cleanup keeps the
@@ -46,6 +48,8 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("transfer_batches", schema=None) as batch_op:
         batch_op.add_column(sa.Column("progress_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("corrupt_files", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("requested_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE instances SET verified_at = created_at WHERE verified_at IS NULL")
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
@@ -66,6 +70,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_instances_verified_at_id"))
         batch_op.drop_column("deleted_reason")
         batch_op.drop_column("deleted_at")
+    with op.batch_alter_table("corrupt_files", schema=None) as batch_op:
+        batch_op.drop_column("requested_at")
     with op.batch_alter_table("transfer_batches", schema=None) as batch_op:
         batch_op.drop_column("progress_at")
     with op.batch_alter_table("events", schema=None) as batch_op:
