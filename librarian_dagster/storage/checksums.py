@@ -280,13 +280,16 @@ def pump(
 # Files at least this large are read by a thread of their own while the caller hashes
 # (``read_ahead.pump_overlapped``); below it a thread costs more than it saves.
 OVERLAP_MIN_BYTES = 16 << 20
+# Its reads are larger: a hand-over between the threads costs as much as a small read.
+OVERLAP_CHUNK = 4 << 20
 
 
 def _pump_file(
     path: StrPath, hasher: Hasher, buffer: memoryview, progress: Progress | None, overlap: bool
 ) -> int:
     if overlap and os.stat(path).st_size >= OVERLAP_MIN_BYTES:
-        return pump_overlapped(path, hasher, [new_buffer() for _ in range(3)], progress)
+        buffers = [memoryview(mmap.mmap(-1, OVERLAP_CHUNK)) for _ in range(3)]
+        return pump_overlapped(path, hasher, buffers, progress)
     return pump(path, hasher, buffer, progress)
 
 
