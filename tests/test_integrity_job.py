@@ -26,6 +26,7 @@ from librarian_dagster.services.integrity_guard import GUARD_KIND, GuardPolicy, 
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, dagster_resources, open_site
+from tests.test_resources import FakeSlack
 
 defs = build_definitions()
 TOKEN = "xoxb-not-a-real-token-0123456789"
@@ -185,14 +186,6 @@ def test_a_store_failing_read_after_read_is_left_alone_not_marked_missing(site: 
     with site.catalogue.session() as session:
         in_service = session.scalars(select(Instance).where(Instance.available)).all()
         assert len(in_service) == 30
-
-
-class FakeSlack:
-    def __init__(self) -> None:
-        self.posted: list[dict[str, Any]] = []
-
-    def chat_postMessage(self, **kwargs: Any) -> None:
-        self.posted.append(kwargs)
 
 
 def job_with_slack(site: Site, slack: FakeSlack) -> dg.JobDefinition:

@@ -30,14 +30,15 @@ from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import File, Instance, Librarian, RemoteInstance, Store
+from librarian_dagster.catalogue.models import File, Instance, Librarian, Store
 from librarian_dagster.services.integrity_guard import guarded_stores
-from librarian_dagster.services.integrity_validate import ask_peer
+from librarian_dagster.services.integrity_validate import ask_peer, holders
 from librarian_dagster.services.peers import PeerLinks
 from librarian_dagster.settings import LibrarianSettings, RollingSettings
 from librarian_dagster.storage import posix
 from librarian_dagster.storage.errors import NameConflictError
-from librarian_dagster.storage.local_store import SIDECAR_SUFFIX, LocalStore
+from librarian_dagster.storage.local_store import LocalStore
+from librarian_dagster.storage.sidecars import remove_sidecar
 
 LEFTOVERS_PER_RUN = 1000
 BUDGET_PAGE = 5000
@@ -132,22 +133,6 @@ def _beyond_budget(session: Session, store_id: int, budget: int) -> int | None:
         before = rows[-1][0]
 
 
-def _holders(session: Session, name: str) -> list[Librarian]:
-    return list(
-        session.scalars(
-            select(Librarian)
-            .where(
-                Librarian.id.in_(
-                    select(RemoteInstance.librarian_id)
-                    .join(File, RemoteInstance.file_id == File.id)
-                    .where(File.name == name)
-                )
-            )
-            .order_by(Librarian.name)
-        ).all()
-    )
-
-
 def _why_kept(
     settings: LibrarianSettings,
     links: PeerLinks,
@@ -202,9 +187,8 @@ def _remove_bytes(store: LocalStore, name: str) -> None:
     except FileNotFoundError:
         return  # a previous run got this far
     except NameConflictError:
-        path = store.path_for(name)
-        posix.remove_tree(path)
-        posix.remove_if_present(path.with_name(path.name + SIDECAR_SUFFIX))
+        posix.remove_tree(store.path_for(name))
+        remove_sidecar(store, name)
 
 
 def finish_deletions(session: Session, store: LocalStore, store_id: int) -> int:
@@ -254,11 +238,11 @@ def clean_store(
             return report
         finish_deletions(session, store, store_id)
         old = candidates(session, store_id, policy, now)
-        holders = {item.instance_id: _holders(session, item.name) for item in old}
+        held_by = {item.instance_id: holders(session, item.name) for item in old}
         session.expunge_all()
     for item in old:
         why, good = _why_kept(
-            settings, links, holders[item.instance_id], item, policy.min_copies_elsewhere
+            settings, links, held_by[item.instance_id], item, policy.min_copies_elsewhere
         )
         if why is not None:
             report.kept.append((item.name, why))

@@ -25,9 +25,9 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
-from librarian_dagster.services.stores import DRIVE_AWAY, drive_problem
+from librarian_dagster.services.stores import drive_verdict
 from librarian_dagster.settings import LibrarianSettings
-from librarian_dagster.states import UNRESOLVED_CORRUPTION, DriveState, StoreKind
+from librarian_dagster.states import UNRESOLVED_CORRUPTION, StoreKind
 from librarian_dagster.storage.local_store import LocalStore
 
 # A copy is due for a scheduled re-read once this share of the period has passed.
@@ -198,12 +198,8 @@ def readability(
         row = rows.get(name)
         config = configs.get(name)
         if config is not None and config.kind == StoreKind.SNEAKER and settings is not None:
-            problem = drive_problem(config, settings.name, row.drive_uuid if row else None)
-            travelling = row is not None and row.state in (
-                DriveState.IN_TRANSIT,
-                DriveState.RETURNED,
-            )
-            if problem == DRIVE_AWAY and travelling:
+            problem, travelling = drive_verdict(config, settings.name, row)
+            if travelling:
                 result.travelling.append(name)
                 continue
             if problem is not None:

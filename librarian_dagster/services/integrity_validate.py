@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import File, Librarian, RemoteInstance
@@ -154,6 +155,23 @@ def ask_peer(
     return PeerValidation(peer.name, answer)
 
 
+def holders(session: Session, name: str) -> list[Librarian]:
+    """The peers we know hold a copy of ``name`` (a remote instance), by name."""
+    return list(
+        session.scalars(
+            select(Librarian)
+            .where(
+                Librarian.id.in_(
+                    select(RemoteInstance.librarian_id)
+                    .join(File, RemoteInstance.file_id == File.id)
+                    .where(File.name == name)
+                )
+            )
+            .order_by(Librarian.name)
+        ).all()
+    )
+
+
 def validate_everywhere(
     catalogue: Catalogue,
     stores: dict[str, LocalStore],
@@ -164,17 +182,7 @@ def validate_everywhere(
     """Our copies, then every peer holding one (see the module)."""
     here = validate_here(catalogue, stores, settings, name)
     with catalogue.session() as session:
-        peers = session.scalars(
-            select(Librarian)
-            .where(
-                Librarian.id.in_(
-                    select(RemoteInstance.librarian_id)
-                    .join(File, RemoteInstance.file_id == File.id)
-                    .where(File.name == here.name)
-                )
-            )
-            .order_by(Librarian.name)
-        ).all()
+        peers = holders(session, here.name)
         session.expunge_all()
     answers = [ask_peer(settings, links, peer, here.name, here.checksum) for peer in peers]
     _note_verified(catalogue, here.name, answers)

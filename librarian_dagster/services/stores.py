@@ -238,6 +238,20 @@ def drive_problem(config: StoreSettings, librarian: str, recorded: str | None) -
     return None
 
 
+def drive_verdict(
+    config: StoreSettings, librarian: str, row: Store | None
+) -> tuple[str | None, bool]:
+    """(problem, travelling) of a sneaker store's drive: away is fine only while it travels
+    (``in_transit``, ``returned``); then there is no problem, and nothing there to read."""
+    problem = drive_problem(config, librarian, row.drive_uuid if row else None)
+    travelling = (
+        problem == DRIVE_AWAY
+        and row is not None
+        and row.state in (DriveState.IN_TRANSIT, DriveState.RETURNED)
+    )
+    return (None if travelling else problem), travelling
+
+
 def _layout_problem(root_exists: bool, kind: StoreKind) -> str:
     if not root_exists:
         return DRIVE_AWAY if kind == StoreKind.SNEAKER else "its root is missing"

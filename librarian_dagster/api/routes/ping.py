@@ -34,9 +34,9 @@ from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
 from librarian_dagster.catalogue.models import Store
 from librarian_dagster.services.corrupt import count_unresolved
-from librarian_dagster.services.stores import DRIVE_AWAY, drive_problem
+from librarian_dagster.services.stores import drive_verdict
 from librarian_dagster.services.upload_reservations import idle_uploads, reserved_bytes
-from librarian_dagster.settings import LibrarianSettings, StoreSettings
+from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import DriveState, StoreKind
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire import API_PREFIX, CatalogueHealth, PingResponse, StoreHealth
@@ -93,19 +93,6 @@ def store_rows(catalogue: Catalogue) -> dict[str, Store]:
         return {}
 
 
-def _drive_verdict(
-    settings: LibrarianSettings, config: StoreSettings, row: Store | None
-) -> tuple[bool, str | None]:
-    """(ok, problem) of a sneaker store's drive: away is fine only while it travels."""
-    problem = drive_problem(config, settings.name, row.drive_uuid if row else None)
-    if problem is None:
-        return True, None
-    travelling = row is not None and row.state in (DriveState.IN_TRANSIT, DriveState.RETURNED)
-    if travelling and problem == DRIVE_AWAY:
-        return True, None
-    return False, problem
-
-
 def store_health(
     settings: LibrarianSettings,
     stores: dict[str, LocalStore],
@@ -121,7 +108,8 @@ def store_health(
         enabled = row.enabled if row is not None else config.enabled
         state = row.state.value if row is not None and row.state is not None else None
         if config.kind == StoreKind.SNEAKER:
-            ok, problem = _drive_verdict(settings, config, row)
+            problem, _ = drive_verdict(config, settings.name, row)
+            ok = problem is None
             if not ok or state in (DriveState.IN_TRANSIT, DriveState.RETURNED):
                 result.append(
                     StoreHealth(
