@@ -55,7 +55,7 @@ import blake3
 import xxhash
 
 from librarian_dagster.storage.posix import kind
-from librarian_dagster.storage.read_ahead import pump_overlapped
+from librarian_dagster.storage.read_ahead import pump_cached_first
 from librarian_dagster.storage.tree import walk
 
 DEFAULT_ALGORITHM = "xxh3_128"
@@ -277,8 +277,9 @@ def pump(
     return size
 
 
-# Files at least this large are read by a thread of their own while the caller hashes
-# (``read_ahead.pump_overlapped``); below it a thread costs more than it saves.
+# Files at least this large are read by a thread of their own while the caller hashes,
+# from the first chunk not in the page cache (``read_ahead.pump_cached_first``); below it
+# a thread costs more than it saves.
 OVERLAP_MIN_BYTES = 16 << 20
 # Its reads are larger: a hand-over between the threads costs as much as a small read.
 OVERLAP_CHUNK = 4 << 20
@@ -288,9 +289,12 @@ def _pump_file(
     path: StrPath, hasher: Hasher, buffer: memoryview, progress: Progress | None, overlap: bool
 ) -> int:
     if overlap and os.stat(path).st_size >= OVERLAP_MIN_BYTES:
-        buffers = [memoryview(mmap.mmap(-1, OVERLAP_CHUNK)) for _ in range(3)]
-        return pump_overlapped(path, hasher, buffers, progress)
+        return pump_cached_first(path, hasher, buffer, _read_ahead_buffers, progress)
     return pump(path, hasher, buffer, progress)
+
+
+def _read_ahead_buffers() -> list[memoryview]:
+    return [memoryview(mmap.mmap(-1, OVERLAP_CHUNK)) for _ in range(3)]
 
 
 def hash_file(
@@ -358,8 +362,9 @@ def hash_path(
 ) -> Checksum:
     """Checksum a book: a file's bytes, or a directory per the module's definition.
 
-    ``overlap``: large files are read ahead by a second thread (``pump_overlapped``): for
-    a reader that does nothing but verify, such as the integrity pass.
+    ``overlap``: large files are read ahead by a second thread from their first chunk not
+    in the page cache (``pump_cached_first``): for a reader that does nothing but verify,
+    such as the integrity pass.
     """
     root = Path(path)
     if not stat.S_ISDIR(book_status(root).st_mode):
