@@ -35,7 +35,12 @@ from librarian_dagster.jobs import integrity_scan
 from librarian_dagster.jobs import sneaker as sneaker_jobs
 from librarian_dagster.resources import librarian_resources
 from librarian_dagster.sensors import clones as clone_sensors
-from librarian_dagster.sensors import clones_copies, clones_receive, integrity_alerts
+from librarian_dagster.sensors import (
+    clones_copies,
+    clones_receive,
+    integrity_alerts,
+    integrity_stuck,
+)
 from librarian_dagster.sensors import ingest as ingest_sensors
 from librarian_dagster.sensors import integrity as integrity_sensors
 from librarian_dagster.sensors import sneaker as sneaker_sensors
@@ -59,6 +64,7 @@ SENSORS = [
     *sneaker_sensors.SENSORS,
     *integrity_sensors.SENSORS,
     *integrity_alerts.SENSORS,
+    *integrity_stuck.SENSORS,
 ]
 SCHEDULES: list[dg.ScheduleDefinition] = [*integrity_sensors.SCHEDULES]
 

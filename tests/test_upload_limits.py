@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import select
 
 from librarian_dagster.api import housekeeping
 from librarian_dagster.api.upload_slots import UploadSlots
-from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.catalogue.models import Event, IncomingTransfer
 from librarian_dagster.services import upload_content, upload_reservations, uploads
 from librarian_dagster.services.accounts import Principal
 from librarian_dagster.services.errors import InsufficientStorage, InvalidRequest
@@ -128,6 +129,14 @@ def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
         upload_reservations.expire_idle_uploads(site.catalogue, site.stores, site.settings.ingest)
         == 1  # busy, once no longer busy
     )
+    # Each expiry is on the event log, one open event per uploader (the alert sensor tells).
+    with site.catalogue.session() as session:
+        events = session.scalars(
+            select(Event).where(Event.kind == upload_reservations.UPLOAD_EXPIRED_KIND)
+        ).all()
+        told = sorted((e.subject, e.count, e.resolved) for e in events)
+        assert told == sorted([(UPLOADER.name, 1, False), (BOB.name, 1, False)])
+        assert "idle/one" in next(e.message for e in events if e.subject == UPLOADER.name)
 
 
 def test_ping_counts_idle_uploads_and_reserved_bytes(

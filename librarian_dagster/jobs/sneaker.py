@@ -46,6 +46,7 @@ from librarian_dagster.resources.peers import PeersResource
 from librarian_dagster.services import sneaker
 from librarian_dagster.services.errors import ServiceError
 from librarian_dagster.services.ingest import IngestOutcome
+from librarian_dagster.services.integrity_stuck import clear_stuck
 from librarian_dagster.services.outbox_delivery import deliver
 from librarian_dagster.services.sneaker_copy import copy_and_store, pending_books
 from librarian_dagster.states import Severity
@@ -125,6 +126,8 @@ def fill_drive_op(
     except (sneaker.DriveRefused, StoreError) as refused:
         context.log.error(str(refused))
         raise dg.Failure(description=str(refused)) from None
+    with catalogue.session() as session:  # it ran to its end: earlier stalls are over
+        clear_stuck(session, FILL_JOB, config.store)
     context.log.info(report.summary())
     for name, why in report.refused:
         context.log.error(f"{name} refused: {why}")
@@ -231,6 +234,8 @@ def ingest_drive_op(
         raise dg.Failure(description=error.detail, metadata=metadata) from None
     finally:
         _tell_origin_now(context, catalogue, peers)
+    with catalogue.session() as session:  # it ran to its end: earlier stalls are over
+        clear_stuck(session, DRIVE_INGEST_JOB, config.drive_uuid)
     context.log.info(f"drive {config.drive_uuid}: {len(tally.stored)} books stored")
     if tally.refused:
         raise dg.Failure(

@@ -53,7 +53,9 @@ class NotifierResource(CatalogueResource):
             )
             event_id, count = raised.event.id, raised.event.count
             last_sent = raised.event.notified_at
-        return self._deliver(event_id, title, text, raised.new, count, last_sent)
+        # A cause that got worse (a warning become an error) is told again at once.
+        told = raised.new or raised.escalated
+        return self._deliver(event_id, title, text, told, count, last_sent)
 
     def announce(self, event_id: int, title: str, text: str) -> str:
         """Send an event a service already raised (``alert`` without raising it again)."""

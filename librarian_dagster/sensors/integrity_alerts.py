@@ -10,8 +10,9 @@ again has its event resolved (``services.peer_health``).
 
 ``event_alerts_sensor`` (every minute): events that services record where no notifier is
 at hand (a transfer given up as stuck, a book failed for good after its retries, an
-ingest given up, a stalled mover) are forwarded, one grouped alert per kind, after the
-last event id it saw (its cursor; it starts at the newest, never replaying history).
+ingest given up, a stalled mover, an upload that expired) are forwarded, one grouped alert
+per kind, after the last event id it saw (its cursor; it starts at the newest, never
+replaying history).
 
 They only tell; they start nothing.
 """
@@ -83,6 +84,7 @@ FORWARDED = {
     "clone_failed": "books that failed for good on their way to a peer",
     "ingest_gave_up": "ingests given up after repeated crashes",
     "mover_stalled": "mover tasks stalled until an operator acts",
+    "upload_expired": "uploads failed because no byte arrived for hours",
 }
 PER_TICK = 500
 

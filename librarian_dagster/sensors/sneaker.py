@@ -39,6 +39,7 @@ from librarian_dagster.jobs.names import (
 from librarian_dagster.jobs.sneaker import fill_sneaker_drive, ingest_sneaker_drive
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, drive_copies_since
+from librarian_dagster.services.integrity_stuck import out_of_tries, stuck_tries
 from librarian_dagster.services.sneaker_copy import drives_to_ingest, mark_drive_launched
 from librarian_dagster.services.sneaker_plan import fills_due
 
@@ -66,6 +67,11 @@ def sneaker_fill_sensor(
     declared = {config.name: config for config in settings.stores}
     with catalogue.session() as session:
         due, problems = fills_due(session, settings, declared)
+        tries = {fill.store: stuck_tries(session, FILL_JOB, fill.store) for fill in due}
+    for fill in due:
+        if why := out_of_tries(tries[fill.store], settings.transfer.max_attempts):
+            problems[fill.store] = why
+    due = [fill for fill in due if fill.store not in problems]
     away = "; ".join(f"{store}: {problem}" for store, problem in sorted(problems.items()))
     if not due:
         return dg.SensorResult(skip_reason=away or "no filling drive lacks a newer book")
@@ -77,7 +83,11 @@ def sneaker_fill_sensor(
     requests = [
         dg.RunRequest(
             job_name=FILL_JOB,
-            run_key=f"fill:{fill.store}:{fill.drive_uuid}:{fill.trip}:{fill.mark}:{fill.newest}",
+            run_key=(
+                f"fill:{fill.store}:{fill.drive_uuid}:{fill.trip}:{fill.mark}:{fill.newest}"
+                # A fill cancelled as stuck is asked for again, a bounded number of times.
+                + (f":stuck{tries[fill.store]}" if tries[fill.store] else "")
+            ),
             run_config={"ops": {FILL_OP: {"config": {"store": fill.store}}}},
             tags={KIND_TAG: FILL_KIND, STORE_TAG: fill.store},
         )
@@ -129,7 +139,13 @@ def sneaker_ingest_sensor(
     )
     requests = []
     now = int(datetime.now(UTC).timestamp())
+    max_attempts = catalogue.settings.transfer.max_attempts
     for drive_uuid, path in sorted(drives.items()):
+        with catalogue.session() as session:
+            tries = stuck_tries(session, DRIVE_INGEST_JOB, drive_uuid)
+            if why := out_of_tries(tries, max_attempts):
+                context.log.warning(f"drive {drive_uuid} not ingested: {why}")
+                continue
         running = context.instance.get_runs(
             dg.RunsFilter(
                 job_name=DRIVE_INGEST_JOB, statuses=_PENDING, tags={DRIVE_TAG: drive_uuid}

@@ -49,6 +49,8 @@ def record_event(
 class Raised:
     event: Event
     new: bool
+    # Seen again, at a higher severity than before (the notifier tells it again at once).
+    escalated: bool = False
 
 
 def open_event(session: Session, kind: str, subject: str | None) -> Event | None:
@@ -81,12 +83,13 @@ def raise_event(
     event.count += 1
     event.last_at = datetime.now(UTC)
     event.message = message
-    if severity.rank > event.severity.rank:
+    escalated = severity.rank > event.severity.rank
+    if escalated:
         event.severity = severity
     if details is not None:
         event.details = {**(event.details or {}), **details}
     session.flush()
-    return Raised(event, new=False)
+    return Raised(event, new=False, escalated=escalated)
 
 
 def is_open(session: Session, kind: str, subject: str) -> bool:

@@ -11,7 +11,9 @@ reservation (and its partial data) forever. So:
 - an ``initiated`` upload that received no bytes for ``stage_expiry_hours`` (its row's
   ``updated_at`` is touched while an HTTP body arrives; bytes copied by the shared
   filesystem are seen by the sweep, from the staging data's newest mtime) no longer counts,
-  and :func:`expire_idle_uploads` fails it with that reason and removes its staging;
+  and :func:`expire_idle_uploads` fails it with that reason, raises an ``upload_expired``
+  event for its uploader (grouped; ``event_alerts_sensor`` forwards it) and removes its
+  staging;
 - ``/ping`` counts the idle ones (:func:`idle_uploads`) until they expire.
 """
 
@@ -27,9 +29,10 @@ from sqlalchemy.orm import Session
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, User
 from librarian_dagster.services.errors import InsufficientStorage
+from librarian_dagster.services.events import raise_event
 from librarian_dagster.services.incoming import Staging, discard_quietly, fail, staging_of
 from librarian_dagster.settings import IngestSettings
-from librarian_dagster.states import TransferKind, TransferStatus
+from librarian_dagster.states import Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.tree import newest_mtime_and_size
 
@@ -134,6 +137,9 @@ def _last_written(staging: Staging) -> datetime | None:
     return datetime.fromtimestamp(newest, UTC)
 
 
+UPLOAD_EXPIRED_KIND = "upload_expired"
+
+
 def expire_idle_uploads(
     catalogue: Catalogue,
     stores: dict[str, LocalStore],
@@ -179,6 +185,16 @@ def expire_idle_uploads(
                 transfer.updated_at = written  # bytes came by the shared filesystem: not idle
                 continue
             fail(transfer, reason)
+            # One event per uploader while it stays open (a client that died leaves many).
+            begun = transfer.created_at
+            raise_event(
+                session,
+                Severity.WARNING,
+                UPLOAD_EXPIRED_KIND,
+                f"upload {upload_id} of {transfer.name} (begun {begun:%Y-%m-%d %H:%M} UTC) "
+                f"failed: {reason}; the client may upload it again",
+                subject=transfer.uploader,
+            )
         discard_quietly(staging, f"expired upload {upload_id}")
         expired += 1
     if expired:
