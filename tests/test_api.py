@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from litestar.exceptions import InternalServerException
 from litestar.testing import TestClient
 
-from librarian_dagster.api.health import LEFTOVER_STAGING_SECONDS, LeftoverCounts
 from librarian_dagster.api.routes import ping as ping_routes
 from librarian_dagster.api.routes.files import file_query
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import UserLevel
-from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire import FileQuery
 from tests.api_helpers import PASSWORD, api_client, credentials
 
@@ -51,29 +46,6 @@ def test_ping_is_public_and_reports_health(client: TestClient) -> None:
     (store,) = body["stores"]
     assert store["name"] == "main" and store["ok"] is True and store["free_bytes"] > 0
     assert store["leftover_staging"] == 0
-
-
-def test_ping_counts_leftover_staging_once_per_interval(tmp_path: Path) -> None:
-    """/ping is public: it must not walk every staging tree on every probe."""
-    store = LocalStore("main", tmp_path / "store", reserve_bytes=0)
-    store.ensure_layout()
-    old = store.stage("old/upload", 8)
-    old.data_path.write_bytes(b"12345678")
-    week_ago = time.time() - 8 * 24 * 3600
-    for path in (old.data_path, old.directory):
-        os.utime(path, (week_ago, week_ago))
-    walks = []
-    original = store.leftover_staging
-
-    def counting(older_than_seconds: float) -> list:
-        walks.append(older_than_seconds)
-        return original(older_than_seconds)
-
-    store.leftover_staging = counting  # type: ignore[method-assign]
-    counts = LeftoverCounts(ttl=3600)
-    assert [counts.count(store) for _ in range(5)] == [1] * 5
-    assert walks == [LEFTOVER_STAGING_SECONDS]
-    assert LeftoverCounts(ttl=0).count(store) == 1 and len(walks) == 2
 
 
 def test_refusals_are_not_logged_as_errors_but_crashes_are(

@@ -3,19 +3,23 @@ inbox book's kept data are reported, never deleted."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import select
 
-from librarian_dagster.catalogue.models import IncomingTransfer
+from librarian_dagster.catalogue.models import Event, IncomingTransfer
 from librarian_dagster.definitions import build_definitions
 from librarian_dagster.jobs.names import STAGING_JOB
-from librarian_dagster.services.integrity_staging import clean_staging
+from librarian_dagster.services.integrity_staging import STAGING_KIND, clean_staging
 from librarian_dagster.settings import LibrarianSettings
 from librarian_dagster.states import TransferKind, TransferStatus
+from librarian_dagster.storage.local_store import LocalStore
+from tests.api_helpers import api_client
 from tests.ingest_helpers import Site, dagster_resources, open_site
 
 
@@ -73,3 +77,40 @@ def test_the_clean_staging_job_runs_it(
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
     assert not (site.store.staging_dir / failed).exists()
+
+
+def test_ping_shows_what_the_last_run_reported_and_walks_nothing(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = site.store.staging_dir / uuid.uuid4().hex
+    unknown.mkdir()
+    (unknown / "mystery").write_bytes(b"?")
+
+    def open_events() -> list[tuple[str | None, int, int]]:
+        with site.catalogue.session() as session:
+            return [
+                (event.subject, event.count, (event.details or {})["leftovers"])
+                for event in session.scalars(
+                    select(Event).where(Event.kind == STAGING_KIND, Event.resolved.is_(False))
+                )
+            ]
+
+    with api_client(site.settings) as client:
+
+        def leftovers() -> int:
+            (store,) = client.get("/api/v2/ping").json()["stores"]
+            return int(store["leftover_staging"])
+
+        monkeypatch.setattr(LocalStore, "leftover_staging", None)  # /ping must not walk
+        assert leftovers() == 0  # not counted yet
+        monkeypatch.undo()
+
+        clean_staging(site.catalogue, site.store, min_age=-1)
+        clean_staging(site.catalogue, site.store, min_age=-1)
+        assert leftovers() == 1
+        assert open_events() == [("main", 2, 1)]
+
+        shutil.rmtree(unknown)  # an operator had a look
+        clean_staging(site.catalogue, site.store, min_age=-1)
+        assert leftovers() == 0
+        assert open_events() == []

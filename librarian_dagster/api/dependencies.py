@@ -13,7 +13,6 @@ from typing import Any
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
-from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.api.upload_slots import UploadSlots
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.services.ingest_launcher import IngestLauncher
@@ -25,7 +24,6 @@ SettingsDep = NamedDependency[SkipValidation[LibrarianSettings]]
 CatalogueDep = NamedDependency[SkipValidation[Catalogue]]
 StoresDep = NamedDependency[SkipValidation[dict[str, LocalStore]]]
 LauncherDep = NamedDependency[SkipValidation[IngestLauncher | None]]
-LeftoverCountsDep = NamedDependency[SkipValidation[LeftoverCounts]]
 UploadSlotsDep = NamedDependency[SkipValidation[UploadSlots]]
 PeerLinksDep = NamedDependency[SkipValidation[PeerLinks]]
 
@@ -50,7 +48,6 @@ def app_dependencies(
         "catalogue": _constant(catalogue),
         "stores": _constant(stores),
         "launcher": _constant(launcher),
-        "leftover_counts": _constant(LeftoverCounts()),
         "upload_slots": _constant(upload_slots),
     }
 
@@ -58,7 +55,6 @@ def app_dependencies(
 __all__ = [
     "CatalogueDep",
     "LauncherDep",
-    "LeftoverCountsDep",
     "PeerLinksDep",
     "SettingsDep",
     "StoresDep",

@@ -15,6 +15,12 @@ looks at staging directories untouched for ``MIN_AGE`` and, per directory:
 
 A bad copy a repair set aside and could not remove or put back (``storage.quarantine``)
 is reported too, never deleted.
+
+What a run reports (kept and reported, or not removable) is the store's count of leftover
+staging: an open ``staging_leftovers`` event per store holds it (``details.leftovers``,
+the event's ``last_at`` says when it was counted) and is resolved by a run that finds
+none. ``/ping`` reads that count (``leftover_counts``), one indexed query, instead of
+walking every staging tree on a public, often probed route.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
-from librarian_dagster.catalogue.models import IncomingTransfer
-from librarian_dagster.states import TransferKind, TransferStatus
+from librarian_dagster.catalogue.models import Event, IncomingTransfer
+from librarian_dagster.services.events import raise_event, resolve_cause
+from librarian_dagster.states import Severity, TransferKind, TransferStatus
 from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.storage.quarantine import QUARANTINE_DIRNAME
 
@@ -44,9 +52,46 @@ class StagingReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+STAGING_KIND = "staging_leftovers"
+
+
 def clean_staging(
     catalogue: Catalogue, store: LocalStore, min_age: float | None = None
 ) -> StagingReport:
+    """Remove what ended transfers left in ``store``'s staging, report the rest, record
+    how many are left (see module)."""
+    report = _clean(catalogue, store, min_age)
+    left = len(report.reported) + len(report.failed)
+    with catalogue.session() as session:
+        if not left:
+            resolve_cause(session, STAGING_KIND, store.name, "librarian", "no leftover staging")
+            return report
+        first = (report.failed or report.reported)[0]
+        raise_event(
+            session,
+            Severity.WARNING,
+            STAGING_KIND,
+            f"{left} staging directories left in store {store.name} "
+            f"(first: {first[0]}: {first[1]}); see the clean_staging run's log",
+            subject=store.name,
+            details={"leftovers": left},
+        )
+    return report
+
+
+def leftover_counts(session: Session) -> dict[str, int]:
+    """Store name → leftover staging its last ``clean_staging`` reported (0 if none)."""
+    return {
+        str(subject): int((details or {}).get("leftovers", 0))
+        for subject, details in session.execute(
+            select(Event.subject, Event.details).where(
+                Event.kind == STAGING_KIND, Event.resolved.is_(False)
+            )
+        )
+    }
+
+
+def _clean(catalogue: Catalogue, store: LocalStore, min_age: float | None) -> StagingReport:
     report = StagingReport(store.name)
     quarantine = store.root / QUARANTINE_DIRNAME
     if quarantine.is_dir():

@@ -12,7 +12,8 @@ where it should be.
 
 Per store it counts uploads that went idle (staged, no bytes for ``IDLE_UPLOAD_SECONDS``,
 not receiving now: a client that died mid-upload shows here until its upload expires) and the
-bytes live uploads reserve.
+bytes live uploads reserve, and the leftover staging the hourly ``clean_staging`` run last
+reported (``services.integrity_staging``): read from the catalogue, never walked here.
 """
 
 from __future__ import annotations
@@ -24,16 +25,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from librarian_dagster import __version__
 from librarian_dagster.api.dependencies import (
     CatalogueDep,
-    LeftoverCountsDep,
     SettingsDep,
     StoresDep,
     UploadSlotsDep,
 )
-from librarian_dagster.api.health import LeftoverCounts
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.migrate import current_revision
 from librarian_dagster.catalogue.models import Store
 from librarian_dagster.services.corrupt import count_unresolved
+from librarian_dagster.services.integrity_staging import leftover_counts
 from librarian_dagster.services.stores import drive_verdict
 from librarian_dagster.services.upload_reservations import idle_uploads, reserved_bytes
 from librarian_dagster.settings import LibrarianSettings
@@ -82,6 +82,16 @@ def upload_counts(
         return {}
 
 
+def staging_leftovers(catalogue: Catalogue) -> dict[str, int]:
+    """Per store: leftover staging the last ``clean_staging`` run reported; empty if
+    unreadable. Counted by that run, not here: a public route walks no staging tree."""
+    try:
+        with catalogue.session() as session:
+            return leftover_counts(session)
+    except SQLAlchemyError:  # the catalogue's own health says what is wrong
+        return {}
+
+
 def store_rows(catalogue: Catalogue) -> dict[str, Store]:
     """The stores' catalogue rows by name (enabled, drive state and UUID); empty if unreadable."""
     try:
@@ -96,7 +106,7 @@ def store_rows(catalogue: Catalogue) -> dict[str, Store]:
 def store_health(
     settings: LibrarianSettings,
     stores: dict[str, LocalStore],
-    leftover_counts: LeftoverCounts,
+    leftovers: dict[str, int],
     uploads: dict[str, tuple[int, int]],
     rows: dict[str, Store] | None = None,
 ) -> list[StoreHealth]:
@@ -125,7 +135,6 @@ def store_health(
                 continue
         try:
             health = store.health()
-            leftovers = leftover_counts.count(store)
         except OSError as error:
             result.append(
                 StoreHealth(
@@ -149,7 +158,7 @@ def store_health(
                 state=state,
                 free_bytes=health.free_bytes,
                 total_bytes=health.total_bytes,
-                leftover_staging=leftovers,
+                leftover_staging=leftovers.get(config.name, 0),
                 idle_uploads=uploads.get(config.name, (None, None))[0],
                 reserved_bytes=uploads.get(config.name, (None, None))[1],
             )
@@ -162,12 +171,12 @@ def ping(
     settings: SettingsDep,
     catalogue: CatalogueDep,
     stores: StoresDep,
-    leftover_counts: LeftoverCountsDep,
     upload_slots: UploadSlotsDep,
 ) -> PingResponse:
     catalogue_state = catalogue_health(catalogue)
     uploads = upload_counts(catalogue, settings, upload_slots.active_ids())
-    store_states = store_health(settings, stores, leftover_counts, uploads, store_rows(catalogue))
+    leftovers = staging_leftovers(catalogue)
+    store_states = store_health(settings, stores, leftovers, uploads, store_rows(catalogue))
     corrupt = corrupt_copies(catalogue)
     return PingResponse(
         name=settings.name,
