@@ -184,7 +184,8 @@ class TransferSettings(_Section):
     # A book sent but not confirmed after this long: ask the peer whether it holds it.
     stale_after_hours: Annotated[float, Field(gt=0)] = 24.0
     # A mover task that moved no byte for this long is cancelled and its books sent again
-    # (each such try counts against max_attempts; the transfer's age is never reset).
+    # (each such try counts against max_attempts; the transfer's age is never reset). A
+    # fill or drive-ingest run that logged nothing for this long is cancelled too.
     stuck_after_hours: Annotated[float, Field(gt=0)] = 6.0
     # Each call to a peer gives up after this long (and is retried later).
     peer_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0

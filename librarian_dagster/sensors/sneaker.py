@@ -6,7 +6,9 @@ over the primary key, one row per drive), gets a ``fill_sneaker_drive`` run, unl
 is already queued or running (they run one at a time). The run key is the drive, its mark
 and the newest book: new books ask again, a fill that could not move the mark does not
 ask again and again. A drive that is away or not the right one is named in the skip
-reason, never filled.
+reason, never filled. A fill ``stuck_runs_sensor`` cancelled is asked for again (the stall
+count is part of the key) until ``[transfer] max_attempts`` fills stalled; then the drive
+is named in the skip reason until the ``run_stuck`` event is resolved.
 
 ``drive_copies_sensor`` (every 30 s): for the copies recorded on drives since its last tick
 (per drive, after the last one it saw by time of recording and id, at most ``PER_TICK``),
@@ -16,7 +18,8 @@ which drives hold it. (Not by id alone: SQLite hands a wiped drive's ids out aga
 ``sneaker_ingest_sensor`` (every 5 s), at the destination: a drive whose books
 ``POST /sneaker/ingest`` recorded as waiting, with no run asked for (or one overdue:
 ``[ingest] relaunch_after_seconds``) and none under way, gets an ``ingest_sneaker_drive``
-run. Books a run copied but did not store are the ingest sensor's, like any staged book.
+run (not for a drive whose ingests stalled ``max_attempts`` times, as for fills). Books a
+run copied but did not store are the ingest sensor's, like any staged book.
 """
 
 import json
