@@ -24,6 +24,7 @@ from librarian_dagster.resources import NotifierResource
 from librarian_dagster.services.integrity import Budget, verify_instances
 from librarian_dagster.services.integrity_guard import GUARD_KIND, GuardPolicy, guarded_stores
 from librarian_dagster.settings import LibrarianSettings
+from librarian_dagster.states import Severity
 from librarian_dagster.storage.checksums import hash_path
 from tests.ingest_helpers import Site, dagster_resources, open_site
 from tests.test_resources import FakeSlack
@@ -251,3 +252,28 @@ def test_the_schedule_asks_for_a_pass_unless_one_is_unfinished(
     with dg.build_schedule_context(instance=instance) as context:
         result = schedule.evaluate_tick(context)
         assert not result.run_requests and "has not finished" in (result.skip_message or "")
+
+
+def test_a_pass_that_falls_behind_warns_instead_of_showing_green(
+    make_settings: Callable[..., LibrarianSettings],
+    database_url: str,
+    instance: dg.DagsterInstance,
+) -> None:
+    site = open_site(
+        make_settings(database_url=database_url, extra_toml="[integrity]\nmax_books_per_run = 15\n")
+    )
+    shelve(site, 20)  # all verified 60 days ago: all overdue
+    job = job_with_slack(site, FakeSlack())
+    config = {"ops": {"book_checksums_match": {"config": {"scheduled": True}}}}
+    behind = job.execute_in_process(instance=instance, run_config=config)
+    assert behind.success  # nothing is damaged: a warning, not a failed run
+    (evaluation,) = behind.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert "5 copies were not re-verified" in (evaluation.description or "")
+    (event,) = open_events(site, "integrity_behind")
+    assert event.severity == Severity.WARNING
+
+    caught_up = job.execute_in_process(instance=instance, run_config=config)
+    (evaluation,) = caught_up.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["verified"].value == 5
+    assert open_events(site, "integrity_behind") == []

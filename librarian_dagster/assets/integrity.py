@@ -13,6 +13,10 @@ Where the UI shows it:
 - the check (on the ``book`` asset) is failed, with the bad copies in its metadata and each
   one logged at ERROR (``CORRUPT: …``); its run fails too (after the evaluation is
   recorded), so the runs list is not green over a damaged book;
+- a scheduled pass that finds nothing bad but copies not re-verified within
+  ``period_days`` (the pass is behind) is a **warning**, not a pass: the check is failed at
+  WARN severity (its run succeeds), with an ``integrity_behind`` alert that the first pass
+  to find none overdue resolves;
 - the damaged book's **partition** gets an ``AssetObservation`` (``copy: corrupt``, store,
   reason, checksums), and another (``copy: repaired``) when it verifies again. An
   observation, not a per-partition check, because Dagster 1.13's partitioned asset checks
@@ -37,6 +41,8 @@ from librarian_dagster.states import Severity
 
 REPORTED = 20
 CORRUPT_ALERT = "corrupt_copies"
+BEHIND_ALERT = "integrity_behind"
+CHECK_NAME = "checksums_match"
 
 
 class ChecksumCheckConfig(dg.Config):
@@ -89,7 +95,10 @@ def _observations(context: dg.AssetCheckExecutionContext, report: VerifyReport) 
 
 
 def _alerts(
-    context: dg.AssetCheckExecutionContext, notifier: NotifierResource, report: VerifyReport
+    context: dg.AssetCheckExecutionContext,
+    notifier: NotifierResource,
+    report: VerifyReport,
+    overdue_counted: bool,
 ) -> None:
     """Tell operators (grouped by cause: see ``resources.notifier``)."""
     for store, event_id in report.guard_events.items():
@@ -121,19 +130,30 @@ def _alerts(
     if report.overdue:
         notifier.alert(
             "Integrity checks are behind",
-            f"{report.overdue} copies were not re-verified within [integrity] period_days; "
-            "raise max_bytes_per_run or max_seconds_per_run, or check the disks' read rate.",
+            _behind(report),
             severity=Severity.WARNING,
-            kind="integrity_behind",
+            kind=BEHIND_ALERT,
+            subject=CHECK_NAME,
         )
+    elif overdue_counted:  # counted and none: caught up
+        with notifier.session() as session:
+            resolve_cause(session, BEHIND_ALERT, CHECK_NAME, CHECK_NAME, "caught up")
+
+
+def _behind(report: VerifyReport) -> str:
+    return (
+        f"{report.overdue} copies were not re-verified within [integrity] period_days; "
+        "raise max_bytes_per_run or max_seconds_per_run, or check the disks' read rate."
+    )
 
 
 @dg.asset_check(
     asset=BOOK_KEY,
-    name="checksums_match",
+    name=CHECK_NAME,
     description=(
         "Re-read stored copies and compare with the checksum taken at ingest. Fails while any "
-        "copy is known corrupt or missing, until it is repaired or dismissed."
+        "copy is known corrupt or missing, until it is repaired or dismissed; warns while "
+        "the scheduled passes are behind (copies not re-verified within period_days)."
     ),
 )
 def checksums_match(
@@ -171,11 +191,13 @@ def checksums_match(
             f"{', '.join(report.unresolved_names)}); `librarian corrupt list` shows them"
         )
     _observations(context, report)
-    _alerts(context, notifier, report)
+    _alerts(context, notifier, report, budget.overdue_before is not None)
+    # Behind (every copy read was good, but some were not read in time): a warning, not green.
+    behind = report.passed and report.overdue > 0
     yield dg.AssetCheckResult(
-        passed=report.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=None if report.passed else report.summary(),
+        passed=report.passed and not behind,
+        severity=dg.AssetCheckSeverity.WARN if report.passed else dg.AssetCheckSeverity.ERROR,
+        description=_behind(report) if behind else None if report.passed else report.summary(),
         metadata={
             "verified": len(report.good),
             "bad": dg.MetadataValue.json(_bad_json(report.bad)),

@@ -23,21 +23,16 @@ from librarian_dagster.jobs.names import (
     VERIFY_JOB,
     VERIFY_SCHEDULE,
 )
+from librarian_dagster.jobs.run_liveness import ACTIVE_RUN_STATUSES
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.integrity_repair import repairs_due
-
-_UNFINISHED = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def unless_unfinished(instance: dg.DagsterInstance, job: str) -> dg.RunRequest | dg.SkipReason:
     """A run of ``job``, unless one is still queued or running (one at a time, never a pile)."""
-    unfinished = instance.get_run_ids(dg.RunsFilter(job_name=job, statuses=_UNFINISHED), limit=1)
+    unfinished = instance.get_run_ids(
+        dg.RunsFilter(job_name=job, statuses=ACTIVE_RUN_STATUSES), limit=1
+    )
     if unfinished:
         return dg.SkipReason(f"{job} run {unfinished[0]} has not finished")
     return dg.RunRequest()

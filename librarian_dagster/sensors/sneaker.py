@@ -39,6 +39,7 @@ from librarian_dagster.jobs.names import (
     KIND_TAG,
     STORE_TAG,
 )
+from librarian_dagster.jobs.run_liveness import ACTIVE_RUN_STATUSES
 from librarian_dagster.jobs.sneaker import fill_sneaker_drive, ingest_sneaker_drive
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, drive_copies_since
@@ -47,13 +48,6 @@ from librarian_dagster.services.sneaker_copy import drives_to_ingest, mark_drive
 from librarian_dagster.services.sneaker_plan import fills_due
 
 PER_TICK = 1000
-# A fill asked for is one of these until it ends.
-_PENDING = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 @dg.sensor(
@@ -79,7 +73,7 @@ def sneaker_fill_sensor(
     if not due:
         return dg.SensorResult(skip_reason=away or "no filling drive lacks a newer book")
     pending = context.instance.get_runs(
-        dg.RunsFilter(job_name=FILL_JOB, statuses=_PENDING), limit=1
+        dg.RunsFilter(job_name=FILL_JOB, statuses=ACTIVE_RUN_STATUSES), limit=1
     )
     if pending:
         return dg.SensorResult(skip_reason=f"a fill is under way (run {pending[0].run_id})")
@@ -151,7 +145,9 @@ def sneaker_ingest_sensor(
                 continue
         running = context.instance.get_runs(
             dg.RunsFilter(
-                job_name=DRIVE_INGEST_JOB, statuses=_PENDING, tags={DRIVE_TAG: drive_uuid}
+                job_name=DRIVE_INGEST_JOB,
+                statuses=ACTIVE_RUN_STATUSES,
+                tags={DRIVE_TAG: drive_uuid},
             ),
             limit=1,
         )
