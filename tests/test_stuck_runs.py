@@ -177,4 +177,4 @@ def test_a_fill_that_runs_to_its_end_clears_the_stalls(
     )
     assert result.success
     (event,) = stuck_events(site)
-    assert event.resolved and event.resolved_by == "librarian"
+    assert event.resolved and event.resolved_by == "finished run"

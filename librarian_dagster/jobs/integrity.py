@@ -8,9 +8,11 @@ Launching it by hand (launchpad, ``dagster job launch -j verify_integrity``) doe
 pass; ``scheduled: false`` with ``names`` re-reads given books.
 
 ``repair_copies`` (asked for by ``repair_sensor``): for corrupt copies on stores whose
-burst guard is down, a peer whose copy verifies now is asked to send it again
+burst guard is down, a good copy in another store here is copied over the bad one
+(``services.integrity_repair_local``, each repair observed on the book's partition);
+failing that, a peer whose copy verifies now is asked to send it again
 (``services.integrity_repair``); the clone pipeline brings it, and ingest replaces the bad
-copy once the new one verifies. Books no peer can repair fail the run and alert.
+copy once the new one verifies. Books nobody can repair fail the run and alert.
 
 ``rolling_cleanup`` (hourly, ``rolling_cleanup_schedule``): each rolling store deletes its
 books past the limit that enough peers verified at that moment
@@ -25,6 +27,7 @@ for one run at a time.
 
 import dagster as dg
 
+from librarian_dagster.assets.book import BOOK_KEY
 from librarian_dagster.assets.integrity import checksums_match
 from librarian_dagster.jobs.names import (
     INTEGRITY_KIND,
@@ -61,10 +64,22 @@ verify_integrity = dg.define_asset_job(
 def ask_peers_to_resend(
     context: dg.OpExecutionContext,
     catalogue: CatalogueResource,
+    stores: StoresResource,
     peers: PeersResource,
     notifier: NotifierResource,
 ) -> None:
-    report = request_repairs(catalogue.catalogue, catalogue.settings, peers.links())
+    report = request_repairs(
+        catalogue.catalogue, catalogue.settings, peers.links(), stores=stores.all()
+    )
+    for name, source in report.repaired:
+        context.log.info(f"REPAIRED: {name} from the good copy in store {source}")
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=BOOK_KEY,
+                partition=name,
+                metadata={"copy": "repaired", "from": f"store {source}"},
+            )
+        )
     for name, peer in report.requested:
         context.log.info(f"{name}: {peer} verified its copy and will send it again")
     for name, why in report.waiting:
@@ -73,6 +88,7 @@ def ask_peers_to_resend(
         context.log.error(f"LOST: {name} cannot be repaired automatically: {why}")
     context.add_output_metadata(
         {
+            "repaired here": len(report.repaired),
             "requested": len(report.requested),
             "waiting": len(report.waiting),
             "lost": dg.MetadataValue.json([name for name, _ in report.lost[:100]]),

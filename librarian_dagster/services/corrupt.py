@@ -193,3 +193,31 @@ def list_records(
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id, CURSOR_KIND)
     return rows, None
+
+
+# Open records a good copy closes: a ``lost`` one too (the book came back after all).
+OPEN_FOR_REPAIR = (CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING, CorruptionStatus.LOST)
+
+
+def repair_recorded(session: Session, file: File, store_id: int, path: str, by: str) -> int:
+    """The copy of ``file`` in ``store_id`` is good and in service again; its open records
+    closed as repaired (with their events). How many records were closed."""
+    instance = session.scalar(
+        select(Instance).where(Instance.file_id == file.id, Instance.store_id == store_id)
+    )
+    now = datetime.now(UTC)
+    if instance is None:
+        instance = Instance(file_id=file.id, store_id=store_id, path=path, verified_at=now)
+        session.add(instance)
+        session.flush()
+    instance.path = path
+    records = session.scalars(
+        select(CorruptFile).where(
+            CorruptFile.instance_id == instance.id, CorruptFile.status.in_(OPEN_FOR_REPAIR)
+        )
+    ).all()
+    for record in records:
+        close_repaired(session, record, instance, by=by)
+    instance.available = True
+    instance.verified_at = now
+    return len(records)

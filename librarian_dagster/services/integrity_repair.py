@@ -3,7 +3,9 @@
 Here (the damaged side):
 
 1. ``request_repairs`` (the ``repair_copies`` run, asked for by ``repair_sensor``): for each
-   open record ``detected`` on a store whose burst guard is down, the peers holding the book
+   open record ``detected`` on a store whose burst guard is down, a good copy in another
+   store here is copied over it (``integrity_repair_local``); failing that, the peers
+   holding the book
    are asked, most recently verified first, to re-read their copy now
    (``POST /files/{name}/validate``); the first whose copy matches is asked to send it
    again (``POST /clones/resend``) and the record becomes ``refetching``. No peer holds it:
@@ -50,6 +52,7 @@ from librarian_dagster.services import corrupt
 from librarian_dagster.services.errors import PeerCallFailed
 from librarian_dagster.services.events import record_event
 from librarian_dagster.services.integrity_guard import guarded_stores
+from librarian_dagster.services.integrity_repair_local import repair_locally
 from librarian_dagster.services.integrity_validate import ask_peer
 from librarian_dagster.services.peers import PeerLinks, access_of
 from librarian_dagster.settings import LibrarianSettings
@@ -61,6 +64,7 @@ from librarian_dagster.states import (
     TransferStatus,
 )
 from librarian_dagster.storage.checksums import Checksum
+from librarian_dagster.storage.local_store import LocalStore
 from librarian_dagster.wire.integrity import CLONES_RESEND, ResendAnswer, ResendRequest
 
 RETRY_AFTER = timedelta(minutes=30)
@@ -117,6 +121,7 @@ def repairs_due(session: Session, now: datetime, limit: int = PER_RUN) -> list[_
 
 @dataclass
 class RepairReport:
+    repaired: list[tuple[str, str]] = field(default_factory=list)  # (book, store here)
     requested: list[tuple[str, str]] = field(default_factory=list)  # (book, peer)
     lost: list[tuple[str, str]] = field(default_factory=list)  # (book, why)
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (book, why)
@@ -170,9 +175,15 @@ def _settle(
 
 
 def request_repairs(
-    catalogue: Catalogue, settings: LibrarianSettings, links: PeerLinks, limit: int = PER_RUN
+    catalogue: Catalogue,
+    settings: LibrarianSettings,
+    links: PeerLinks,
+    limit: int = PER_RUN,
+    *,
+    stores: dict[str, LocalStore] | None = None,
 ) -> RepairReport:
-    """Ask peers to re-send good copies of the books due (see the module).
+    """Repair the books due from another store here, else ask peers to re-send good copies
+    (see the module and ``integrity_repair_local``; ``stores``: the stores open here).
 
     ``lost`` only when every holder answered and none has a good copy, or none holds it,
     or ``MAX_REQUESTS`` re-sends never arrived; a peer that could not be asked, or whose
@@ -188,12 +199,17 @@ def request_repairs(
             if guarded_stores(session, [item.store]):
                 report.waiting.append((item.name, f"store {item.store} is guarded"))
                 continue
+        source, problems = repair_locally(catalogue, stores or {}, item.record_id)
+        if source is not None:
+            report.repaired.append((item.name, source))
+            continue
         peers = holders[item.record_id]
         if not peers:
-            _settle(catalogue, item, CorruptionStatus.LOST, "no peer holds a copy", False)
-            report.lost.append((item.name, "no peer holds a copy"))
+            why = "; ".join([*problems, "no peer holds a copy"])
+            _settle(catalogue, item, CorruptionStatus.LOST, why, False)
+            report.lost.append((item.name, why))
             continue
-        problems, all_answered = [], True
+        all_answered = True
         for peer in peers:
             answer = ask_peer(settings, links, peer, item.name, item.checksum)
             if answer.answer is None:
@@ -301,9 +317,6 @@ def repair_store(session: Session, file: File) -> Store | None:
     return record.store
 
 
-OPEN_FOR_REPAIR = (CorruptionStatus.DETECTED, CorruptionStatus.REFETCHING, CorruptionStatus.LOST)
-
-
 def repair_wanted(session: Session, transfer: IncomingTransfer, expected: Checksum | None) -> bool:
     """Whether an arriving clone repairs a copy here: a book catalogued with the same
     checksum whose copy in the transfer's store has an open record. (A record an operator
@@ -318,7 +331,7 @@ def repair_wanted(session: Session, transfer: IncomingTransfer, expected: Checks
         .where(
             CorruptFile.file_id == file.id,
             CorruptFile.store_id == transfer.store_id,
-            CorruptFile.status.in_(OPEN_FOR_REPAIR),
+            CorruptFile.status.in_(corrupt.OPEN_FOR_REPAIR),
         )
         .limit(1)
     )
@@ -337,33 +350,9 @@ def record_repair(
         if transfer.librarian_id is not None
         else None
     ) or "a peer"
-    closed = repair_recorded(session, file, store_id, path, by=f"re-sent by {sender}")
+    closed = corrupt.repair_recorded(session, file, store_id, path, by=f"re-sent by {sender}")
     transfer.status = TransferStatus.STORED
     transfer.completed_at = datetime.now(UTC)
     transfer.checksum = file.checksum
     hooks.on_stored(session, transfer, file)
     return closed > 0
-
-
-def repair_recorded(session: Session, file: File, store_id: int, path: str, by: str) -> int:
-    """The copy of ``file`` in ``store_id`` is good and in service again; its open records
-    closed as repaired (with their events). How many records were closed."""
-    instance = session.scalar(
-        select(Instance).where(Instance.file_id == file.id, Instance.store_id == store_id)
-    )
-    now = datetime.now(UTC)
-    if instance is None:
-        instance = Instance(file_id=file.id, store_id=store_id, path=path, verified_at=now)
-        session.add(instance)
-        session.flush()
-    instance.path = path
-    records = session.scalars(
-        select(CorruptFile).where(
-            CorruptFile.instance_id == instance.id, CorruptFile.status.in_(OPEN_FOR_REPAIR)
-        )
-    ).all()
-    for record in records:
-        corrupt.close_repaired(session, record, instance, by=by)
-    instance.available = True
-    instance.verified_at = now
-    return len(records)

@@ -64,7 +64,7 @@ def clean_staging(
     left = len(report.reported) + len(report.failed)
     with catalogue.session() as session:
         if not left:
-            resolve_cause(session, STAGING_KIND, store.name, "librarian", "no leftover staging")
+            resolve_cause(session, STAGING_KIND, store.name, "staging sweep", "none left")
             return report
         first = (report.failed or report.reported)[0]
         raise_event(

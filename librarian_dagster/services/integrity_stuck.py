@@ -42,5 +42,5 @@ def out_of_tries(tries: int, max_attempts: int) -> str:
 def clear_stuck(session: Session, job_name: str, target: str) -> int:
     """A run of this cause finished: its stalls are over. Returns the events closed."""
     return resolve_cause(
-        session, STUCK_KIND, stuck_subject(job_name, target), "librarian", "a later run finished"
+        session, STUCK_KIND, stuck_subject(job_name, target), "finished run", "a later run finished"
     )
