@@ -227,7 +227,7 @@ def slice_queries(root: Path, backend: str, args: argparse.Namespace) -> dict[st
         def rolling(policy: RollingSettings) -> Callable[[], int]:
             def run() -> int:
                 with site.catalogue.session() as session:
-                    found = integrity_rolling.candidates(session, store_ids[0], policy, now)
+                    found = integrity_rolling.candidates(session, store_ids[0], policy, now).books
                 assert len(found) == policy.max_books_per_run, len(found)
                 return len(found)
 

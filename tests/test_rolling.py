@@ -105,6 +105,30 @@ def test_a_book_whose_peer_is_down_is_kept(pair: dict[str, CloneSite], tmp_path:
     assert a.store.exists(name) and instances(a)[name].available
 
 
+def test_books_kept_wait_their_turn_and_the_walk_comes_round(tmp_path: Path) -> None:
+    """One book per run, the peer down: each run looks at the next book, not the first
+    one again; at the end it starts over, and once the peer is back all go."""
+    extra = {
+        "site-a": "rolling = { keep_days = 0, min_copies_elsewhere = 1, max_books_per_run = 1 }"
+    }
+    with clone_sites(tmp_path, ["site-a", "site-b"], extra_toml=extra) as pair:
+        befriend_both(pair["site-a"], pair["site-b"])
+        a = pair["site-a"]
+        names = upload(a, tmp_path, 3)
+        pump(pair)
+        down = links_for(pair, down=frozenset({"site-b"}))
+        looked = [
+            [name for name, _ in clean_store(a.catalogue, a.settings, a.stores, down, "main").kept]
+            for _ in range(4)
+        ]
+        assert looked == [names[:1], names[1:2], names[2:3], names[:1]]
+        deleted = [
+            clean_store(a.catalogue, a.settings, a.stores, links_for(pair), "main").deleted
+            for _ in range(3)
+        ]
+        assert sorted(name for run in deleted for name in run) == sorted(names)
+
+
 def test_a_guarded_store_deletes_nothing(pair: dict[str, CloneSite], tmp_path: Path) -> None:
     a = pair["site-a"]
     (name,) = upload(a, tmp_path, 1)
@@ -180,18 +204,32 @@ def test_a_byte_budget_selects_the_oldest_beyond_it_and_days_the_old_ones(
         sizes = {f.name: f.size for f in session.scalars(select(File))}
         newest_two = sizes[names[4]] + sizes[names[3]]
         budget = RollingSettings(keep_days=3650, max_bytes=newest_two)
-        assert [c.name for c in candidates(session, store_id, budget, now)] == names[:3]
+        assert [c.name for c in candidates(session, store_id, budget, now).books] == names[:3]
         roomy = RollingSettings(keep_days=3650, max_bytes=sum(sizes.values()))
-        assert candidates(session, store_id, roomy, now) == []
+        assert candidates(session, store_id, roomy, now).books == []
         # By days: the two oldest made "old" (ids follow creation).
         for name in names[:2]:
             file = session.scalars(select(File).where(File.name == name)).one()
             file.created_at = now - timedelta(days=40)
         session.flush()
         by_days = RollingSettings(keep_days=30)
-        assert [c.name for c in candidates(session, store_id, by_days, now)] == names[:2]
+        assert [c.name for c in candidates(session, store_id, by_days, now).books] == names[:2]
         limited = RollingSettings(keep_days=30, max_books_per_run=1)
-        assert [c.name for c in candidates(session, store_id, limited, now)] == names[:1]
+        first = candidates(session, store_id, limited, now)
+        assert [c.name for c in first.books] == names[:1] and first.next_after
+        second = candidates(session, store_id, limited, now, first.next_after)
+        assert [c.name for c in second.books] == names[1:2]
+        # Young books with old ids (a rebuilt catalogue) are passed over, never a stall.
+        for name, age in zip(names[:4], (0, 0, 41, 40), strict=True):
+            file = session.scalars(select(File).where(File.name == name)).one()
+            file.created_at = now - timedelta(days=age)
+        session.flush()
+        after, seen = 0, []
+        for _ in range(4):
+            page = candidates(session, store_id, limited, now, after)
+            seen.append([c.name for c in page.books])
+            after = page.next_after
+        assert seen == [[], [], names[2:3], names[3:4]]
 
 
 def test_two_rolling_stores_never_count_each_others_copies(tmp_path: Path) -> None:

@@ -111,6 +111,8 @@ class Store(Base):
     drive_trip: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Fills look only above this book id (``services.sneaker``); wiping sets it back to 0.
     fill_high_water_file_id: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    # Rolling stores only: the next cleanup run looks after this book id (0: from the start).
+    rolling_after_file_id: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
 

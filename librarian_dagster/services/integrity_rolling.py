@@ -3,8 +3,10 @@ elsewhere, confirmed at that moment.
 
 ``rolling_cleanup`` runs look, per rolling store whose burst guard is down, at copies in
 service older than ``keep_days`` (oldest first, ``max_books_per_run``), then, while the
-store holds more than ``max_bytes``, at the oldest of the rest. For each book, every peer
-holding a remote instance of it is asked to re-read its copy now
+store holds more than ``max_bytes``, at the oldest of the rest. Each run goes on where the
+last one stopped (``stores.rolling_after_file_id``) and starts over at the end, so books
+kept are looked at again once per round, not every hour ahead of all the others. For each
+book, every peer holding a remote instance of it is asked to re-read its copy now
 (``POST /files/{name}/validate``); the copy here is deleted only when at least
 ``min_copies_elsewhere`` distinct peers answered that theirs matches, on a store that is
 not rolling itself (two rolling stores would otherwise each count the other's copy and
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, true
+from sqlalchemy import select, true, update
 from sqlalchemy.orm import Session
 
 from librarian_dagster.catalogue.database import Catalogue
@@ -70,17 +72,28 @@ class RollingReport:
         )
 
 
+@dataclass(frozen=True)
+class Selection:
+    books: list[_Old]
+    # Where the next run looks after: the last file id this page looked at, or 0 when the
+    # page reached the end of what is past the limit (the next run starts over).
+    next_after: int
+
+
 def candidates(
-    session: Session, store_id: int, policy: RollingSettings, now: datetime
-) -> list[_Old]:
-    """Copies in service here past the limit, oldest first (at most ``max_books_per_run``).
+    session: Session, store_id: int, policy: RollingSettings, now: datetime, after: int = 0
+) -> Selection:
+    """Copies in service here past the limit, oldest first, after file id ``after`` (one
+    page of at most ``max_books_per_run`` copies looked at).
 
     Oldest is by file id, the order books were catalogued here: each bound below is one
     look-up, and the copies are one range of ``(store_id, available, file_id)``, which skips
     the copies already deleted. Past ``keep_days``: up to the newest file created before
     the cut-off (``files.created_at`` index, backwards, one row). Over ``max_bytes``: the
     copies older than the newest ones that fit the budget, found walking newest first
-    (as many rows as the budget holds books, not the whole store).
+    (as many rows as the budget holds books, not the whole store). The caller keeps
+    ``after`` (``stores.rolling_after_file_id``) so that successive runs walk the whole
+    range: books kept stay behind the cursor until the walk comes round again.
     """
     cutoff = now - timedelta(days=policy.keep_days)
     by_days = session.scalar(
@@ -89,24 +102,27 @@ def candidates(
     by_bytes = _beyond_budget(session, store_id, policy.max_bytes) if policy.max_bytes else None
     bound = max(by_days or 0, by_bytes or 0)
     if not bound:
-        return []
+        return Selection([], 0)
     rows = session.execute(
         select(Instance.id, File.name, File.checksum, File.size, File.created_at, File.id)
         .join(File, Instance.file_id == File.id)
         .where(
             Instance.store_id == store_id,
             Instance.available == true(),
+            Instance.file_id > after,
             Instance.file_id <= bound,
         )
         .order_by(Instance.file_id)
         .limit(policy.max_books_per_run)
     ).all()
     # Ids follow creation here; a rebuilt catalogue's may not: the cut-off itself decides.
-    return [
+    books = [
         _Old(instance_id, name, checksum, size)
         for instance_id, name, checksum, size, created, file_id in rows
         if created < cutoff or (by_bytes is not None and file_id <= by_bytes)
     ]
+    full = len(rows) == policy.max_books_per_run
+    return Selection(books, int(rows[-1][-1]) if full else 0)
 
 
 def _beyond_budget(session: Session, store_id: int, budget: int) -> int | None:
@@ -237,7 +253,11 @@ def clean_store(
             report.skipped = "not in the catalogue yet"
             return report
         finish_deletions(session, store, store_id)
-        old = candidates(session, store_id, policy, now)
+        after = session.scalar(select(Store.rolling_after_file_id).where(Store.id == store_id)) or 0
+        selection = candidates(session, store_id, policy, now, after)
+        if after and not selection.books and not selection.next_after:
+            selection = candidates(session, store_id, policy, now)  # came round: start over
+        old = selection.books
         held_by = {item.instance_id: holders(session, item.name) for item in old}
         session.expunge_all()
     for item in old:
@@ -249,6 +269,12 @@ def clean_store(
             continue
         reason = f"rolling store: past its limit; verified just now at {', '.join(good)}"
         _delete(catalogue, store, item, reason, report)
+    with catalogue.session() as session:  # after the work: a crash looks at the page again
+        session.execute(
+            update(Store)
+            .where(Store.id == store_id)
+            .values(rolling_after_file_id=selection.next_after)
+        )
     return report
 
 
