@@ -154,3 +154,18 @@ def test_a_clean_store_scans_clean(site: Site, tmp_path: Path) -> None:
     assert "0 dark, 0 missing, 0 disagreements" in scanned.output
     unknown = CliRunner().invoke(cli, [*config, "scan", "--store", "nope"])
     assert unknown.exit_code != 0 and "no store 'nope'" in unknown.output
+
+
+def test_a_book_named_like_a_temporary_is_a_book_and_a_sidecar_being_written_is_not(
+    site: Site, tmp_path: Path
+) -> None:
+    from librarian_dagster.services.integrity_rebuild import scan_store
+
+    source = tmp_path / "notes"
+    source.write_bytes(b"a book whose name starts with .tmp-")
+    assert site.ingest(site.upload(".tmp-notes", source)).status == "stored"
+    shelve(site, tmp_path, 1)
+    half = site.store.store_dir / "2026" / "12" / "07" / ".tmp-4242-0a1b2c3d-x,librarian.json"
+    half.write_text("{")  # a crash while writing a sidecar
+    report = scan_store(site.catalogue, site.store)
+    assert (report.dark, report.missing, report.disagreements) == ([], [], [])

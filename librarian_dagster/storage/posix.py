@@ -15,6 +15,7 @@ import ctypes
 import errno
 import functools
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -175,6 +176,16 @@ def _rename_noreplace_fallback(source: Path, destination: Path) -> None:
         return
     os.link(source, destination, follow_symlinks=False)
     os.unlink(source)
+
+
+# The name ``write_new_file`` gives its temporary: ``.tmp-<pid>-<8 hex>-<final name>``.
+TEMPORARY_NAME = re.compile(r"\.tmp-\d+-[0-9a-f]{8}-")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a directory entry is ``write_new_file``'s temporary (being written, or left
+    by a crash), not something of its own (a book may well be named ``.tmp-notes``)."""
+    return TEMPORARY_NAME.match(name) is not None
 
 
 def write_new_file(path: Path, data: bytes, *, replace: bool = False) -> bool:

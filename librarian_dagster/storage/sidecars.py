@@ -119,9 +119,9 @@ def walk(store: LocalStore) -> Iterator[Entry]:
         for entry in entries:
             relative = f"{prefix}{entry.name}"
             if entry.name.endswith(SIDECAR_SUFFIX):
-                yield Entry(relative.removesuffix(SIDECAR_SUFFIX), Path(entry.path), True)
-            elif entry.name.startswith(".tmp-"):
-                continue  # a sidecar being written
+                # A comma is in no book name: this is a sidecar, or one being written.
+                if not posix.is_temporary(entry.name):
+                    yield Entry(relative.removesuffix(SIDECAR_SUFFIX), Path(entry.path), True)
             elif entry.is_dir(follow_symlinks=False) and _is_namespace(entry, names):
                 stack.append((Path(entry.path), f"{relative}/"))
             else:
