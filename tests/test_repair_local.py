@@ -140,3 +140,31 @@ def test_a_guarded_source_store_is_not_used(site: Site, tmp_path: Path) -> None:
         trip(session, "backup", "an operator distrusts this disk")
     report = request_repairs(site.catalogue, site.settings, NO_PEERS, stores=site.stores)
     assert report.repaired == [] and [n for n, _ in report.lost] == [name]
+
+
+def test_a_crash_before_the_commit_leaves_a_good_copy_that_the_next_pass_closes(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from librarian_dagster.services import integrity_repair_local
+    from librarian_dagster.services.integrity_staging import clean_staging
+
+    name = "2026/12/07/book"
+    shelve_twice(site, tmp_path, name, directory=True)
+    checksum = hash_path(site.store.path_for(name))
+    rot(site.store.path_for(name))
+    find_bad(site, name)
+
+    def crash(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt("killed between the rename and the commit")
+
+    monkeypatch.setattr(integrity_repair_local, "repair_recorded", crash)
+    with pytest.raises(KeyboardInterrupt):
+        request_repairs(site.catalogue, site.settings, NO_PEERS, stores=site.stores)
+    monkeypatch.undo()
+    assert hash_path(site.store.path_for(name)) == checksum  # the good copy is in place
+    assert records(site) == [(name, "main", CorruptionStatus.DETECTED)]
+    (kept,) = clean_staging(site.catalogue, site.store, min_age=-1).reported
+    assert kept[0].startswith(f"{QUARANTINE_DIRNAME}/")  # the bad copy: kept, reported
+
+    find_bad(site, name)  # the next pass re-reads known-bad copies first
+    assert records(site) == [(name, "main", CorruptionStatus.REPAIRED)]
