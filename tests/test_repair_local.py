@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from librarian_dagster.catalogue.models import CorruptFile, File, Instance, Store
 from librarian_dagster.services.integrity import Budget, verify_instances
@@ -128,7 +128,44 @@ def test_a_second_copy_that_does_not_verify_is_never_copied_over(
     assert lost == name and "store backup: its copy does not verify" in why
     assert site.store.path_for(name).read_bytes() == rotten  # kept, not replaced by junk
     assert list(site.store.staging_dir.iterdir()) == []
-    assert records(site) == [(name, "main", CorruptionStatus.LOST)]
+    # The bad source is recorded at once, as a pass would (out of service, its own record).
+    assert records(site) == [
+        (name, "backup", CorruptionStatus.DETECTED),
+        (name, "main", CorruptionStatus.LOST),
+    ]
+    with site.catalogue.session() as session:
+        assert session.scalars(select(Instance.available)).all() == [False, False]
+
+
+@pytest.mark.parametrize("trouble", ["unreadable source", "no room to stage"])
+def test_a_passing_problem_with_the_source_waits_and_is_never_lost(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trouble: str
+) -> None:
+    from librarian_dagster.services import integrity_repair_local
+    from librarian_dagster.storage.errors import StoreFullError
+
+    name = "2026/12/07/book"
+    shelve_twice(site, tmp_path, name, directory=False)
+    rot(site.store.path_for(name))
+    find_bad(site, name)
+
+    def failing(*args: object, **kwargs: object) -> object:
+        if trouble == "no room to stage":
+            raise StoreFullError(7000, 0, "main")
+        raise OSError(5, "Input/output error")
+
+    if trouble == "no room to stage":
+        monkeypatch.setattr(site.store, "stage", failing)
+    else:
+        monkeypatch.setattr(integrity_repair_local, "copy_and_hash", failing)
+    report = request_repairs(site.catalogue, site.settings, NO_PEERS, stores=site.stores)
+    assert report.lost == [] and [n for n, _ in report.waiting] == [name]
+    assert records(site) == [(name, "main", CorruptionStatus.DETECTED)]  # asked again later
+    monkeypatch.undo()
+    with site.catalogue.session() as session:  # RETRY_AFTER later
+        session.execute(update(CorruptFile).values(requested_at=None))
+    again = request_repairs(site.catalogue, site.settings, NO_PEERS, stores=site.stores)
+    assert again.repaired == [(name, "backup")]
 
 
 def test_a_guarded_source_store_is_not_used(site: Site, tmp_path: Path) -> None:

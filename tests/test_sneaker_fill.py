@@ -82,6 +82,19 @@ def test_fills_oldest_first_verified_until_the_next_book_does_not_fit(site: Driv
     assert list((site.drive / "staging").iterdir()) == []  # nothing half-made left
 
 
+def test_a_book_being_copied_is_heard_from_before_it_is_done(
+    site: DriveSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill's log is its heartbeat while one large book is copied (stuck_runs_sensor)."""
+    from librarian_dagster.services import sneaker
+
+    site.add_book("large", KB)
+    monkeypatch.setattr(sneaker, "BYTES_PROGRESS_EVERY", -1.0)
+    lines: list[str] = []
+    fill(site, log=lines.append)
+    assert f"copying large: {KB} of {KB} bytes" in lines
+
+
 def test_a_full_drive_is_not_filled_again(site: DriveSite) -> None:
     for i in range(3):
         site.add_book(f"b{i}", KB)

@@ -59,8 +59,14 @@ def execute(
 
 
 def test_the_sensor_asks_once_and_the_run_stores_the_drive(
-    sites: dict[str, CloneSite], tmp_path: Path, instance: dg.DagsterInstance
+    sites: dict[str, CloneSite],
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from librarian_dagster.jobs import sneaker as sneaker_jobs
+
+    monkeypatch.setattr(sneaker_jobs, "BYTES_PROGRESS_EVERY", -1.0)  # every chunk: heard
     filled_and_shipped(sites, tmp_path)
     b = sites["site-b"]
     assert evaluate(b, instance).skip_reason is not None  # nothing asked yet
@@ -75,6 +81,8 @@ def test_the_sensor_asks_once_and_the_run_stores_the_drive(
     assert {m.asset_key for m in result.asset_materializations_for_node(DRIVE_INGEST_OP)} == {
         BOOK_KEY
     }
+    logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("bytes copied off the drive so far" in line for line in logs)
     assert not evaluate(b, instance).run_requests
 
 
@@ -95,3 +103,36 @@ def test_a_refused_book_turns_the_run_red_after_the_others_are_stored(
     assert instance.get_materialized_partitions(BOOK_KEY) == set(BOOKS[:2])
     manifest = json.loads((drive_of(sites) / MANIFEST_FILE).read_text())
     assert len(manifest["books"]) == 3  # the drive and its manifest are left as they were
+
+
+def test_a_drive_whose_ingests_kept_stalling_waits_for_an_operator(
+    sites: dict[str, CloneSite], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    from sqlalchemy import select
+
+    from librarian_dagster.catalogue.models import Event
+    from librarian_dagster.jobs.names import DRIVE_INGEST_JOB
+    from librarian_dagster.services.events import raise_event, resolve_events
+    from librarian_dagster.services.integrity_stuck import STUCK_KIND, stuck_subject
+    from librarian_dagster.states import Severity
+
+    filled_and_shipped(sites, tmp_path)
+    b = sites["site-b"]
+    uuid = ask(b, drive_of(sites))
+    subject = stuck_subject(DRIVE_INGEST_JOB, uuid)
+    with b.catalogue.session() as session:  # what stuck_runs_sensor records, stall by stall
+        for _ in range(b.settings.transfer.max_attempts):
+            raise_event(session, Severity.WARNING, STUCK_KIND, "stalled", subject=subject)
+    held = evaluate(b, instance)
+    assert not held.run_requests and "runs stalled and were cancelled" in str(held.skip_reason)
+
+    with b.catalogue.session() as session:
+        (event,) = session.scalars(select(Event).where(Event.kind == STUCK_KIND)).all()
+        resolve_events(session, [event.id], "operator", "drive re-seated")
+        raise_event(session, Severity.WARNING, STUCK_KIND, "stalled once more", subject=subject)
+    (request,) = evaluate(b, instance).run_requests  # tries left again
+    assert execute(b, instance, request).success
+    with b.catalogue.session() as session:  # a run that finished: its stalls are over
+        events = session.scalars(select(Event).where(Event.kind == STUCK_KIND)).all()
+        assert [e.resolved for e in events] == [True, True]
+        assert events[1].resolved_by == "finished run"

@@ -36,10 +36,12 @@ from tests.sneaker_helpers import DriveSite, drive_site
 from tests.test_resources import TOKEN, FakeSlack, notifier_with
 
 KB = 1000
-# A run is stuck after 0.5 s without an event; two stalls and the cause is out of tries.
+# A run is stuck after 2 s without an event; two stalls and the cause is out of tries.
+STUCK_SECONDS = 2.0
 TOML = (
     '[notify]\nslack_token_env = "TEST_SLACK_TOKEN"\nslack_channel = "#ops"\n'
-    "[transfer]\ncatalogue_lag_seconds = 0\nstuck_after_hours = 0.000139\nmax_attempts = 2\n"
+    "[transfer]\ncatalogue_lag_seconds = 0\n"
+    f"stuck_after_hours = {STUCK_SECONDS / 3600}\nmax_attempts = 2\n"
 )
 
 
@@ -115,7 +117,7 @@ def test_a_fill_that_stops_moving_is_cancelled_asked_again_then_given_up(
 
     hung = started_run(instance, FILL_JOB, {STORE_TAG: "drive1"})
     moving = started_run(instance, DRIVE_INGEST_JOB, {DRIVE_TAG: "some-drive"})
-    time.sleep(0.8)
+    time.sleep(STUCK_SECONDS + 0.2)
     instance.report_engine_event("copied a book", moving)  # progress: left alone
     assert "cancelled 1 stuck runs" in watch(site, instance, slack)
     assert status(instance, moving) == dg.DagsterRunStatus.STARTED
@@ -136,12 +138,12 @@ def test_a_fill_that_stops_moving_is_cancelled_asked_again_then_given_up(
     assert not waiting.run_requests and hung.run_id in str(waiting.skip_reason)
     instance.report_run_canceled(instance.get_run_by_id(hung.run_id))
     (again,) = ask_fill(site, instance).run_requests  # the same mark and book: a new key
-    assert again.run_key == f"{first.run_key}:stuck1"
+    assert again.run_key.startswith(f"{first.run_key}:stuck")
     instance.report_engine_event("another book", moving)
     assert watch(site, instance, slack) == "no fill or drive ingest is stuck"
 
     second = started_run(instance, FILL_JOB, {STORE_TAG: "drive1"})
-    time.sleep(0.8)
+    time.sleep(STUCK_SECONDS + 0.2)
     instance.report_engine_event("a last word", moving)
     watch(site, instance, slack)
     assert status(instance, second) != dg.DagsterRunStatus.STARTED
@@ -158,7 +160,8 @@ def test_a_fill_that_stops_moving_is_cancelled_asked_again_then_given_up(
     with site.site.catalogue.session() as session:
         resolve_events(session, [event.id], "operator", "drive re-seated")
     (retried,) = ask_fill(site, instance).run_requests
-    assert retried.run_key == first.run_key
+    # Dagster never asks twice for one key: every stall and every resolution makes a new one.
+    assert retried.run_key not in (first.run_key, again.run_key)
 
 
 def test_a_fill_that_runs_to_its_end_clears_the_stalls(
@@ -166,7 +169,7 @@ def test_a_fill_that_runs_to_its_end_clears_the_stalls(
 ) -> None:
     site.add_book("one", KB)
     started_run(instance, FILL_JOB, {STORE_TAG: "drive1"})
-    time.sleep(0.8)
+    time.sleep(STUCK_SECONDS + 0.2)
     watch(site, instance, FakeSlack())
     assert [e.resolved for e in stuck_events(site)] == [False]
     job = build_definitions().resolve_job_def(FILL_JOB)

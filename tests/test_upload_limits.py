@@ -129,7 +129,7 @@ def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
         upload_reservations.expire_idle_uploads(site.catalogue, site.stores, site.settings.ingest)
         == 1  # busy, once no longer busy
     )
-    # Each expiry is on the event log, one open event per uploader (the alert sensor tells).
+    # Each expiry is on the event log, named by its uploader (the alert sensor tells).
     with site.catalogue.session() as session:
         events = session.scalars(
             select(Event).where(Event.kind == upload_reservations.UPLOAD_EXPIRED_KIND)

@@ -137,7 +137,8 @@ def _alerts(
         )
     elif overdue_counted:  # counted and none: caught up
         with notifier.session() as session:
-            resolve_cause(session, BEHIND_ALERT, CHECK_NAME, CHECK_NAME, "caught up")
+            for subject in (CHECK_NAME, None):  # None: raised before it had a subject
+                resolve_cause(session, BEHIND_ALERT, subject, CHECK_NAME, "caught up")
 
 
 def _behind(report: VerifyReport) -> str:

@@ -55,6 +55,8 @@ from librarian_dagster.units import human_size
 
 # Book names the metadata lists (counts are whole).
 LISTED = 100
+# While one large book is copied off a drive, a log line this often (seconds).
+BYTES_PROGRESS_EVERY = 300.0
 
 
 class FillConfig(dg.Config):
@@ -157,14 +159,22 @@ class DriveIngestConfig(dg.Config):
 
 
 class _DriveTally:
-    """Totals of a drive's ingest as books finish; a progress line every ~15 s."""
+    """Totals of a drive's ingest as books finish, a line every ~15 s as books finish and
+    every 5 minutes while one large book is copied: the run's log is its heartbeat
+    (``stuck_runs_sensor`` takes a drive ingest whose log is silent for hours as hung)."""
 
     def __init__(self, context: dg.OpExecutionContext, catalogue: CatalogueResource) -> None:
         self.context, self.catalogue = context, catalogue
         self.stored: list[str] = []
         self.refused: list[dict[str, str]] = []
-        self.bytes = 0
+        self.bytes = self.copied = 0
         self.started = self.last = time.monotonic()
+
+    def moved(self, n: int) -> None:
+        self.copied += n
+        if time.monotonic() - self.last > BYTES_PROGRESS_EVERY:
+            self.last = time.monotonic()
+            self.context.log.info(f"{self.copied} bytes copied off the drive so far")
 
     def done(self, outcome: IngestOutcome) -> None:
         if outcome.status == "stored":
@@ -227,6 +237,7 @@ def ingest_drive_op(
             run_id=context.run_id,
             run_is_active=lambda run_id: run_is_active(context.instance, run_id),
             done=tally.done,
+            moved=tally.moved,
         )
     except ServiceError as error:
         context.log.error(error.detail)

@@ -43,7 +43,7 @@ from librarian_dagster.jobs.run_liveness import ACTIVE_RUN_STATUSES
 from librarian_dagster.jobs.sneaker import fill_sneaker_drive, ingest_sneaker_drive
 from librarian_dagster.resources.librarian import CatalogueResource
 from librarian_dagster.services.copies import copies_of, drive_copies_since
-from librarian_dagster.services.integrity_stuck import out_of_tries, stuck_tries
+from librarian_dagster.services.integrity_stuck import out_of_tries, stuck_key, stuck_tries
 from librarian_dagster.services.sneaker_copy import drives_to_ingest, mark_drive_launched
 from librarian_dagster.services.sneaker_plan import fills_due
 
@@ -65,6 +65,7 @@ def sneaker_fill_sensor(
     with catalogue.session() as session:
         due, problems = fills_due(session, settings, declared)
         tries = {fill.store: stuck_tries(session, FILL_JOB, fill.store) for fill in due}
+        keys = {fill.store: stuck_key(session, FILL_JOB, fill.store) for fill in due}
     for fill in due:
         if why := out_of_tries(tries[fill.store], settings.transfer.max_attempts):
             problems[fill.store] = why
@@ -83,7 +84,7 @@ def sneaker_fill_sensor(
             run_key=(
                 f"fill:{fill.store}:{fill.drive_uuid}:{fill.trip}:{fill.mark}:{fill.newest}"
                 # A fill cancelled as stuck is asked for again, a bounded number of times.
-                + (f":stuck{tries[fill.store]}" if tries[fill.store] else "")
+                + keys[fill.store]
             ),
             run_config={"ops": {FILL_OP: {"config": {"store": fill.store}}}},
             tags={KIND_TAG: FILL_KIND, STORE_TAG: fill.store},
@@ -137,11 +138,12 @@ def sneaker_ingest_sensor(
     requests = []
     now = int(datetime.now(UTC).timestamp())
     max_attempts = catalogue.settings.transfer.max_attempts
+    held: list[str] = []
     for drive_uuid, path in sorted(drives.items()):
         with catalogue.session() as session:
             tries = stuck_tries(session, DRIVE_INGEST_JOB, drive_uuid)
             if why := out_of_tries(tries, max_attempts):
-                context.log.warning(f"drive {drive_uuid} not ingested: {why}")
+                held.append(f"drive {drive_uuid}: {why}")
                 continue
         running = context.instance.get_runs(
             dg.RunsFilter(
@@ -165,7 +167,9 @@ def sneaker_ingest_sensor(
             )
         )
     if not requests:
-        return dg.SensorResult(skip_reason="no drive has books waiting without a run")
+        return dg.SensorResult(
+            skip_reason="; ".join(held) or "no drive has books waiting without a run"
+        )
     return dg.SensorResult(run_requests=requests)
 
 

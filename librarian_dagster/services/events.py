@@ -172,12 +172,13 @@ def resolve_events(session: Session, ids: Sequence[int], by: str, note: str) -> 
     return list(events)
 
 
-def resolve_cause(session: Session, kind: str, subject: str, by: str, note: str) -> int:
+def resolve_cause(session: Session, kind: str, subject: str | None, by: str, note: str) -> int:
     """Close the open events of one cause because the cause went away (the copy verifies
     again, the transfer finished); returns how many were closed."""
+    subject_is = Event.subject.is_(None) if subject is None else Event.subject == subject
     result = session.execute(
         update(Event)
-        .where(Event.kind == kind, Event.subject == subject, Event.resolved.is_(False))
+        .where(Event.kind == kind, subject_is, Event.resolved.is_(False))
         .values(resolved=True, resolved_at=datetime.now(UTC), resolved_by=by, note=note)
         .execution_options(synchronize_session=False)
     )

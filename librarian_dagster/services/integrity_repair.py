@@ -185,9 +185,10 @@ def request_repairs(
     """Repair the books due from another store here, else ask peers to re-send good copies
     (see the module and ``integrity_repair_local``; ``stores``: the stores open here).
 
-    ``lost`` only when every holder answered and none has a good copy, or none holds it,
-    or ``MAX_REQUESTS`` re-sends never arrived; a peer that could not be asked, or whose
-    re-send request failed, means "ask again later", never "lost".
+    ``lost`` only when every holder (the other stores here included) answered and none has
+    a good copy, or none holds it, or ``MAX_REQUESTS`` re-sends never arrived; a store or
+    peer that could not be asked, or whose re-send request failed, means "ask again
+    later", never "lost".
     """
     report = RepairReport()
     with catalogue.session() as session:
@@ -199,17 +200,18 @@ def request_repairs(
             if guarded_stores(session, [item.store]):
                 report.waiting.append((item.name, f"store {item.store} is guarded"))
                 continue
-        source, problems = repair_locally(catalogue, stores or {}, item.record_id)
-        if source is not None:
-            report.repaired.append((item.name, source))
+        local = repair_locally(catalogue, stores or {}, item.record_id)
+        if local.source is not None:
+            report.repaired.append((item.name, local.source))
             continue
-        peers = holders[item.record_id]
+        peers, problems = holders[item.record_id], local.problems
         if not peers:
             why = "; ".join([*problems, "no peer holds a copy"])
-            _settle(catalogue, item, CorruptionStatus.LOST, why, False)
-            report.lost.append((item.name, why))
+            status = CorruptionStatus.LOST if local.settled else None
+            _settle(catalogue, item, status, why, False)
+            (report.lost if local.settled else report.waiting).append((item.name, why))
             continue
-        all_answered = True
+        all_answered = local.settled
         for peer in peers:
             answer = ask_peer(settings, links, peer, item.name, item.checksum)
             if answer.answer is None:

@@ -67,6 +67,7 @@ from librarian_dagster.storage.sneaker import drive_lock
 PAGE = 256
 # A fill reports its progress at most this often (seconds).
 PROGRESS_EVERY = 15.0
+BYTES_PROGRESS_EVERY = 300.0
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -169,7 +170,7 @@ def fill_drive(
                 break
             for book in page:
                 try:
-                    _carry(catalogue, drive, book, found.get(book.id), report)
+                    _carry(catalogue, drive, book, found.get(book.id), report, progress)
                 except _Held as held:
                     report.held.append((book.name, str(held)))
                     held_below = min(held_below, book.id)
@@ -207,6 +208,7 @@ def _carry(
     book: Book,
     source: LocalStore | None,
     report: FillReport,
+    progress: _Progress | None = None,
 ) -> None:
     """Put one book on the drive and record it, or raise why not."""
     store = drive.store
@@ -228,7 +230,12 @@ def _carry(
     except StoreFullError:
         raise _Full from None
     try:
-        found = copy_and_hash(source.path_for(book.name), staged.data_path, expected.algorithm)
+        found = copy_and_hash(
+            source.path_for(book.name),
+            staged.data_path,
+            expected.algorithm,
+            progress.copying(book.name, book.size) if progress is not None else None,
+        )
     except FileNotFoundError as error:
         store.discard_staging(staged.staging_id)
         raise _Held(f"its copy in store {source.name!r} is gone: {error.strerror}") from None
@@ -327,7 +334,10 @@ def _finish(
 
 
 class _Progress:
-    """Calls ``log`` with the totals so far, at most every ``PROGRESS_EVERY`` seconds."""
+    """Calls ``log`` with the totals so far, at most every ``PROGRESS_EVERY`` seconds, and
+    while one large book is copied, with its bytes so far at most every
+    ``BYTES_PROGRESS_EVERY``: the run's log is its heartbeat (``stuck_runs_sensor`` takes a
+    fill whose log is silent for hours for a hung drive)."""
 
     def __init__(self, log: Callable[[str], None] | None, report: FillReport) -> None:
         self.log, self.report = log, report
@@ -338,3 +348,16 @@ class _Progress:
         if self.log is not None and now - self.last >= PROGRESS_EVERY:
             self.last = now
             self.log(self.report.summary() + " so far")
+
+    def copying(self, name: str, size: int) -> Callable[[int], None]:
+        copied = 0
+
+        def moved(n: int) -> None:
+            nonlocal copied
+            copied += n
+            now = time.monotonic()
+            if self.log is not None and now - self.last >= BYTES_PROGRESS_EVERY:
+                self.last = now
+                self.log(f"copying {name}: {copied} of {size} bytes")
+
+        return moved

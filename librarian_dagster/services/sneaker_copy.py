@@ -103,13 +103,17 @@ def copy_and_store(
     run_id: str,
     run_is_active: RunIsActive,
     done: Callable[[IngestOutcome], None] | None = None,
+    moved: Callable[[int], None] | None = None,
 ) -> list[IngestOutcome]:
-    """Copy every pending book of the drive into staging, then store it (module docstring)."""
+    """Copy every pending book of the drive into staging, then store it (module docstring).
+
+    ``done`` hears each book's outcome, ``moved`` the bytes copied off the drive as they go.
+    """
     root = drive_root(drive)
     drive_still_there(root, drive_uuid)
     outcomes = []
     for transfer_id, _ in pending_books(catalogue, drive_uuid):
-        refused = _copy_in(catalogue, stores, root, drive_uuid, transfer_id)
+        refused = _copy_in(catalogue, stores, root, drive_uuid, transfer_id, moved)
         outcome = refused or ingest_transfer(
             catalogue,
             stores,
@@ -130,6 +134,7 @@ def _copy_in(
     root: Path,
     drive_uuid: str,
     transfer_id: int,
+    moved: Callable[[int], None] | None = None,
 ) -> IngestOutcome | None:
     """Copy a waiting book from the drive into its staging and mark it staged; an outcome
     if it was refused. Books already copied are left as they are."""
@@ -144,7 +149,9 @@ def _copy_in(
     if os.path.lexists(staging.data_path):  # a copy that was killed half-way
         posix.remove_tree(staging.data_path)
     try:
-        found = copy_and_hash(book_on_drive(root, name), staging.data_path, expected.algorithm)
+        found = copy_and_hash(
+            book_on_drive(root, name), staging.data_path, expected.algorithm, moved
+        )
     except FileNotFoundError:
         drive_still_there(root, drive_uuid)  # else the run fails; the book waits for it
         return _refuse(catalogue, transfer_id, name, "it is not on the drive", staging)

@@ -11,8 +11,8 @@ reservation (and its partial data) forever. So:
 - an ``initiated`` upload that received no bytes for ``stage_expiry_hours`` (its row's
   ``updated_at`` is touched while an HTTP body arrives; bytes copied by the shared
   filesystem are seen by the sweep, from the staging data's newest mtime) no longer counts,
-  and :func:`expire_idle_uploads` fails it with that reason, raises an ``upload_expired``
-  event for its uploader (grouped; ``event_alerts_sensor`` forwards it) and removes its
+  and :func:`expire_idle_uploads` fails it with that reason, records an ``upload_expired``
+  event naming its uploader (``event_alerts_sensor`` forwards it) and removes its
   staging;
 - ``/ping`` counts the idle ones (:func:`idle_uploads`) until they expire.
 """
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from librarian_dagster.catalogue.database import Catalogue
 from librarian_dagster.catalogue.models import IncomingTransfer, User
 from librarian_dagster.services.errors import InsufficientStorage
-from librarian_dagster.services.events import raise_event
+from librarian_dagster.services.events import record_event
 from librarian_dagster.services.incoming import Staging, discard_quietly, fail, staging_of
 from librarian_dagster.settings import IngestSettings
 from librarian_dagster.states import Severity, TransferKind, TransferStatus
@@ -185,9 +185,10 @@ def expire_idle_uploads(
                 transfer.updated_at = written  # bytes came by the shared filesystem: not idle
                 continue
             fail(transfer, reason)
-            # One event per uploader while it stays open (a client that died leaves many).
+            # One event per expiry, named by uploader: the alert sensor forwards each new
+            # one (grouped into one message per tick), which a grouped event would hide.
             begun = transfer.created_at
-            raise_event(
+            record_event(
                 session,
                 Severity.WARNING,
                 UPLOAD_EXPIRED_KIND,

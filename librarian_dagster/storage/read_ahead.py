@@ -45,36 +45,38 @@ def pump_cached_first(
     ``read_ahead`` makes the thread's buffers, only once they are needed.
     """
     size = 0
-    if _NOWAIT is not None:
-        with open(src, "rb", buffering=0) as f:
-            fd = f.fileno()
-            while True:
-                try:
-                    n = os.preadv(fd, [buffer], size, _NOWAIT)
-                except OSError as error:
-                    if error.errno not in _WOULD_WAIT:
-                        raise
-                    break
-                if not n:
+    with open(src, "rb", buffering=0) as f:
+        fd = f.fileno()
+        while _NOWAIT is not None:
+            try:
+                n = os.preadv(fd, [buffer], size, _NOWAIT)
+            except OSError as error:
+                if error.errno not in _WOULD_WAIT:
+                    raise
+                break
+            if not n:
+                if size >= os.fstat(fd).st_size:
                     return size
-                hasher.update(buffer[:n])
-                size += n
-                if progress is not None:
-                    progress(n)
-    return size + pump_overlapped(src, hasher, read_ahead(), progress, offset=size)
+                break  # 0 short of the end: not trusted as the end; read it plainly
+            hasher.update(buffer[:n])
+            size += n
+            if progress is not None:
+                progress(n)
+        # The same open file (a duplicate descriptor): never the head of one and the tail
+        # of another, should the path be renamed over meanwhile.
+        return size + pump_overlapped(os.dup(fd), hasher, read_ahead(), progress, offset=size)
 
 
 def pump_overlapped(
-    src: str | os.PathLike[str],
+    src: str | os.PathLike[str] | int,
     hasher: _Updatable,
     buffers: Sequence[memoryview],
     progress: Callable[[int], None] | None = None,
     *,
     offset: int = 0,
 ) -> int:
-    """Stream ``src`` from ``offset`` through ``hasher``, read ahead into ``buffers``.
-
-    Returns the bytes read.
+    """Stream ``src`` (a path, or a file descriptor it then closes) from ``offset``
+    through ``hasher``, read ahead into ``buffers``. Returns the bytes read.
     """
     free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
     full: queue.SimpleQueue[tuple[memoryview, int] | BaseException] = queue.SimpleQueue()

@@ -69,3 +69,21 @@ def newest_mtime_and_size(path: Path) -> tuple[float, int]:
         if stat.S_ISREG(status.st_mode):
             size += status.st_size
     return newest, size
+
+
+def drop_cached(path: Path) -> None:
+    """Ask the kernel to drop a file's (or a tree's files') clean pages from the page cache,
+    so that the next read comes from the disk. Dirty pages stay: sync first."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    files = (
+        [path]
+        if not path.is_dir()
+        else [Path(entry.path) for _, entry in walk(path) if entry.is_file(follow_symlinks=False)]
+    )
+    for file in files:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
