@@ -8,9 +8,10 @@ sensor looks at the started runs of ``fill_sneaker_drive`` and ``ingest_sneaker_
 they got as books finish, and every 5 minutes while one large book is copied) is older
 than ``[transfer] stuck_after_hours`` gets a ``run_stuck`` alert naming the run, when it
 started and when it last moved, and is then cancelled (the launcher ends its process; run
-monitoring marks it cancelled if it cannot). The alerts of one cause (job and store or drive) are one grouped
-event whose count is the tries used: the sensors that ask for those runs ask again while
-tries are left and stop at ``[transfer] max_attempts`` (``services.integrity_stuck``).
+monitoring marks it cancelled if it cannot). The alerts of one cause (job and store or
+drive) are one grouped event whose count is the tries used: the sensors that ask for those
+runs ask again while tries are left and stop at ``[transfer] max_attempts``
+(``services.integrity_stuck``).
 
 Clone batches have their own detection, by bytes moved (``services.clones_settle``);
 uploads expire when no byte arrives (``services.upload_reservations``).
