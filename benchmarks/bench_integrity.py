@@ -11,9 +11,13 @@ Goals (issue):
    ``tests/test_integrity_job.py`` ``shelve`` does). *Cold*: before every measurement each
    file is evicted from the page cache (``POSIX_FADV_DONTNEED``, after a ``sync``); *warm*:
    right after the cold ones, everything cached. Rounds interleave baseline, ``cat``, then
-   the pass on each backend's catalogue (all sites share one store area); the copies'
-   ``verified_at`` is reset before each pass, so every pass reads every copy. A reference,
-   ``hash_only``: the library's ``hash_path`` of every book, no catalogue.
+   the pass on each backend's catalogue (all sites share one store area), each round
+   starting with the next of them in turn, with ``--pause`` seconds of rest before every
+   cold read (this VM's disk reads faster after a rest: a fixed order favoured whatever
+   went first); the copies' ``verified_at`` is reset before each pass, so every pass reads
+   every copy. A reference, ``hash_only``: the library's ``hash_path`` of every book, no
+   catalogue. Ratios: the medians' ratio (the goal's), and the median of each round's own
+   ratio (``paired``).
 2. **Slice**: with 1,000,000 files (one copy each, ``verified_at`` spread over 60 days in id
    order, 1 % with a corrupt-copy record, 100 of them open), ``integrity_slice.in_service_page``
    (256 copies, due before the scheduled pass's cut-off) takes **<= 200 ms**, first page and
@@ -119,13 +123,20 @@ def throughput(root: Path, backends: list[str], args: argparse.Namespace) -> dic
         rounds = []
         for round_no in range(args.rounds):
             row: dict[str, Any] = {"round": round_no}
+            # Each round starts with the next operation: on a disk that reads faster after a
+            # rest (a VM's burst credit), a fixed order would favour whichever goes first.
+            order = list(operations)
+            order = order[round_no % len(order) :] + order[: round_no % len(order)]
+            row["order"] = order
             for cache in ("cold", "warm"):
                 row[cache] = {}
-                for name, operation in operations.items():
+                for name in order:
+                    operation = operations[name]
                     if name.startswith("verify_"):
                         setup.reset_verified(sites[name[7:]], names[name[7:]])
                     if cache == "cold":
                         setup.evict(files)
+                        time.sleep(args.pause)  # the same rest before every cold read
                     cached = setup.cached_fraction(files)
                     seconds, found = clock(operation)
                     row[cache][name] = {
@@ -360,7 +371,10 @@ def table(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10, help="a multiple of 5 rotates evenly")
+    parser.add_argument(
+        "--pause", type=float, default=2.0, help="seconds of rest before each cold read"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="book sizes x this")
     parser.add_argument("--files", type=int, default=1_000_000, help="files for the slice")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs of each query")
