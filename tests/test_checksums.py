@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import pickle
@@ -10,10 +9,8 @@ import random
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import xxhash
 
 from librarian_dagster.storage.checksums import (
     ALGORITHMS,
@@ -25,7 +22,6 @@ from librarian_dagster.storage.checksums import (
     UnsupportedEntryError,
     hash_file,
     hash_path,
-    new_buffer,
     new_hasher,
 )
 
@@ -258,130 +254,3 @@ def test_empty_directory_and_empty_file_share_a_checksum(tmp_path: Path) -> None
     """Documented property: the book's kind is not part of its checksum."""
     (tmp_path / "dir").mkdir()
     assert hash_path(tmp_path / "dir") == hash_path(write(tmp_path / "file", b""))
-
-
-def test_reading_ahead_in_a_second_thread_gives_the_same_checksums(tmp_path: Path) -> None:
-    from librarian_dagster.storage.checksums import OVERLAP_MIN_BYTES
-    from librarian_dagster.storage.read_ahead import pump_overlapped
-
-    big = tmp_path / "book" / "big.dat"
-    big.parent.mkdir()
-    big.write_bytes(os.urandom(OVERLAP_MIN_BYTES + 12345))
-    (tmp_path / "book" / "small.dat").write_bytes(b"small")
-    for algorithm in ("xxh3_128", "sha256"):
-        assert hash_path(big, algorithm, overlap=True) == hash_path(big, algorithm)
-        book = tmp_path / "book"
-        assert hash_path(book, algorithm, overlap=True) == hash_path(book, algorithm)
-    seen: list[int] = []
-    hasher = xxhash.xxh3_128()
-    size = pump_overlapped(
-        big, hasher, [memoryview(bytearray(1 << 20)) for _ in range(3)], seen.append
-    )
-    assert size == sum(seen) == big.stat().st_size
-
-
-def test_a_read_ahead_error_reaches_the_caller_and_the_reader_ends(tmp_path: Path) -> None:
-    import threading
-
-    from librarian_dagster.storage.read_ahead import pump_overlapped
-
-    buffers = [memoryview(bytearray(1 << 20)) for _ in range(3)]
-    with pytest.raises(FileNotFoundError):
-        pump_overlapped(tmp_path / "gone", xxhash.xxh3_128(), buffers)
-
-    class Broken:
-        def update(self, data: memoryview) -> None:
-            raise RuntimeError("hasher failed")
-
-    data = tmp_path / "data"
-    data.write_bytes(os.urandom(5 << 20))
-    with pytest.raises(RuntimeError, match="hasher failed"):
-        pump_overlapped(data, Broken(), buffers)
-    assert not [t for t in threading.enumerate() if t.name == "librarian-read-ahead"]
-
-
-def _half_cached(tmp_path: Path) -> Path:
-    """A file whose first 8 MiB are in the page cache and whose rest was evicted."""
-    data = tmp_path / "half-cached"
-    data.write_bytes(os.urandom(40 << 20))
-    with open(data, "rb") as f:
-        os.fsync(f.fileno())
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        f.read(8 << 20)
-        os.posix_fadvise(f.fileno(), 8 << 20, 0, os.POSIX_FADV_DONTNEED)
-    return data
-
-
-def test_the_cached_head_is_hashed_in_place_and_the_rest_read_ahead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Reads that would wait for the disk (EAGAIN) hand the rest of the file to the thread."""
-    from librarian_dagster.storage import read_ahead
-
-    data = _half_cached(tmp_path)
-    whole = hash_path(data)
-    assert hash_path(data, overlap=True) == whole  # the real page cache, however it ended
-
-    calls = {"preadv": 0}
-    real_preadv = os.preadv
-
-    def preadv(fd: int, buffers: list[memoryview], offset: int, flags: int = 0) -> int:
-        calls["preadv"] += 1
-        if calls["preadv"] > 3:
-            raise BlockingIOError(errno.EAGAIN, "would block")
-        return real_preadv(fd, buffers, offset, flags)
-
-    started: list[int] = []
-    real_overlapped = read_ahead.pump_overlapped
-
-    def overlapped(*args: Any, offset: int = 0, **kwargs: Any) -> int:
-        started.append(offset)
-        return real_overlapped(*args, offset=offset, **kwargs)
-
-    monkeypatch.setattr(read_ahead.os, "preadv", preadv)
-    monkeypatch.setattr(read_ahead, "pump_overlapped", overlapped)
-    seen: list[int] = []
-    hasher = xxhash.xxh3_128()
-    size = read_ahead.pump_cached_first(
-        data, hasher, new_buffer(), lambda: [new_buffer() for _ in range(3)], seen.append
-    )
-    assert started == [3 * len(new_buffer())]
-    assert size == sum(seen) == data.stat().st_size
-    assert f"xxh3_128:{hasher.hexdigest()}" == str(whole)
-
-
-def test_a_file_system_without_nowait_reads_go_to_the_thread_from_the_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from librarian_dagster.storage import read_ahead
-
-    def unsupported(*args: Any) -> int:
-        raise OSError(errno.EOPNOTSUPP, "not supported")
-
-    data = tmp_path / "data"
-    data.write_bytes(os.urandom(3 << 20))
-    monkeypatch.setattr(read_ahead.os, "preadv", unsupported)
-    made: list[int] = []
-
-    def buffers() -> list[memoryview]:
-        made.append(1)
-        return [new_buffer() for _ in range(3)]
-
-    hasher = xxhash.xxh3_128()
-    assert read_ahead.pump_cached_first(data, hasher, new_buffer(), buffers) == 3 << 20
-    assert made == [1]
-    assert f"xxh3_128:{hasher.hexdigest()}" == str(hash_path(data))
-
-
-def test_a_fully_cached_file_never_starts_the_thread(tmp_path: Path) -> None:
-    from librarian_dagster.storage import read_ahead
-
-    data = tmp_path / "data"
-    data.write_bytes(os.urandom(3 << 20))
-    data.read_bytes()
-
-    def no_thread() -> list[memoryview]:
-        raise AssertionError("the read-ahead thread started for a cached file")
-
-    hasher = xxhash.xxh3_128()
-    assert read_ahead.pump_cached_first(data, hasher, new_buffer(), no_thread) == 3 << 20

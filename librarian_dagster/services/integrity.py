@@ -20,9 +20,11 @@ books, and a scheduled one also by bytes and seconds and to copies that are due:
 
 The report counts the records still open after the pass, whichever copies it read: the
 check stays failed until every bad copy is repaired or dismissed. Paths are re-derived from
-the store and the name, never taken from the row as given. Large files are read ahead by
-a second thread while the first hashes (``storage.read_ahead``): one reader, large
-sequential reads, the disk kept busy.
+the store and the name, never taken from the row as given. One reader, large sequential
+reads: each file is read in 1 MiB chunks with ``POSIX_FADV_SEQUENTIAL`` (the kernel's
+readahead keeps the disk busy while a chunk is hashed). A second thread reading ahead was
+tried and measured no faster from disk and slower from memory (``benchmarks/README.md``,
+Integrity), so there is none.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def read_copy(
 ) -> tuple[Checksum | None, CorruptionReason | None, str]:
     """(checksum found, what is wrong, detail): reason None means the copy matches."""
     try:
-        found = hash_path(path, expected.algorithm, overlap=True)
+        found = hash_path(path, expected.algorithm)
     except FileNotFoundError:
         return None, CorruptionReason.MISSING, f"{path} is missing"
     except ChecksumError as error:  # something unsafe appeared inside a stored book

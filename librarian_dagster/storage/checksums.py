@@ -55,7 +55,6 @@ import blake3
 import xxhash
 
 from librarian_dagster.storage.posix import kind
-from librarian_dagster.storage.read_ahead import pump_cached_first
 from librarian_dagster.storage.tree import walk
 
 DEFAULT_ALGORITHM = "xxh3_128"
@@ -277,36 +276,12 @@ def pump(
     return size
 
 
-# Files at least this large are read by a thread of their own while the caller hashes,
-# from the first chunk not in the page cache (``read_ahead.pump_cached_first``); below it
-# a thread costs more than it saves.
-OVERLAP_MIN_BYTES = 16 << 20
-# Its reads are larger: a hand-over between the threads costs as much as a small read.
-OVERLAP_CHUNK = 4 << 20
-
-
-def _pump_file(
-    path: StrPath, hasher: Hasher, buffer: memoryview, progress: Progress | None, overlap: bool
-) -> int:
-    if overlap and os.stat(path).st_size >= OVERLAP_MIN_BYTES:
-        return pump_cached_first(path, hasher, buffer, _read_ahead_buffers, progress)
-    return pump(path, hasher, buffer, progress)
-
-
-def _read_ahead_buffers() -> list[memoryview]:
-    return [memoryview(mmap.mmap(-1, OVERLAP_CHUNK)) for _ in range(3)]
-
-
 def hash_file(
-    path: StrPath,
-    algorithm: str = DEFAULT_ALGORITHM,
-    progress: Progress | None = None,
-    *,
-    overlap: bool = False,
+    path: StrPath, algorithm: str = DEFAULT_ALGORITHM, progress: Progress | None = None
 ) -> Checksum:
     """Checksum one file's bytes in a single streaming pass."""
     hasher = new_hasher(algorithm)
-    _pump_file(path, hasher, new_buffer(), progress, overlap)
+    pump(path, hasher, new_buffer(), progress)
     return Checksum(algorithm, hasher.hexdigest())
 
 
@@ -337,37 +312,24 @@ def book_status(path: Path) -> os.stat_result:
 
 
 def _digest_files(
-    src: Path,
-    files: list[tuple[str, int]],
-    algorithm: str,
-    progress: Progress | None,
-    overlap: bool = False,
+    src: Path, files: list[tuple[str, int]], algorithm: str, progress: Progress | None
 ) -> Checksum:
     """Hash a directory book's files, given as scan_tree's (relpath, size) pairs."""
     digest = DirectoryDigest(algorithm)
     buffer = new_buffer()
     for relpath, _ in files:
         hasher = new_hasher(algorithm)
-        size = _pump_file(src / relpath, hasher, buffer, progress, overlap)
+        size = pump(src / relpath, hasher, buffer, progress)
         digest.add(relpath, size, hasher.hexdigest())
     return digest.result()
 
 
 def hash_path(
-    path: StrPath,
-    algorithm: str = DEFAULT_ALGORITHM,
-    progress: Progress | None = None,
-    *,
-    overlap: bool = False,
+    path: StrPath, algorithm: str = DEFAULT_ALGORITHM, progress: Progress | None = None
 ) -> Checksum:
-    """Checksum a book: a file's bytes, or a directory per the module's definition.
-
-    ``overlap``: large files are read ahead by a second thread from their first chunk not
-    in the page cache (``pump_cached_first``): for a reader that does nothing but verify,
-    such as the integrity pass.
-    """
+    """Checksum a book: a file's bytes, or a directory per the module's definition."""
     root = Path(path)
     if not stat.S_ISDIR(book_status(root).st_mode):
-        return hash_file(root, algorithm, progress, overlap=overlap)
+        return hash_file(root, algorithm, progress)
     _, files = scan_tree(root)
-    return _digest_files(root, files, algorithm, progress, overlap)
+    return _digest_files(root, files, algorithm, progress)
