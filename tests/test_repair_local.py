@@ -205,3 +205,22 @@ def test_a_crash_before_the_commit_leaves_a_good_copy_that_the_next_pass_closes(
 
     find_bad(site, name)  # the next pass re-reads known-bad copies first
     assert records(site) == [(name, "main", CorruptionStatus.REPAIRED)]
+
+
+def test_a_source_holding_something_unsafe_is_recorded_and_the_run_goes_on(
+    site: Site, tmp_path: Path
+) -> None:
+    name = "2026/12/07/book"
+    shelve_twice(site, tmp_path, name, directory=True)
+    rot(site.store.path_for(name))
+    find_bad(site, name)
+    source = site.stores["backup"].path_for(name)
+    source.chmod(0o755)
+    (source / "link").symlink_to("/etc/passwd")  # not a book's entry: never copied
+    report = request_repairs(site.catalogue, site.settings, NO_PEERS, stores=site.stores)
+    ((lost, why),) = report.lost
+    assert lost == name and "store backup: its copy cannot be read as a book" in why
+    assert records(site) == [
+        (name, "backup", CorruptionStatus.DETECTED),
+        (name, "main", CorruptionStatus.LOST),
+    ]

@@ -181,3 +181,19 @@ def test_a_fill_that_runs_to_its_end_clears_the_stalls(
     assert result.success
     (event,) = stuck_events(site)
     assert event.resolved and event.resolved_by == "finished run"
+
+
+def test_a_launcher_that_fails_to_end_the_run_loses_no_stall(
+    site: DriveSite, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuses(run_id: str) -> bool:
+        raise RuntimeError("code server gone")
+
+    monkeypatch.setattr(instance.run_launcher, "terminate", refuses)
+    hung = started_run(instance, FILL_JOB, {STORE_TAG: "drive1"})
+    time.sleep(STUCK_SECONDS + 0.2)
+    assert "cancelled 1 stuck runs" in watch(site, instance, FakeSlack())
+    (event,) = stuck_events(site)
+    assert event.count == 1 and hung.run_id in event.message
+    assert status(instance, hung) == dg.DagsterRunStatus.CANCELING  # monitoring ends it
+    assert watch(site, instance, FakeSlack()) == "no fill or drive ingest is stuck"

@@ -105,6 +105,7 @@ def test_committed_uploads_no_longer_count_against_the_cap(site: Site, tmp_path:
 
 def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
     idle = stage(site, "idle/one", 400_000)
+    other = stage(site, "idle/two", 1_000)  # the same uploader's second dead upload
     partial = Path(site.staging_path(idle))
     partial.write_bytes(b"half of it")  # a client killed mid-upload, a day ago
     long_ago = time.time() - 25 * 3600
@@ -112,6 +113,7 @@ def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
     busy = stage(site, "busy/one", 100_000, who=BOB)
     fresh = stage(site, "fresh/one", 100_000, who=BOB)
     age(site, idle, 25)
+    age(site, other, 25)
     age(site, busy, 25)
     # Past expiry, the idle upload reserves nothing even before the sweep runs ...
     stage(site, "alice/again", 400_000)
@@ -119,7 +121,7 @@ def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
         site.catalogue, site.stores, site.settings.ingest, busy={busy}
     )
     # ... and the sweep fails it with the reason and removes its partial data.
-    assert expired == 1
+    assert expired == 2
     state, reason = status(site, idle)
     assert state == TransferStatus.FAILED and reason and "no bytes received for 24 hours" in reason
     assert not partial.exists() and not partial.parent.exists()
@@ -135,8 +137,10 @@ def test_idle_uploads_expire_and_free_their_reservation(site: Site) -> None:
             select(Event).where(Event.kind == upload_reservations.UPLOAD_EXPIRED_KIND)
         ).all()
         told = sorted((e.subject, e.count, e.resolved) for e in events)
-        assert told == sorted([(UPLOADER.name, 1, False), (BOB.name, 1, False)])
-        assert "idle/one" in next(e.message for e in events if e.subject == UPLOADER.name)
+        # One event per expiry (each is forwarded), even from the same uploader.
+        assert told == sorted([(UPLOADER.name, 1, False)] * 2 + [(BOB.name, 1, False)])
+        alices = [e.message for e in events if e.subject == UPLOADER.name]
+        assert any("idle/one" in m for m in alices) and any("idle/two" in m for m in alices)
 
 
 def test_ping_counts_idle_uploads_and_reserved_bytes(
