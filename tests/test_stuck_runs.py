@@ -7,7 +7,7 @@ PostgreSQL catalogues, a real Dagster instance, Slack through a replaced client.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,6 @@ def site(
 ) -> DriveSite:
     monkeypatch.setenv("TEST_SLACK_TOKEN", TOKEN)
     return drive_site(make_settings, database_url, tmp_path, extra_toml=TOML)
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), set_dagster_home=False) as found:
-        yield found
 
 
 def resources(site: DriveSite, slack: FakeSlack) -> dict[str, Any]:
